@@ -1,0 +1,40 @@
+//! `tether`: the command-line face of the tether secure-socket library.
+//!
+//! Subcommands:
+//! - `tether pki ...`: make a small CA, issue server and device certificates, print SPKI pins.
+//! - `tether connect HOST:PORT`: a diagnostic TLS client in the spirit of `openssl s_client`.
+//! - `tether demo`: a self-contained tour (throwaway PKI, a server, mTLS clients, resumption).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod pki;
+
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about = "Verified TLS secure sockets for devices and gateways")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Certificates: a CA, server and device certificates, SPKI pins.
+    Pki(pki::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pki(args) => pki::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One clear line: the error and its causes, outermost first.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
