@@ -1,2 +1,74 @@
-#![no_std]
+//! # tether: verified TLS secure sockets for devices and the servers they talk to
+//!
+//! One TLS 1.2/1.3 connection, client or server, over any transport, blocking or
+//! non-blocking, `no_std` + `alloc` on a microcontroller and std on a gateway.
+//!
+//! Layers, bottom up:
+//! - [`Session`]: the sans-IO core over rustls' unbuffered API. Bytes in, events and bytes out,
+//!   into buffers the caller owns; time passed in; never blocks, never reads a clock.
+//! - [`ClientConfig`], [`ServerConfig`], [`Trust`]: policy. Verification is always on: CA roots,
+//!   SPKI [`Pin`]s, trust on first use ([`TofuStore`]); the only unverified mode is
+//!   [`Trust::danger_accept_any`].
+//! - [`socket::TlsSocket`]: a socket over any [`socket::Transport`] (blocking or non-blocking),
+//!   with the std adapter for `TcpStream` in [`net`] (feature `std`).
+//! - [`Error`]: one categorised error type; each message says what happened and what to do.
+//!
+//! Features: `std` (default: TcpStream adapter, system clock, TOFU file store, `io::Error`
+//! mapping), `mozilla-roots` (bundled Mozilla CA roots).
+//!
+//! ```
+//! # fn main() -> Result<(), tether::Error> {
+//! // A client and a server talking through two in-memory "wires".
+//! use tether::{ClientConfig, Identity, Instant, Recv, ServerConfig, Session, Trust};
+//! # let ca_pem = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ca.pem"));
+//! # let cert_pem = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/server.pem"));
+//! # let key_pem = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/server.key"));
+//! let server_config = ServerConfig::builder(Identity::from_pem(cert_pem, key_pem)?).build()?;
+//! let client_config = ClientConfig::builder(Trust::from_pem(ca_pem)?).build()?;
+//! let now = Instant::ZERO;
+//! let mut client = Session::client(&client_config, "localhost", now)?;
+//! let mut server = Session::server(&server_config, now)?;
+//! let mut buf = vec![0u8; 32 * 1024];
+//! while client.is_handshaking() || server.is_handshaking() {
+//!     let n = client.poll_transmit(&mut buf);
+//!     server.handle_input(now, &buf[..n])?;
+//!     let n = server.poll_transmit(&mut buf);
+//!     client.handle_input(now, &buf[..n])?;
+//! }
+//! let sent = client.send(b"hello", &mut buf)?;
+//! server.handle_input(now, &buf[..sent.written])?;
+//! let mut got = [0u8; 16];
+//! assert_eq!(server.recv(&mut got)?, Recv::Data(5));
+//! assert_eq!(&got[..5], b"hello");
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 extern crate alloc;
+
+pub mod config;
+mod der;
+pub mod error;
+pub mod pin;
+pub mod resume;
+pub mod session;
+pub mod socket;
+pub mod time;
+pub mod trust;
+
+#[cfg(feature = "std")]
+pub mod net;
+
+pub use config::{ClientConfig, ClientConfigBuilder, Identity, ServerConfig, ServerConfigBuilder, TlsVersion};
+pub use error::Error;
+pub use pin::Pin;
+pub use resume::{TicketKey, Ticketer};
+pub use session::{Event, Recv, Sent, Session, Side};
+pub use time::{Instant, TimePolicy, WallClock};
+pub use trust::{ClientAuth, MemoryTofuStore, TofuStore, Trust};
+
+/// Cipher suite and group names, re-exported from rustls.
+pub use rustls::{CipherSuite, NamedGroup};

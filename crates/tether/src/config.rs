@@ -1,0 +1,485 @@
+//! Configuration: policy lives here, mechanism in [`Session`](crate::Session).
+//!
+//! Build a [`ClientConfig`] or [`ServerConfig`] once and share it (it is an `Arc` inside and
+//! cheap to clone) between every connection that uses the same policy.
+//!
+//! Defaults follow Mozilla's "intermediate" guidance, tightened where TLS 1.3 allows: TLS 1.2
+//! and 1.3 only, ECDHE key exchange only (X25519, P-256, P-384), AEAD cipher suites only, no
+//! renegotiation, no compression, a 10-second handshake timeout, resumption on.
+//!
+//! ```
+//! # fn main() -> Result<(), tether::Error> {
+//! use tether::{ClientConfig, TlsVersion, Trust};
+//! let config = ClientConfig::builder(Trust::danger_accept_any())
+//!     .versions(TlsVersion::Tls13, TlsVersion::Tls13)
+//!     .alpn(&[b"mqtt"])
+//!     .build()?;
+//! assert_eq!(config.versions(), (TlsVersion::Tls13, TlsVersion::Tls13));
+//! # Ok(()) }
+//! ```
+
+use alloc::string::ToString;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::{CipherSuite, NamedGroup, SupportedProtocolVersion};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::{ConfigError, Error};
+use crate::resume::{ClientSessionCache, ServerSessionCache, Ticketer};
+use crate::time::{PolicyTime, TimePolicy};
+use crate::trust::{ClientAuth, ClientVerifier, ServerVerifier, Trust, VerifierParts};
+
+/// A TLS protocol version tether speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246), ECDHE + AEAD suites only.
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        })
+    }
+}
+
+impl TlsVersion {
+    pub(crate) fn from_rustls(v: rustls::ProtocolVersion) -> Option<TlsVersion> {
+        match v {
+            rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion::Tls12),
+            rustls::ProtocolVersion::TLSv1_3 => Some(TlsVersion::Tls13),
+            _ => None,
+        }
+    }
+}
+
+fn versions(min: TlsVersion, max: TlsVersion) -> Result<Vec<&'static SupportedProtocolVersion>, Error> {
+    if min > max {
+        return Err(ConfigError::Inconsistent(alloc::format!(
+            "minimum TLS version {min} is above the maximum {max}"
+        ))
+        .into());
+    }
+    let mut v = Vec::new();
+    if max >= TlsVersion::Tls13 {
+        v.push(&rustls::version::TLS13);
+    }
+    if min <= TlsVersion::Tls12 {
+        v.push(&rustls::version::TLS12);
+    }
+    Ok(v)
+}
+
+/// The crypto provider (ring), optionally narrowed to some suites and groups.
+pub(crate) fn provider_with(
+    suites: Option<&[CipherSuite]>,
+    groups: Option<&[NamedGroup]>,
+) -> Result<Arc<CryptoProvider>, Error> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if let Some(suites) = suites {
+        p.cipher_suites.retain(|s| suites.contains(&s.suite()));
+        if p.cipher_suites.is_empty() {
+            return Err(ConfigError::Inconsistent(alloc::format!(
+                "none of the cipher suites {suites:?} is supported; supported: {:?}",
+                rustls::crypto::ring::ALL_CIPHER_SUITES
+                    .iter()
+                    .map(|s| s.suite())
+                    .collect::<Vec<_>>()
+            ))
+            .into());
+        }
+    }
+    if let Some(groups) = groups {
+        p.kx_groups.retain(|g| groups.contains(&g.name()));
+        if p.kx_groups.is_empty() {
+            return Err(ConfigError::Inconsistent(alloc::format!(
+                "none of the key-exchange groups {groups:?} is supported (X25519, secp256r1, secp384r1)"
+            ))
+            .into());
+        }
+    }
+    Ok(Arc::new(p))
+}
+
+/// A certificate chain and its private key: a server's identity, or a client's for mTLS.
+#[derive(Clone)]
+pub struct Identity {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("certificates", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// From PEM: the chain (leaf first, then intermediates) and a PKCS#8, SEC1 or PKCS#1 key.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Identity, Error> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::BadPem(alloc::format!("certificate chain: {e:?}")))?;
+        if chain.is_empty() {
+            return Err(ConfigError::BadPem("no CERTIFICATE block in the chain".into()).into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| ConfigError::BadKey(alloc::format!("no usable private key: {e:?}")))?;
+        Identity::from_der(chain, key)
+    }
+
+    /// From DER certificates (leaf first) and a DER private key.
+    pub fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Identity, Error> {
+        // Fail early, with a clear message, if ring cannot use the key.
+        rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|e| ConfigError::BadKey(e.to_string()))?;
+        Ok(Identity {
+            chain,
+            key: Arc::new(key),
+        })
+    }
+
+    /// The leaf certificate (DER).
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+}
+
+/// Settings shared by client and server builders.
+#[derive(Clone, Debug)]
+struct Common {
+    min: TlsVersion,
+    max: TlsVersion,
+    suites: Option<Vec<CipherSuite>>,
+    groups: Option<Vec<NamedGroup>>,
+    alpn: Vec<Vec<u8>>,
+    max_record: Option<usize>,
+    handshake_timeout: Duration,
+    time: TimePolicy,
+    resumption: bool,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            min: TlsVersion::Tls12,
+            max: TlsVersion::Tls13,
+            suites: None,
+            groups: None,
+            alpn: Vec::new(),
+            max_record: None,
+            handshake_timeout: Duration::from_secs(10),
+            time: TimePolicy::default(),
+            resumption: true,
+        }
+    }
+}
+
+macro_rules! common_setters {
+    () => {
+        /// Minimum and maximum TLS version (default 1.2 to 1.3). Never a silent fallback below
+        /// `min`.
+        pub fn versions(mut self, min: TlsVersion, max: TlsVersion) -> Self {
+            self.common.min = min;
+            self.common.max = max;
+            self
+        }
+
+        /// Restricts cipher suites to these (in the provider's preference order).
+        pub fn cipher_suites(mut self, suites: &[CipherSuite]) -> Self {
+            self.common.suites = Some(suites.to_vec());
+            self
+        }
+
+        /// Restricts key-exchange groups to these.
+        pub fn kx_groups(mut self, groups: &[NamedGroup]) -> Self {
+            self.common.groups = Some(groups.to_vec());
+            self
+        }
+
+        /// ALPN protocols, most preferred first.
+        pub fn alpn(mut self, protocols: &[&[u8]]) -> Self {
+            self.common.alpn = protocols.iter().map(|p| p.to_vec()).collect();
+            self
+        }
+
+        /// Largest plaintext per outgoing record (32 ..= 16384). Small records let a device
+        /// get by with small buffers.
+        pub fn max_record_size(mut self, bytes: usize) -> Self {
+            self.common.max_record = Some(bytes);
+            self
+        }
+
+        /// How long a handshake may take before it fails with `Timeout::Handshake`.
+        pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+            self.common.handshake_timeout = timeout;
+            self
+        }
+
+        /// How certificate validity periods are checked (see [`TimePolicy`]).
+        pub fn time_policy(mut self, policy: TimePolicy) -> Self {
+            self.common.time = policy;
+            self
+        }
+
+        /// Turns session resumption on (default) or off.
+        pub fn resumption(mut self, on: bool) -> Self {
+            self.common.resumption = on;
+            self
+        }
+    };
+}
+
+fn check_record_size(n: Option<usize>) -> Result<(), Error> {
+    match n {
+        Some(n) if !(32..=16384).contains(&n) => Err(ConfigError::Inconsistent(alloc::format!(
+            "max record size {n} is outside 32..=16384"
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// A client's policy. Build with [`ClientConfig::builder`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub(crate) rustls: Arc<rustls::ClientConfig>,
+    pub(crate) handshake_timeout: Duration,
+    /// True when verification can fail for reasons rustls' error type cannot carry (pins,
+    /// TOFU): each session then gets its own verifier that reports them.
+    pub(crate) detailed_verifier: Option<Arc<VerifierParts>>,
+    versions: (TlsVersion, TlsVersion),
+}
+
+/// Builds a [`ClientConfig`].
+#[derive(Clone, Debug)]
+pub struct ClientConfigBuilder {
+    trust: Trust,
+    identity: Option<Identity>,
+    sni: bool,
+    cache_size: usize,
+    common: Common,
+}
+
+impl ClientConfig {
+    /// Starts a client config that verifies servers with `trust`.
+    pub fn builder(trust: Trust) -> ClientConfigBuilder {
+        ClientConfigBuilder {
+            trust,
+            identity: None,
+            sni: true,
+            cache_size: 32,
+            common: Common::default(),
+        }
+    }
+
+    /// The configured (minimum, maximum) TLS versions.
+    pub fn versions(&self) -> (TlsVersion, TlsVersion) {
+        self.versions
+    }
+
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+}
+
+impl ClientConfigBuilder {
+    common_setters!();
+
+    /// A client certificate and key, for servers that ask for one (mTLS).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Send the server name (SNI) in the handshake (default on; never sent for IP addresses).
+    pub fn sni(mut self, on: bool) -> Self {
+        self.sni = on;
+        self
+    }
+
+    /// How many servers the session cache remembers (default 32).
+    pub fn session_cache_size(mut self, servers: usize) -> Self {
+        self.cache_size = servers;
+        self
+    }
+
+    /// Checks the policy and builds the config.
+    pub fn build(self) -> Result<ClientConfig, Error> {
+        if !self.trust.has_anchors() {
+            return Err(ConfigError::NoTrustAnchors.into());
+        }
+        check_record_size(self.common.max_record)?;
+        let c = &self.common;
+        let provider = provider_with(c.suites.as_deref(), c.groups.as_deref())?;
+        let time = Arc::new(PolicyTime(c.time.clone()));
+        let parts = Arc::new(VerifierParts {
+            trust: self.trust,
+            provider: provider.clone(),
+            time: c.time.clone(),
+        });
+        let verifier = Arc::new(ServerVerifier {
+            parts: parts.clone(),
+            slot: None,
+        });
+        let builder = rustls::ClientConfig::builder_with_details(provider.clone(), time)
+            .with_protocol_versions(&versions(c.min, c.max)?)
+            .map_err(|e| ConfigError::Inconsistent(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match self.identity {
+            Some(id) => builder
+                .with_client_auth_cert(id.chain, id.key.clone_key())
+                .map_err(|e| ConfigError::BadKey(e.to_string()))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = c.alpn.clone();
+        // rustls counts the 5-byte record header in max_fragment_size.
+        config.max_fragment_size = c.max_record.map(|n| n + 5);
+        config.enable_sni = self.sni;
+        config.resumption = if c.resumption {
+            rustls::client::Resumption::store(Arc::new(ClientSessionCache::new(self.cache_size)))
+        } else {
+            rustls::client::Resumption::disabled()
+        };
+        let detailed = !parts.trust.pins.is_empty() || parts.trust.tofu.is_some();
+        Ok(ClientConfig {
+            rustls: Arc::new(config),
+            handshake_timeout: c.handshake_timeout,
+            detailed_verifier: detailed.then_some(parts),
+            versions: (c.min, c.max),
+        })
+    }
+}
+
+/// A server's policy. Build with [`ServerConfig::builder`].
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub(crate) rustls: Arc<rustls::ServerConfig>,
+    pub(crate) handshake_timeout: Duration,
+    versions: (TlsVersion, TlsVersion),
+}
+
+impl ServerConfig {
+    /// Starts a server config presenting `identity`.
+    pub fn builder(identity: Identity) -> ServerConfigBuilder {
+        ServerConfigBuilder {
+            identity,
+            client_auth: ClientAuth::None,
+            ticketer: None,
+            cache_size: 1024,
+            tickets_per_handshake: 2,
+            common: Common::default(),
+        }
+    }
+
+    /// The configured (minimum, maximum) TLS versions.
+    pub fn versions(&self) -> (TlsVersion, TlsVersion) {
+        self.versions
+    }
+
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+}
+
+/// Builds a [`ServerConfig`].
+#[derive(Debug)]
+pub struct ServerConfigBuilder {
+    identity: Identity,
+    client_auth: ClientAuth,
+    ticketer: Option<Arc<Ticketer>>,
+    cache_size: usize,
+    tickets_per_handshake: usize,
+    common: Common,
+}
+
+impl ServerConfigBuilder {
+    common_setters!();
+
+    /// Whether clients must (or may) present certificates, and how they are verified.
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.client_auth = auth;
+        self
+    }
+
+    /// Stateless tickets sealed by `ticketer` (share it, or its key, between servers that should
+    /// resume each other's sessions). Without one, a random per-config key is made.
+    pub fn ticketer(mut self, ticketer: Arc<Ticketer>) -> Self {
+        self.ticketer = Some(ticketer);
+        self
+    }
+
+    /// Size of the session-id cache (TLS 1.2 clients that do not use tickets). Default 1024.
+    pub fn session_cache_size(mut self, sessions: usize) -> Self {
+        self.cache_size = sessions;
+        self
+    }
+
+    /// Checks the policy and builds the config.
+    pub fn build(self) -> Result<ServerConfig, Error> {
+        check_record_size(self.common.max_record)?;
+        let c = &self.common;
+        let provider = provider_with(c.suites.as_deref(), c.groups.as_deref())?;
+        let time = Arc::new(PolicyTime(c.time.clone()));
+        let builder = rustls::ServerConfig::builder_with_details(provider.clone(), time)
+            .with_protocol_versions(&versions(c.min, c.max)?)
+            .map_err(|e| ConfigError::Inconsistent(e.to_string()))?;
+        let builder = match self.client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::Required(trust) | ClientAuth::Optional(trust)
+                if !trust.has_anchors() =>
+            {
+                let _ = trust;
+                return Err(ConfigError::NoTrustAnchors.into());
+            }
+            ClientAuth::Required(trust) => builder.with_client_cert_verifier(Arc::new(
+                ClientVerifier::new(trust, true, provider.clone(), c.time.clone()),
+            )),
+            ClientAuth::Optional(trust) => builder.with_client_cert_verifier(Arc::new(
+                ClientVerifier::new(trust, false, provider.clone(), c.time.clone()),
+            )),
+        };
+        let mut config = builder
+            .with_single_cert(self.identity.chain, self.identity.key.clone_key())
+            .map_err(|e| ConfigError::BadKey(e.to_string()))?;
+        config.alpn_protocols = c.alpn.clone();
+        // rustls counts the 5-byte record header in max_fragment_size.
+        config.max_fragment_size = c.max_record.map(|n| n + 5);
+        // RFC 5746: rustls never renegotiates; nothing to turn off.
+        if c.resumption {
+            config.session_storage = Arc::new(ServerSessionCache::new(self.cache_size));
+            config.ticketer = match self.ticketer {
+                Some(t) => t,
+                None => Arc::new(Ticketer::generate()?),
+            };
+            config.send_tls13_tickets = self.tickets_per_handshake;
+        } else {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        Ok(ServerConfig {
+            rustls: Arc::new(config),
+            handshake_timeout: c.handshake_timeout,
+            versions: (c.min, c.max),
+        })
+    }
+}

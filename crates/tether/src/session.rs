@@ -1,0 +1,753 @@
+//! The sans-IO TLS session.
+//!
+//! A [`Session`] is one TLS 1.2/1.3 connection, client or server, with no I/O and no clock: the
+//! driver moves bytes between it and a transport and passes the time in.
+//!
+//! # Driving a session
+//!
+//! 1. Create it with [`Session::client`] or [`Session::server`], passing `now`. The handshake
+//!    deadline is `now + handshake_timeout`.
+//! 2. Loop:
+//!    - [`poll_transmit`](Session::poll_transmit) into your buffer and write those bytes to the
+//!      transport, until it returns 0;
+//!    - when the transport has bytes, pass them to [`handle_input`](Session::handle_input) (or
+//!      read straight into [`input_buffer`](Session::input_buffer) and
+//!      [`commit_input`](Session::commit_input));
+//!    - when the transport reports end-of-file, call [`handle_eof`](Session::handle_eof);
+//!    - at [`poll_timeout`](Session::poll_timeout), call [`handle_timeout`](Session::handle_timeout);
+//!    - [`poll_event`](Session::poll_event) tells when the handshake completed and when the peer
+//!      sent close_notify.
+//! 3. Once [`is_handshaking`](Session::is_handshaking) is false: [`send`](Session::send)
+//!    encrypts application data straight into your output buffer, [`recv`](Session::recv)
+//!    returns decrypted data, [`close`](Session::close) queues close_notify.
+//!
+//! Time only moves forward: every `now` must be at or after the previous one.
+//!
+//! A session that fails stays failed: every later call returns the same error, and any alert it
+//! queued is still returned by `poll_transmit`. No application data is ever returned before the
+//! handshake (and so the peer's verification) has completed.
+//!
+//! # Memory
+//!
+//! The session keeps three buffers, each allocated only while it holds bytes and freed as soon
+//! as it is empty: received ciphertext that does not yet form a whole record, handshake bytes
+//! waiting for `poll_transmit`, and decrypted bytes that did not fit the caller's `recv` buffer.
+//! An established, idle session holds none of them.
+
+use alloc::string::ToString;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{CipherSuite, HandshakeKind, NamedGroup};
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::config::{ClientConfig, ServerConfig, TlsVersion};
+use crate::error::{CertificateError, ConfigError, Error, HandshakeError, Timeout};
+use crate::time::Instant;
+use crate::trust::{FailureSlot, ServerVerifier};
+
+/// Something the session reports once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed and the peer is verified: application data may flow.
+    Connected,
+    /// The peer sent close_notify: it will send no more data (all its data has been received).
+    PeerClosed,
+}
+
+/// What [`Session::recv`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recv {
+    /// This many bytes were written to the buffer (never 0).
+    Data(usize),
+    /// No data yet: feed more input.
+    Pending,
+    /// The peer closed cleanly (close_notify) and every byte it sent has been returned.
+    Closed,
+}
+
+/// What [`Session::send`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[must_use]
+pub struct Sent {
+    /// Bytes of application data consumed.
+    pub consumed: usize,
+    /// Bytes written to the output buffer (pending handshake bytes, then records).
+    pub written: usize,
+}
+
+/// Which side this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The side that connects.
+    Client,
+    /// The side that accepts.
+    Server,
+}
+
+enum Conn {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
+}
+
+/// Upper bound of the bytes a record adds to its plaintext: header (5) + TLS 1.2 explicit
+/// nonce (8) + AEAD tag (16); TLS 1.3 adds 5 + 1 + 16.
+const RECORD_OVERHEAD: usize = 29;
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// One TLS connection, sans I/O. See the [module docs](self) for how to drive it.
+pub struct Session {
+    conn: Conn,
+    side: Side,
+    incoming: Vec<u8>,
+    tx: Vec<u8>,
+    tx_pos: usize,
+    plain: Vec<u8>,
+    plain_pos: usize,
+    deadline: Option<Instant>,
+    started: Instant,
+    last_now: Instant,
+    input_reserved: usize,
+    handshake_duration: Option<Duration>,
+    error: Option<Error>,
+    slot: Option<FailureSlot>,
+    server_name: Option<alloc::string::String>,
+    max_fragment: usize,
+    connected: bool,
+    connected_event: bool,
+    peer_closed: bool,
+    peer_closed_event: bool,
+    peer_eof: bool,
+    close_requested: bool,
+    close_sent: bool,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("side", &self.side)
+            .field("connected", &self.connected)
+            .field("peer_closed", &self.peer_closed)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The per-call work handed to the state loop.
+#[derive(Default)]
+struct Work<'a> {
+    read_out: Option<&'a mut [u8]>,
+    read_n: usize,
+    encrypt: Option<(&'a [u8], &'a mut [u8])>,
+    sent: Sent,
+    close: bool,
+    close_done: bool,
+}
+
+enum Step {
+    Again,
+    Idle { may_write: bool },
+    PeerClosed,
+    Failed(rustls::Error),
+}
+
+struct Bufs<'a> {
+    tx: &'a mut Vec<u8>,
+    plain: &'a mut Vec<u8>,
+    max_fragment: usize,
+}
+
+fn handle_state<D>(
+    status: UnbufferedStatus<'_, '_, D>,
+    bufs: &mut Bufs<'_>,
+    work: &mut Work<'_>,
+) -> (usize, Step) {
+    let mut discard = status.discard;
+    let state = match status.state {
+        Ok(s) => s,
+        Err(e) => return (discard, Step::Failed(e)),
+    };
+    let step = match state {
+        ConnectionState::ReadTraffic(mut rt) => {
+            while let Some(rec) = rt.next_record() {
+                let rec = match rec {
+                    Ok(r) => r,
+                    Err(e) => return (discard, Step::Failed(e)),
+                };
+                discard += rec.discard;
+                let mut payload = rec.payload;
+                if let Some(out) = work.read_out.as_deref_mut() {
+                    if bufs.plain.is_empty() {
+                        let n = payload.len().min(out.len() - work.read_n);
+                        out[work.read_n..work.read_n + n].copy_from_slice(&payload[..n]);
+                        work.read_n += n;
+                        payload = &payload[n..];
+                    }
+                }
+                bufs.plain.extend_from_slice(payload);
+            }
+            Step::Again
+        }
+        ConnectionState::EncodeTlsData(mut enc) => {
+            let needed = match enc.encode(&mut []) {
+                Err(EncodeError::InsufficientSize(s)) => s.required_size,
+                Ok(_) => 0,
+                Err(EncodeError::AlreadyEncoded) => return (discard, Step::Again),
+            };
+            let start = bufs.tx.len();
+            bufs.tx.resize(start + needed, 0);
+            if let Err(e) = enc.encode(&mut bufs.tx[start..]) {
+                bufs.tx.truncate(start);
+                return (
+                    discard,
+                    Step::Failed(rustls::Error::General(alloc::format!("encode: {e}"))),
+                );
+            }
+            Step::Again
+        }
+        ConnectionState::TransmitTlsData(t) => {
+            // The bytes are in `tx`; the driver sends them via poll_transmit.
+            t.done();
+            Step::Again
+        }
+        ConnectionState::BlockedHandshake => Step::Idle { may_write: false },
+        ConnectionState::PeerClosed => Step::PeerClosed,
+        ConnectionState::Closed => Step::Idle { may_write: false },
+        ConnectionState::WriteTraffic(mut wt) => {
+            if let Some((data, out)) = work.encrypt.take() {
+                match encrypt_fitting(&mut wt, data, out, bufs.max_fragment) {
+                    Ok(sent) => {
+                        work.sent.consumed += sent.consumed;
+                        work.sent.written += sent.written;
+                    }
+                    Err(e) => return (discard, Step::Failed(e)),
+                }
+            }
+            if work.close && !work.close_done {
+                let start = bufs.tx.len();
+                bufs.tx.resize(start + 64, 0);
+                match wt.queue_close_notify(&mut bufs.tx[start..]) {
+                    Ok(n) => bufs.tx.truncate(start + n),
+                    Err(_) => bufs.tx.truncate(start),
+                }
+                work.close_done = true;
+            }
+            Step::Idle { may_write: true }
+        }
+        // Early data is never enabled by tether's configs.
+        _ => Step::Idle { may_write: false },
+    };
+    (discard, step)
+}
+
+/// Encrypts as much of `data` as fits `out`.
+fn encrypt_fitting<D>(
+    wt: &mut rustls::unbuffered::WriteTraffic<'_, D>,
+    data: &[u8],
+    out: &mut [u8],
+    max_fragment: usize,
+) -> Result<Sent, rustls::Error> {
+    if data.is_empty() {
+        return Ok(Sent::default());
+    }
+    let per = max_fragment + RECORD_OVERHEAD;
+    let full = out.len() / per;
+    let rem = out.len() - full * per;
+    let fits = (full * max_fragment + rem.saturating_sub(RECORD_OVERHEAD)).min(data.len());
+    if fits == 0 {
+        return Err(rustls::Error::General(alloc::format!(
+            "BUFFER:{}",
+            data.len().min(max_fragment) + RECORD_OVERHEAD
+        )));
+    }
+    match wt.encrypt(&data[..fits], out) {
+        Ok(written) => Ok(Sent {
+            consumed: fits,
+            written,
+        }),
+        Err(EncryptError::InsufficientSize(s)) => Err(rustls::Error::General(alloc::format!(
+            "BUFFER:{}",
+            s.required_size
+        ))),
+        Err(EncryptError::EncryptExhausted) => Err(rustls::Error::EncryptError),
+    }
+}
+
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            Conn::Client($c) => $body,
+            Conn::Server($c) => $body,
+        }
+    };
+}
+
+impl Session {
+    /// A client session connecting to `server_name` (a DNS name or an IP address), which is
+    /// sent as SNI (for DNS names) and verified against the server's certificate.
+    pub fn client(config: &ClientConfig, server_name: &str, now: Instant) -> Result<Session, Error> {
+        let name = ServerName::try_from(server_name)
+            .map_err(|_| ConfigError::BadServerName(server_name.to_string()))?
+            .to_owned();
+        let (rustls_config, slot) = match &config.detailed_verifier {
+            None => (config.rustls.clone(), None),
+            Some(parts) => {
+                // Pins and TOFU fail for reasons rustls' error cannot carry: give this session
+                // its own verifier with a slot to report them through.
+                let slot: FailureSlot = Arc::new(spin::Mutex::new(None));
+                let mut c = (*config.rustls).clone();
+                c.dangerous()
+                    .set_certificate_verifier(Arc::new(ServerVerifier {
+                        parts: parts.clone(),
+                        slot: Some(slot.clone()),
+                    }));
+                (Arc::new(c), Some(slot))
+            }
+        };
+        let conn = UnbufferedClientConnection::new(rustls_config, name)
+            .map_err(crate::error::from_rustls)?;
+        let max_fragment = config.rustls.max_fragment_size.map_or(MAX_FRAGMENT, |n| n - 5);
+        let mut s = Session::new(Conn::Client(conn), Side::Client, now, config.handshake_timeout, max_fragment);
+        s.slot = slot;
+        s.server_name = Some(server_name.to_string());
+        // The ClientHello is ready at once.
+        s.drive(&mut Work::default());
+        Ok(s)
+    }
+
+    /// A server session.
+    pub fn server(config: &ServerConfig, now: Instant) -> Result<Session, Error> {
+        let conn = UnbufferedServerConnection::new(config.rustls.clone())
+            .map_err(crate::error::from_rustls)?;
+        let max_fragment = config.rustls.max_fragment_size.map_or(MAX_FRAGMENT, |n| n - 5);
+        Ok(Session::new(
+            Conn::Server(conn),
+            Side::Server,
+            now,
+            config.handshake_timeout,
+            max_fragment,
+        ))
+    }
+
+    fn new(conn: Conn, side: Side, now: Instant, timeout: Duration, max_fragment: usize) -> Session {
+        Session {
+            conn,
+            side,
+            incoming: Vec::new(),
+            tx: Vec::new(),
+            tx_pos: 0,
+            plain: Vec::new(),
+            plain_pos: 0,
+            deadline: Some(now + timeout),
+            started: now,
+            last_now: now,
+            input_reserved: 0,
+            handshake_duration: None,
+            error: None,
+            slot: None,
+            server_name: None,
+            max_fragment: max_fragment.min(MAX_FRAGMENT),
+            connected: false,
+            connected_event: false,
+            peer_closed: false,
+            peer_closed_event: false,
+            peer_eof: false,
+            close_requested: false,
+            close_sent: false,
+        }
+    }
+
+    /// Which side this session is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Runs the state machine until it needs input; returns the last idle state's
+    /// may-write flag.
+    fn drive(&mut self, work: &mut Work<'_>) -> bool {
+        let mut may_write = false;
+        let mut guard = 0u32;
+        while self.error.is_none() {
+            guard += 1;
+            if guard > 100_000 {
+                // Defensive: a state machine that never settles is a bug, not a hang.
+                self.fail(Error::Protocol("TLS state machine did not settle".into()));
+                break;
+            }
+            let mut bufs = Bufs {
+                tx: &mut self.tx,
+                plain: &mut self.plain,
+                max_fragment: self.max_fragment,
+            };
+            let incoming = &mut self.incoming;
+            let (discard, step) = with_conn!(&mut self.conn, c => {
+                handle_state(c.process_tls_records(incoming), &mut bufs, work)
+            });
+            self.incoming.drain(..discard.min(self.incoming.len()));
+            match step {
+                Step::Again => {}
+                Step::Idle { may_write: w } => {
+                    may_write = w;
+                    break;
+                }
+                Step::PeerClosed => {
+                    self.peer_closed = true;
+                    self.peer_closed_event = true;
+                }
+                Step::Failed(e) => {
+                    let err = self.translate(e);
+                    self.flush_alert();
+                    self.fail(err);
+                    break;
+                }
+            }
+        }
+        if may_write && !self.connected {
+            self.connected = true;
+            self.connected_event = true;
+            self.deadline = None;
+            self.handshake_duration = Some(self.last_now.saturating_duration_since(self.started));
+        }
+        if self.incoming.is_empty() && self.incoming.capacity() > 0 {
+            self.incoming = Vec::new();
+        }
+        may_write
+    }
+
+    /// After a failure, collects the alert rustls queued, if any.
+    ///
+    /// rustls hands out queued records before it deframes again, so one call with the same
+    /// buffer (its deframer remembers positions in it) yields the alert without re-running the
+    /// step that failed.
+    fn flush_alert(&mut self) {
+        while with_conn!(&self.conn, c => c.wants_write()) {
+            let mut work = Work::default();
+            let mut bufs = Bufs {
+                tx: &mut self.tx,
+                plain: &mut self.plain,
+                max_fragment: self.max_fragment,
+            };
+            let incoming = &mut self.incoming;
+            let (discard, step) = with_conn!(&mut self.conn, c => {
+                handle_state(c.process_tls_records(incoming), &mut bufs, &mut work)
+            });
+            self.incoming.drain(..discard.min(self.incoming.len()));
+            if !matches!(step, Step::Again) {
+                break;
+            }
+        }
+    }
+
+    fn translate(&mut self, e: rustls::Error) -> Error {
+        if let Some(slot) = &self.slot {
+            if let Some(detail) = slot.lock().take() {
+                return detail;
+            }
+        }
+        if let rustls::Error::General(msg) = &e {
+            if let Some(n) = msg.strip_prefix("BUFFER:") {
+                return Error::BufferTooSmall {
+                    needed: n.parse().unwrap_or(MAX_FRAGMENT + RECORD_OVERHEAD),
+                };
+            }
+        }
+        match crate::error::from_rustls(e) {
+            Error::Certificate(CertificateError::NameMismatch { .. }) if self.server_name.is_some() => {
+                Error::Certificate(CertificateError::NameMismatch {
+                    expected: self.server_name.clone().unwrap_or_default(),
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn fail(&mut self, err: Error) {
+        self.error = Some(err);
+        self.deadline = None;
+        self.plain = Vec::new();
+        self.plain_pos = 0;
+        self.incoming = Vec::new();
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes bytes received from the transport. All of `data` is taken.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        self.handle_timeout(now)?;
+        self.check()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.peer_closed {
+            // RFC 8446 6.1: data after close_notify is ignored.
+            return Ok(());
+        }
+        self.incoming.extend_from_slice(data);
+        self.after_input()
+    }
+
+    /// Space to read transport bytes into directly (at least `min` bytes). Follow with
+    /// [`commit_input`](Self::commit_input) and the number of bytes read.
+    pub fn input_buffer(&mut self, min: usize) -> &mut [u8] {
+        let start = self.incoming.len() - self.input_reserved;
+        self.incoming.truncate(start);
+        self.input_reserved = min;
+        self.incoming.resize(start + min, 0);
+        &mut self.incoming[start..]
+    }
+
+    /// Commits `n` bytes read into the last [`input_buffer`](Self::input_buffer) (and
+    /// discards the rest of it).
+    pub fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        let requested = core::mem::take(&mut self.input_reserved);
+        let keep = self.incoming.len() - requested + n.min(requested);
+        self.incoming.truncate(keep);
+        self.handle_timeout(now)?;
+        self.check()?;
+        if self.peer_closed {
+            self.incoming.clear();
+            return Ok(());
+        }
+        self.after_input()
+    }
+
+    fn after_input(&mut self) -> Result<(), Error> {
+        let mut work = Work::default();
+        self.drive(&mut work);
+        self.check()
+    }
+
+    /// Tells the session that the transport reached end-of-file (the peer closed it).
+    pub fn handle_eof(&mut self) {
+        self.peer_eof = true;
+        if self.error.is_none() && !self.connected {
+            self.fail(Error::Handshake(HandshakeError::PeerClosed));
+        }
+    }
+
+    /// The deadline at which [`handle_timeout`](Self::handle_timeout) must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Checks deadlines at `now`; fails the session with [`Timeout::Handshake`] when the
+    /// handshake has not completed in time.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        if let Some(deadline) = self.deadline {
+            if now >= deadline && self.error.is_none() {
+                self.fail(Error::Timeout(Timeout::Handshake));
+            }
+        }
+        if now > self.last_now {
+            self.last_now = now;
+        }
+        self.check()
+    }
+
+    /// Copies bytes to send to the transport into `out`; returns how many (0: nothing to send).
+    #[must_use]
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> usize {
+        let pending = &self.tx[self.tx_pos..];
+        let n = pending.len().min(out.len());
+        out[..n].copy_from_slice(&pending[..n]);
+        self.tx_pos += n;
+        if self.tx_pos == self.tx.len() {
+            self.tx = Vec::new();
+            self.tx_pos = 0;
+        }
+        n
+    }
+
+    /// True when [`poll_transmit`](Self::poll_transmit) has bytes to give.
+    pub fn wants_transmit(&self) -> bool {
+        self.tx_pos < self.tx.len()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.connected_event {
+            self.connected_event = false;
+            return Some(Event::Connected);
+        }
+        if self.peer_closed_event && !self.has_buffered_data() {
+            self.peer_closed_event = false;
+            return Some(Event::PeerClosed);
+        }
+        None
+    }
+
+    fn has_buffered_data(&self) -> bool {
+        self.plain_pos < self.plain.len()
+    }
+
+    /// True until the handshake has completed.
+    pub fn is_handshaking(&self) -> bool {
+        !self.connected
+    }
+
+    /// True when the session has failed (see [`error`](Self::error)).
+    pub fn is_failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// The error that failed the session, if it failed.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// True once the peer's close_notify has been received.
+    pub fn is_peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Encrypts application data into `out`, after any handshake bytes still pending.
+    ///
+    /// Takes as much of `data` as fits; call again with the rest. Fails with
+    /// [`Error::BufferTooSmall`] when `out` cannot hold even one small record.
+    pub fn send(&mut self, data: &[u8], out: &mut [u8]) -> Result<Sent, Error> {
+        self.check()?;
+        if !self.connected {
+            return Err(Error::Handshake(HandshakeError::Other(
+                "the handshake has not completed; drive it before sending".into(),
+            )));
+        }
+        if self.close_requested {
+            return Err(Error::Closed);
+        }
+        let written = self.poll_transmit(out);
+        if self.wants_transmit() {
+            return Ok(Sent {
+                consumed: 0,
+                written,
+            });
+        }
+        let (_, rest) = out.split_at_mut(written);
+        let mut work = Work {
+            encrypt: Some((data, rest)),
+            ..Work::default()
+        };
+        self.drive(&mut work);
+        self.check()?;
+        let sent = work.sent;
+        Ok(Sent {
+            consumed: sent.consumed,
+            written: written + sent.written,
+        })
+    }
+
+    /// Decrypted application data into `buf`.
+    ///
+    /// Returns [`Recv::Closed`] after close_notify once everything was read. If the transport
+    /// reached EOF without close_notify, fails with [`Error::Truncated`].
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<Recv, Error> {
+        self.check()?;
+        if buf.is_empty() {
+            return Ok(Recv::Pending);
+        }
+        if self.has_buffered_data() {
+            let avail = &self.plain[self.plain_pos..];
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            self.plain_pos += n;
+            if self.plain_pos == self.plain.len() {
+                self.plain = Vec::new();
+                self.plain_pos = 0;
+            }
+            return Ok(Recv::Data(n));
+        }
+        if self.connected {
+            let mut work = Work {
+                read_out: Some(buf),
+                ..Work::default()
+            };
+            self.drive(&mut work);
+            let n = work.read_n;
+            if n > 0 {
+                return Ok(Recv::Data(n));
+            }
+            self.check()?;
+        }
+        if self.peer_closed {
+            return Ok(Recv::Closed);
+        }
+        if self.peer_eof {
+            let err = if self.connected {
+                Error::Truncated
+            } else {
+                Error::Handshake(HandshakeError::PeerClosed)
+            };
+            self.fail(err.clone());
+            return Err(err);
+        }
+        Ok(Recv::Pending)
+    }
+
+    /// Queues close_notify (once the handshake has completed); send it with
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn close(&mut self) {
+        if self.close_sent || self.error.is_some() {
+            return;
+        }
+        self.close_requested = true;
+        if self.connected {
+            let mut work = Work {
+                close: true,
+                ..Work::default()
+            };
+            self.drive(&mut work);
+            self.close_sent = work.close_done;
+        }
+    }
+
+    /// True once close_notify has been queued.
+    pub fn is_close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// The negotiated TLS version.
+    pub fn version(&self) -> Option<TlsVersion> {
+        with_conn!(&self.conn, c => c.protocol_version()).and_then(TlsVersion::from_rustls)
+    }
+
+    /// The negotiated cipher suite.
+    pub fn cipher_suite(&self) -> Option<CipherSuite> {
+        with_conn!(&self.conn, c => c.negotiated_cipher_suite()).map(|s| s.suite())
+    }
+
+    /// The negotiated key-exchange group (absent on TLS 1.2 resumption).
+    pub fn kx_group(&self) -> Option<NamedGroup> {
+        with_conn!(&self.conn, c => c.negotiated_key_exchange_group()).map(|g| g.name())
+    }
+
+    /// The negotiated ALPN protocol.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        with_conn!(&self.conn, c => c.alpn_protocol())
+    }
+
+    /// True when this connection resumed an earlier session.
+    pub fn is_resumed(&self) -> bool {
+        with_conn!(&self.conn, c => c.handshake_kind()) == Some(HandshakeKind::Resumed)
+    }
+
+    /// The peer's certificate chain (leaf first), once received. A resumed session carries the
+    /// chain of the session it resumed.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        with_conn!(&self.conn, c => c.peer_certificates())
+    }
+
+    /// How long the handshake took, from creation to completion, measured with the `now`
+    /// values passed in.
+    pub fn handshake_duration(&self) -> Option<Duration> {
+        self.handshake_duration
+    }
+}

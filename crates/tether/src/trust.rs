@@ -1,0 +1,498 @@
+//! Trust: how a peer's certificate is verified.
+//!
+//! A [`Trust`] combines any of:
+//! - **CA roots** (PEM or DER, one or many; bundled Mozilla roots with the `mozilla-roots`
+//!   feature): the chain must lead to a root, be valid now (see [`TimePolicy`]), and name the
+//!   host (DNS name or IP address SAN) we connected to;
+//! - **SPKI pins** (`sha256/BASE64`): alone, the leaf's key must match one; on top of roots, a key
+//!   in the verified chain (leaf or intermediate) must match one;
+//! - **trust on first use** through a [`TofuStore`]: the first key seen for a host is stored, and
+//!   a different key later is refused loudly with [`Error::TofuKeyChanged`].
+//!
+//! With none of these, building a config fails with [`ConfigError::NoTrustAnchors`]: there is no
+//! unverified default. Tests that really want one call [`Trust::danger_accept_any`].
+//!
+//! ```
+//! # fn main() -> Result<(), tether::Error> {
+//! use tether::{Pin, Trust};
+//! let pin: Pin = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".parse()?;
+//! let trust = Trust::new().with_pin(pin); // pin alone: no CA needed
+//! assert!(trust.has_anchors());
+//! # Ok(()) }
+//! ```
+
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::error::{CertificateError, ConfigError, Error, server_name_string};
+use crate::pin::Pin;
+use crate::time::TimePolicy;
+
+/// Stores the key first seen for each host (trust on first use).
+///
+/// Implementations must be safe to share between connections. A `get` error fails the
+/// handshake (fail closed); so does a `put` error.
+pub trait TofuStore: Send + Sync + fmt::Debug {
+    /// The pin stored for `host`, if any.
+    fn get(&self, host: &str) -> Result<Option<Pin>, Error>;
+    /// Stores `pin` for `host` (called only when `get` returned `None`).
+    fn put(&self, host: &str, pin: Pin) -> Result<(), Error>;
+}
+
+/// A [`TofuStore`] in memory (no_std): forgets everything when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryTofuStore {
+    map: spin::Mutex<BTreeMap<String, Pin>>,
+}
+
+impl MemoryTofuStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl TofuStore for MemoryTofuStore {
+    fn get(&self, host: &str) -> Result<Option<Pin>, Error> {
+        Ok(self.map.lock().get(host).copied())
+    }
+    fn put(&self, host: &str, pin: Pin) -> Result<(), Error> {
+        self.map.lock().insert(host.to_string(), pin);
+        Ok(())
+    }
+}
+
+/// How to verify a peer. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Trust {
+    pub(crate) roots: RootCertStore,
+    pub(crate) pins: Vec<Pin>,
+    pub(crate) tofu: Option<Arc<dyn TofuStore>>,
+    pub(crate) danger_any: bool,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            roots: RootCertStore::empty(),
+            pins: Vec::new(),
+            tofu: None,
+            danger_any: false,
+        }
+    }
+}
+
+impl Trust {
+    /// An empty trust: add roots, pins or a TOFU store before use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trust the CA certificates in `pem` (one or many `CERTIFICATE` blocks).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
+        Self::new().with_roots_pem(pem)
+    }
+
+    /// Adds the CA certificates in `pem`; fails if there is none or one is not a usable anchor.
+    pub fn with_roots_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let mut n = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| ConfigError::BadPem(alloc::format!("{e:?}")))?;
+            self = self.with_root_der(cert.as_ref())?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(ConfigError::BadPem("no CERTIFICATE block found".into()).into());
+        }
+        Ok(self)
+    }
+
+    /// Adds one DER CA certificate.
+    pub fn with_root_der(mut self, der: &[u8]) -> Result<Self, Error> {
+        self.roots
+            .add(CertificateDer::from(der.to_vec()))
+            .map_err(|e| ConfigError::BadPem(alloc::format!("not a usable CA certificate: {e}")))?;
+        Ok(self)
+    }
+
+    /// Adds the Mozilla root program's CAs (bundled, from `webpki-roots`).
+    #[cfg(feature = "mozilla-roots")]
+    pub fn with_mozilla_roots(mut self) -> Self {
+        self.roots
+            .extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        self
+    }
+
+    /// Adds an SPKI SHA-256 pin.
+    pub fn with_pin(mut self, pin: Pin) -> Self {
+        self.pins.push(pin);
+        self
+    }
+
+    /// Adds a TOFU store: the first key seen per host is remembered, a changed key refused.
+    pub fn with_tofu(mut self, store: Arc<dyn TofuStore>) -> Self {
+        self.tofu = Some(store);
+        self
+    }
+
+    /// **Accepts any certificate without verification.** For tests and diagnostics only: anyone
+    /// on the path can read and change the traffic.
+    pub fn danger_accept_any() -> Self {
+        Trust {
+            danger_any: true,
+            ..Self::default()
+        }
+    }
+
+    /// True when this trust can verify something (roots, pins, TOFU, or the danger mode).
+    pub fn has_anchors(&self) -> bool {
+        !self.roots.is_empty() || !self.pins.is_empty() || self.tofu.is_some() || self.danger_any
+    }
+
+    /// The number of CA roots.
+    pub fn root_count(&self) -> usize {
+        self.roots.len()
+    }
+
+    fn check_pins(&self, chain: &[&CertificateDer<'_>], leaf_pin: Pin) -> Result<(), Error> {
+        if self.pins.is_empty() {
+            return Ok(());
+        }
+        for cert in chain {
+            if let Ok(p) = Pin::of_certificate(cert) {
+                if self.pins.contains(&p) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(Error::PinMismatch {
+            presented: leaf_pin,
+        })
+    }
+
+    fn check_tofu(&self, host: &str, leaf_pin: Pin) -> Result<(), Error> {
+        let Some(store) = &self.tofu else {
+            return Ok(());
+        };
+        match store.get(host)? {
+            None => store.put(host, leaf_pin),
+            Some(stored) if stored == leaf_pin => Ok(()),
+            Some(stored) => Err(Error::TofuKeyChanged {
+                host: host.to_string(),
+                stored,
+                presented: leaf_pin,
+            }),
+        }
+    }
+}
+
+/// Picks the instant at which validity is checked.
+fn check_time(
+    policy: &TimePolicy,
+    now: UnixTime,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> UnixTime {
+    match policy {
+        TimePolicy::IgnoreValidityTime => {
+            // The latest notBefore of the presented chain lies inside every window of a
+            // consistent chain; webpki checks all the rest.
+            let latest = core::iter::once(end_entity)
+                .chain(intermediates)
+                .filter_map(|c| crate::der::validity(c.as_ref()))
+                .map(|(nb, _)| nb)
+                .max()
+                .unwrap_or(0);
+            UnixTime::since_unix_epoch(core::time::Duration::from_secs(latest))
+        }
+        _ => now,
+    }
+}
+
+/// Where a per-session verifier leaves a failure rustls' error type cannot carry.
+pub(crate) type FailureSlot = Arc<spin::Mutex<Option<Error>>>;
+
+/// What a server verifier needs, shared by all sessions of a config.
+#[derive(Debug)]
+pub(crate) struct VerifierParts {
+    pub trust: Trust,
+    pub provider: Arc<CryptoProvider>,
+    pub time: TimePolicy,
+}
+
+/// Verifies servers for a client.
+#[derive(Debug)]
+pub(crate) struct ServerVerifier {
+    pub parts: Arc<VerifierParts>,
+    pub slot: Option<FailureSlot>,
+}
+
+impl ServerVerifier {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        if self.parts.trust.danger_any {
+            return Ok(());
+        }
+        let leaf_pin = Pin::of_certificate(end_entity)?;
+        if !self.parts.trust.roots.is_empty() {
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)
+                .map_err(crate::error::from_rustls)?;
+            let when = check_time(&self.parts.time, now, end_entity, intermediates);
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &parsed,
+                &self.parts.trust.roots,
+                intermediates,
+                when,
+                self.parts.provider.signature_verification_algorithms.all,
+            )
+            .map_err(crate::error::from_rustls)?;
+            rustls::client::verify_server_name(&parsed, server_name)
+                .map_err(crate::error::from_rustls)?;
+            let chain: Vec<&CertificateDer<'_>> =
+                core::iter::once(end_entity).chain(intermediates).collect();
+            self.parts.trust.check_pins(&chain, leaf_pin)?;
+        } else {
+            self.parts.trust.check_pins(&[end_entity], leaf_pin)?;
+        }
+        self.parts.trust
+            .check_tofu(&server_name_string(server_name), leaf_pin)
+    }
+}
+
+fn to_rustls(err: &Error) -> rustls::Error {
+    use rustls::CertificateError as C;
+    let c = match err {
+        Error::Certificate(CertificateError::UnknownIssuer) => C::UnknownIssuer,
+        Error::Certificate(CertificateError::Expired) => C::Expired,
+        Error::Certificate(CertificateError::NotValidYet) => C::NotValidYet,
+        Error::Certificate(CertificateError::NameMismatch { .. }) => C::NotValidForName,
+        Error::Certificate(CertificateError::BadSignature) => C::BadSignature,
+        Error::Certificate(CertificateError::WrongPurpose) => C::InvalidPurpose,
+        Error::Certificate(CertificateError::BadEncoding) => C::BadEncoding,
+        Error::Certificate(CertificateError::Revoked) => C::Revoked,
+        Error::Certificate(CertificateError::NoWallClock) => {
+            return rustls::Error::FailedToGetCurrentTime;
+        }
+        _ => C::ApplicationVerificationFailure,
+    };
+    rustls::Error::InvalidCertificate(c)
+}
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.verify(end_entity, intermediates, server_name, now) {
+            Ok(()) => Ok(ServerCertVerified::assertion()),
+            Err(e) => {
+                let r = to_rustls(&e);
+                if let Some(slot) = &self.slot {
+                    *slot.lock() = Some(e);
+                }
+                Err(r)
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.parts.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.parts.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.parts.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Whether a server asks for client certificates.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// No client certificates (server-only TLS). The default.
+    #[default]
+    None,
+    /// A client must present a certificate that `Trust` verifies (mTLS).
+    Required(Trust),
+    /// A client may present a certificate; if it does, `Trust` must verify it.
+    Optional(Trust),
+}
+
+/// Verifies clients for a server (mTLS).
+#[derive(Debug)]
+pub(crate) struct ClientVerifier {
+    pub trust: Trust,
+    pub mandatory: bool,
+    pub provider: Arc<CryptoProvider>,
+    pub time: TimePolicy,
+    pub subjects: Vec<DistinguishedName>,
+}
+
+impl ClientVerifier {
+    pub fn new(
+        trust: Trust,
+        mandatory: bool,
+        provider: Arc<CryptoProvider>,
+        time: TimePolicy,
+    ) -> Self {
+        let subjects = trust.roots.subjects();
+        ClientVerifier {
+            trust,
+            mandatory,
+            provider,
+            time,
+            subjects,
+        }
+    }
+
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        if self.trust.danger_any {
+            return Ok(());
+        }
+        let leaf_pin = Pin::of_certificate(end_entity)?;
+        if !self.trust.roots.is_empty() {
+            let cert = webpki::EndEntityCert::try_from(end_entity)
+                .map_err(|_| Error::Certificate(CertificateError::BadEncoding))?;
+            let when = check_time(&self.time, now, end_entity, intermediates);
+            cert.verify_for_usage(
+                self.provider.signature_verification_algorithms.all,
+                &self.trust.roots.roots,
+                intermediates,
+                when,
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| Error::Certificate(from_webpki(e)))?;
+            let chain: Vec<&CertificateDer<'_>> =
+                core::iter::once(end_entity).chain(intermediates).collect();
+            self.trust.check_pins(&chain, leaf_pin)
+        } else {
+            self.trust.check_pins(&[end_entity], leaf_pin)
+        }
+    }
+}
+
+fn from_webpki(e: webpki::Error) -> CertificateError {
+    use webpki::Error as W;
+    match e {
+        W::UnknownIssuer => CertificateError::UnknownIssuer,
+        W::CertExpired { .. } => CertificateError::Expired,
+        W::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        W::InvalidSignatureForPublicKey
+        | W::UnsupportedSignatureAlgorithmContext(_)
+        | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => CertificateError::BadSignature,
+        W::RequiredEkuNotFoundContext(_) => CertificateError::WrongPurpose,
+        W::BadDer | W::BadDerTime => CertificateError::BadEncoding,
+        W::CertRevoked => CertificateError::Revoked,
+        other => CertificateError::Other(alloc::format!("{other}")),
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.subjects
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, now)
+            .map(|()| ClientCertVerified::assertion())
+            .map_err(|e| to_rustls(&e))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

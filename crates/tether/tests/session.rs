@@ -1,0 +1,508 @@
+//! Session tests through the in-memory harness: handshakes, data, every failure category.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tether::error::{CertificateError, HandshakeError, Timeout, VersionError};
+use tether::{
+    ClientAuth, ClientConfig, Error, Event, Instant, MemoryTofuStore, Pin, Recv, ServerConfig,
+    Session, TimePolicy, TlsVersion, Trust,
+};
+
+fn leaf_pin(name: &str) -> Pin {
+    let id = identity(name);
+    Pin::of_certificate(id.leaf()).unwrap()
+}
+
+#[test]
+fn handshake_and_data_all_versions_with_and_without_mtls() {
+    for versions in [V12, V13, BOTH] {
+        for mtls in [false, true] {
+            let mut p = Pair::new(
+                &client_config(versions, mtls),
+                "localhost",
+                &server_config(versions, mtls),
+            );
+            p.handshake().unwrap();
+            assert_eq!(p.client.poll_event(), Some(Event::Connected));
+            assert_eq!(p.server.poll_event(), Some(Event::Connected));
+            let expect = if versions == V12 {
+                TlsVersion::Tls12
+            } else {
+                TlsVersion::Tls13
+            };
+            assert_eq!(p.client.version(), Some(expect));
+            assert_eq!(p.server.version(), Some(expect));
+            assert!(p.client.cipher_suite().is_some());
+            assert!(p.client.kx_group().is_some());
+            assert_eq!(p.server.peer_certificates().is_some(), mtls);
+
+            let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            p.client_send(&big);
+            p.server_send(b"pong");
+            p.run().unwrap();
+            assert_eq!(p.server_got, big, "{versions:?} mtls={mtls}");
+            assert_eq!(p.client_got, b"pong");
+        }
+    }
+}
+
+#[test]
+fn connect_by_ip_address() {
+    let mut p = Pair::new(&client_config(BOTH, false), "127.0.0.1", &server_config(BOTH, false));
+    p.handshake().unwrap();
+}
+
+#[test]
+fn records_split_at_every_byte_boundary() {
+    // Capture the client's first flight and the server's reply flight, then replay each split
+    // in two at every offset into fresh sessions.
+    for versions in [V12, V13] {
+        let cc = client_config(versions, true);
+        let sc = server_config(versions, true);
+        // The whole conversation as recorded in one run: client flights and server flights.
+        let mut p = Pair::new(&cc, "localhost", &sc);
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = p.client.poll_transmit(&mut buf);
+        let client_hello = buf[..n].to_vec();
+        for split in 0..=client_hello.len() {
+            let mut server = Session::server(&sc, Instant::ZERO).unwrap();
+            server
+                .handle_input(Instant::ZERO, &client_hello[..split])
+                .unwrap();
+            if split < client_hello.len() {
+                assert_eq!(server.poll_transmit(&mut buf), 0, "reply before a whole hello");
+            }
+            server
+                .handle_input(Instant::ZERO, &client_hello[split..])
+                .unwrap();
+            assert!(server.wants_transmit(), "no reply at split {split}");
+        }
+        // The server's flight split at every byte on its way to the client: a fresh pair per
+        // split, since each flight answers one ClientHello.
+        let flight_len = {
+            let mut p = Pair::new(&cc, "localhost", &sc);
+            let n = p.client.poll_transmit(&mut buf);
+            p.server.handle_input(p.now, &buf[..n]).unwrap();
+            let mut len = 0;
+            loop {
+                let n = p.server.poll_transmit(&mut buf);
+                if n == 0 {
+                    break len;
+                }
+                len += n;
+            }
+        };
+        for split in 0..=flight_len {
+            let mut p = Pair::new(&cc, "localhost", &sc);
+            let n = p.client.poll_transmit(&mut buf);
+            p.server.handle_input(p.now, &buf[..n]).unwrap();
+            let mut flight = Vec::new();
+            loop {
+                let n = p.server.poll_transmit(&mut buf);
+                if n == 0 {
+                    break;
+                }
+                flight.extend_from_slice(&buf[..n]);
+            }
+            // Flights differ in length by a few bytes (signatures); clamp the split.
+            let at = split.min(flight.len());
+            p.client.handle_input(p.now, &flight[..at]).unwrap();
+            p.client.handle_input(p.now, &flight[at..]).unwrap();
+            p.handshake().unwrap_or_else(|e| panic!("{versions:?} split {split}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn application_record_split_at_every_byte() {
+    let mut p = Pair::new(&client_config(V13, false), "localhost", &server_config(V13, false));
+    p.handshake().unwrap();
+    let mut out = vec![0u8; 4096];
+    let sent = p.client.send(b"split me into pieces", &mut out).unwrap();
+    let record = out[..sent.written].to_vec();
+    // Deliver byte by byte: data appears only when the record is complete.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    for (i, b) in record.iter().enumerate() {
+        p.server.handle_input(p.now, &[*b]).unwrap();
+        match p.server.recv(&mut buf).unwrap() {
+            Recv::Data(n) => {
+                assert_eq!(i, record.len() - 1, "data before the record was complete");
+                got.extend_from_slice(&buf[..n]);
+            }
+            Recv::Pending => {}
+            Recv::Closed => panic!("closed"),
+        }
+    }
+    assert_eq!(got, b"split me into pieces");
+}
+
+#[test]
+fn small_recv_buffers_lose_nothing() {
+    let mut p = Pair::new(&client_config(V13, false), "localhost", &server_config(V13, false));
+    p.handshake().unwrap();
+    let msg: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    p.client_send(&msg);
+    let wire = std::mem::take(&mut p.c2s);
+    p.server.handle_input(p.now, &wire).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 7];
+    while let Recv::Data(n) = p.server.recv(&mut buf).unwrap() {
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, msg);
+}
+
+fn client_err(p: &mut Pair) -> Error {
+    let _ = p.run();
+    assert!(p.client_got.is_empty() && p.server_got.is_empty(), "data leaked");
+    p.client.error().cloned().expect("client should have failed")
+}
+
+#[test]
+fn unknown_ca_is_refused() {
+    let sc = ServerConfig::builder(identity("other-server")).build().unwrap();
+    let mut p = Pair::new(&client_config(BOTH, false), "localhost", &sc);
+    p.server_send_after_handshake_attempt();
+    assert_eq!(
+        client_err(&mut p),
+        Error::Certificate(CertificateError::UnknownIssuer)
+    );
+    assert!(p.server.is_failed(), "server should see the client's alert");
+}
+
+impl Pair {
+    /// Queues nothing: a hook to make the intent explicit in negative tests.
+    fn server_send_after_handshake_attempt(&mut self) {}
+}
+
+#[test]
+fn hostname_and_ip_mismatch_are_refused() {
+    for (name, expected) in [("example.com", "example.com"), ("127.0.0.2", "127.0.0.2")] {
+        let mut p = Pair::new(&client_config(BOTH, false), name, &server_config(BOTH, false));
+        match client_err(&mut p) {
+            Error::Certificate(CertificateError::NameMismatch { expected: e }) => {
+                assert!(e.contains(expected), "{e}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn expired_and_not_yet_valid_by_the_wall_clock() {
+    // 2200-01-01: after every fixture's notAfter. 2000-01-01: before their notBefore.
+    for (unix, want) in [
+        (7_258_118_400u64, CertificateError::Expired),
+        (946_684_800, CertificateError::NotValidYet),
+    ] {
+        let cc = ClientConfig::builder(ca_trust())
+            .time_policy(clock_at(unix))
+            .build()
+            .unwrap();
+        let mut p = Pair::new(&cc, "localhost", &server_config(BOTH, false));
+        assert_eq!(client_err(&mut p), Error::Certificate(want));
+    }
+}
+
+#[test]
+fn no_wall_clock_fails_closed_and_ignore_policy_is_explicit() {
+    let cc = ClientConfig::builder(ca_trust())
+        .time_policy(TimePolicy::Unavailable)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(&cc, "localhost", &server_config(BOTH, false));
+    assert_eq!(
+        client_err(&mut p),
+        Error::Certificate(CertificateError::NoWallClock)
+    );
+
+    let cc = ClientConfig::builder(ca_trust())
+        .time_policy(TimePolicy::IgnoreValidityTime)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(&cc, "localhost", &server_config(BOTH, false));
+    p.handshake().unwrap();
+    // Ignoring time does not ignore names.
+    let mut p = Pair::new(&cc, "example.com", &server_config(BOTH, false));
+    assert!(matches!(
+        client_err(&mut p),
+        Error::Certificate(CertificateError::NameMismatch { .. })
+    ));
+}
+
+#[test]
+fn pins_alone_and_on_top_of_a_ca() {
+    let good = leaf_pin("server");
+    let bad = leaf_pin("other-server");
+    // Pin alone: no CA needed.
+    let cc = ClientConfig::builder(Trust::new().with_pin(good)).build().unwrap();
+    Pair::new(&cc, "localhost", &server_config(BOTH, false))
+        .handshake()
+        .unwrap();
+    // CA + right pin.
+    let cc = ClientConfig::builder(ca_trust().with_pin(good)).build().unwrap();
+    Pair::new(&cc, "localhost", &server_config(BOTH, false))
+        .handshake()
+        .unwrap();
+    // CA + wrong pin, and pin alone wrong.
+    for trust in [ca_trust().with_pin(bad), Trust::new().with_pin(bad)] {
+        let cc = ClientConfig::builder(trust).build().unwrap();
+        let mut p = Pair::new(&cc, "localhost", &server_config(BOTH, false));
+        assert_eq!(client_err(&mut p), Error::PinMismatch { presented: good });
+    }
+}
+
+#[test]
+fn tofu_accepts_first_key_and_refuses_a_change() {
+    let store = Arc::new(MemoryTofuStore::new());
+    let cc = ClientConfig::builder(Trust::new().with_tofu(store.clone()))
+        .build()
+        .unwrap();
+    Pair::new(&cc, "localhost", &server_config(BOTH, false))
+        .handshake()
+        .unwrap();
+    // Same key again: fine.
+    Pair::new(&cc, "localhost", &server_config(BOTH, false))
+        .handshake()
+        .unwrap();
+    // A different key for the same host: refused, loudly.
+    let other = ServerConfig::builder(identity("other-server")).build().unwrap();
+    let mut p = Pair::new(&cc, "localhost", &other);
+    match client_err(&mut p) {
+        Error::TofuKeyChanged {
+            host,
+            stored,
+            presented,
+        } => {
+            assert_eq!(host, "localhost");
+            assert_eq!(stored, leaf_pin("server"));
+            assert_eq!(presented, leaf_pin("other-server"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn version_mismatch_is_a_version_error_not_a_fallback() {
+    let mut p = Pair::new(&client_config(V13, false), "localhost", &server_config(V12, false));
+    let e = client_err(&mut p);
+    assert!(matches!(e, Error::Version(VersionError::PeerRefused)), "{e:?}");
+    assert!(matches!(p.server.error(), Some(Error::Version(_))), "{:?}", p.server.error());
+}
+
+#[test]
+fn missing_client_certificate_is_refused() {
+    let mut p = Pair::new(&client_config(BOTH, false), "localhost", &server_config(BOTH, true));
+    let _ = p.run();
+    assert_eq!(
+        p.server.error(),
+        Some(&Error::Certificate(CertificateError::Missing))
+    );
+    assert!(
+        matches!(
+            p.client.error(),
+            Some(Error::Handshake(HandshakeError::AlertReceived(_)))
+        ),
+        "{:?}",
+        p.client.error()
+    );
+    assert!(p.server_got.is_empty());
+}
+
+#[test]
+fn client_certificate_from_another_ca_is_refused() {
+    let cc = ClientConfig::builder(ca_trust())
+        .identity(identity("other-client"))
+        .build()
+        .unwrap();
+    let mut p = Pair::new(&cc, "localhost", &server_config(BOTH, true));
+    let _ = p.run();
+    assert_eq!(
+        p.server.error(),
+        Some(&Error::Certificate(CertificateError::UnknownIssuer))
+    );
+}
+
+#[test]
+fn optional_client_auth_accepts_both() {
+    let sc = ServerConfig::builder(identity("server"))
+        .client_auth(ClientAuth::Optional(ca_trust()))
+        .build()
+        .unwrap();
+    let mut p = Pair::new(&client_config(BOTH, false), "localhost", &sc);
+    p.handshake().unwrap();
+    assert!(p.server.peer_certificates().is_none());
+    let mut p = Pair::new(&client_config(BOTH, true), "localhost", &sc);
+    p.handshake().unwrap();
+    assert!(p.server.peer_certificates().is_some());
+}
+
+#[test]
+fn close_notify_is_a_clean_end_and_eof_without_it_is_truncation() {
+    for versions in [V12, V13] {
+        let mut p = Pair::new(&client_config(versions, false), "localhost", &server_config(versions, false));
+        p.handshake().unwrap();
+        p.server_send(b"last words");
+        p.server.close();
+        assert!(p.server.is_close_sent());
+        p.run().unwrap();
+        assert_eq!(p.client_got, b"last words");
+        let mut buf = [0u8; 16];
+        assert_eq!(p.client.recv(&mut buf).unwrap(), Recv::Closed);
+        assert_eq!(p.client.poll_event(), Some(Event::Connected));
+        assert_eq!(p.client.poll_event(), Some(Event::PeerClosed));
+        p.client.handle_eof();
+        assert_eq!(p.client.recv(&mut buf).unwrap(), Recv::Closed);
+
+        let mut p = Pair::new(&client_config(versions, false), "localhost", &server_config(versions, false));
+        p.handshake().unwrap();
+        p.server_send(b"cut");
+        p.run().unwrap();
+        p.client.handle_eof();
+        assert_eq!(p.client.recv(&mut buf), Err(Error::Truncated));
+        assert_eq!(p.client_got, b"cut");
+    }
+}
+
+#[test]
+fn eof_during_handshake_is_a_handshake_error() {
+    let mut client =
+        Session::client(&client_config(BOTH, false), "localhost", Instant::ZERO).unwrap();
+    client.handle_eof();
+    assert_eq!(
+        client.error(),
+        Some(&Error::Handshake(HandshakeError::PeerClosed))
+    );
+}
+
+#[test]
+fn handshake_timeout_from_the_injected_clock() {
+    let cc = ClientConfig::builder(ca_trust())
+        .handshake_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = Instant::from_millis(500);
+    let mut client = Session::client(&cc, "localhost", start).unwrap();
+    assert_eq!(client.poll_timeout(), Some(Instant::from_millis(5_500)));
+    client.handle_timeout(Instant::from_millis(5_499)).unwrap();
+    assert_eq!(
+        client.handle_timeout(Instant::from_millis(5_500)),
+        Err(Error::Timeout(Timeout::Handshake))
+    );
+    // Failed sessions stay failed.
+    assert_eq!(
+        client.handle_input(Instant::from_millis(6_000), b"x"),
+        Err(Error::Timeout(Timeout::Handshake))
+    );
+    // A completed handshake has no deadline.
+    let mut p = Pair::new(&client_config(BOTH, false), "localhost", &server_config(BOTH, false));
+    p.handshake().unwrap();
+    assert_eq!(p.client.poll_timeout(), None);
+    p.advance(Duration::from_secs(3600));
+    p.client.handle_timeout(p.now).unwrap();
+}
+
+#[test]
+fn resumption_tls12_and_tls13() {
+    for versions in [V12, V13] {
+        let cc = client_config(versions, true);
+        let sc = server_config(versions, true);
+        let mut p = Pair::new(&cc, "localhost", &sc);
+        p.handshake().unwrap();
+        // TLS 1.3 tickets arrive after the handshake: let them through.
+        p.server_send(b"x");
+        p.run().unwrap();
+        assert!(!p.client.is_resumed());
+        let mut p = Pair::new(&cc, "localhost", &sc);
+        p.handshake().unwrap();
+        assert!(p.client.is_resumed(), "{versions:?}: client did not resume");
+        assert!(p.server.is_resumed(), "{versions:?}: server did not resume");
+        // The resumed session still knows the verified client.
+        assert!(p.server.peer_certificates().is_some());
+    }
+}
+
+#[test]
+fn tickets_shared_between_servers_with_one_key() {
+    let key = tether::TicketKey::from_bytes(&[42u8; 48]).unwrap();
+    let mk = || {
+        ServerConfig::builder(identity("server"))
+            .ticketer(Arc::new(tether::Ticketer::with_key(key.clone())))
+            .build()
+            .unwrap()
+    };
+    let (s1, s2) = (mk(), mk());
+    let cc = client_config(V13, false);
+    let mut p = Pair::new(&cc, "localhost", &s1);
+    p.handshake().unwrap();
+    p.server_send(b"x");
+    p.run().unwrap();
+    let mut p = Pair::new(&cc, "localhost", &s2);
+    p.handshake().unwrap();
+    assert!(p.client.is_resumed());
+}
+
+#[test]
+fn small_records_and_small_output_buffers() {
+    let cc = ClientConfig::builder(ca_trust())
+        .max_record_size(512)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(&cc, "localhost", &server_config(BOTH, false));
+    p.handshake().unwrap();
+    // An output buffer of 600 bytes holds one 512-byte record.
+    let mut out = [0u8; 600];
+    let sent = p.client.send(&[1u8; 2000], &mut out).unwrap();
+    assert!(sent.consumed >= 512 && sent.written <= 600, "{sent:?}");
+    // Every record carries at most 512 bytes of plaintext (+ type byte and tag in TLS 1.3).
+    let mut rest = &out[..sent.written];
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
+        assert!(len <= 512 + 17, "record of {len} bytes");
+        rest = &rest[5 + len..];
+    }
+    // A tiny buffer is refused with the size needed, not a panic.
+    let mut tiny = [0u8; 10];
+    assert!(matches!(
+        p.client.send(b"abc", &mut tiny),
+        Err(Error::BufferTooSmall { .. })
+    ));
+}
+
+#[test]
+fn config_errors_are_clear() {
+    let e = ClientConfig::builder(Trust::new()).build().unwrap_err();
+    assert!(e.to_string().contains("no way to verify the peer"), "{e}");
+    let e = ClientConfig::builder(ca_trust())
+        .versions(TlsVersion::Tls13, TlsVersion::Tls12)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("above the maximum"), "{e}");
+    let e = Session::client(&client_config(BOTH, false), "not a name!", Instant::ZERO).unwrap_err();
+    assert!(e.to_string().contains("not a valid DNS name"), "{e}");
+    assert!(Trust::from_pem(b"garbage").is_err());
+    assert!("sha256/tooshort".parse::<Pin>().is_err());
+}
+
+#[test]
+fn garbage_from_the_peer_is_a_protocol_error_not_a_panic() {
+    let mut server = Session::server(&server_config(BOTH, false), Instant::ZERO).unwrap();
+    let r = server.handle_input(Instant::ZERO, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.is_err(), "{r:?}");
+    let mut client =
+        Session::client(&client_config(BOTH, false), "localhost", Instant::ZERO).unwrap();
+    let r = client.handle_input(Instant::ZERO, &[0x16, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5]);
+    assert!(r.is_err(), "{r:?}");
+}
+
+#[test]
+fn danger_accept_any_accepts_anything() {
+    let cc = ClientConfig::builder(Trust::danger_accept_any()).build().unwrap();
+    let sc = ServerConfig::builder(identity("other-server")).build().unwrap();
+    Pair::new(&cc, "example.com", &sc).handshake().unwrap();
+}
