@@ -62,7 +62,10 @@ impl TlsVersion {
     }
 }
 
-fn versions(min: TlsVersion, max: TlsVersion) -> Result<Vec<&'static SupportedProtocolVersion>, Error> {
+fn versions(
+    min: TlsVersion,
+    max: TlsVersion,
+) -> Result<Vec<&'static SupportedProtocolVersion>, Error> {
     if min > max {
         return Err(ConfigError::Inconsistent(alloc::format!(
             "minimum TLS version {min} is above the maximum {max}"
@@ -445,9 +448,7 @@ impl ServerConfigBuilder {
             .map_err(|e| ConfigError::Inconsistent(e.to_string()))?;
         let builder = match self.client_auth {
             ClientAuth::None => builder.with_no_client_auth(),
-            ClientAuth::Required(trust) | ClientAuth::Optional(trust)
-                if !trust.has_anchors() =>
-            {
+            ClientAuth::Required(trust) | ClientAuth::Optional(trust) if !trust.has_anchors() => {
                 let _ = trust;
                 return Err(ConfigError::NoTrustAnchors.into());
             }

@@ -60,8 +60,7 @@ pub(crate) fn validity(cert: &[u8]) -> Option<(u64, u64)> {
 
 fn digits(s: &[u8]) -> Option<u64> {
     s.iter().try_fold(0u64, |acc, &c| {
-        c.is_ascii_digit()
-            .then(|| acc * 10 + u64::from(c - b'0'))
+        c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0'))
     })
 }
 
@@ -83,8 +82,7 @@ fn time(tag: u8, v: &[u8]) -> Option<u64> {
     let hour = digits(rest.get(4..6)?)?;
     let min = digits(rest.get(6..8)?)?;
     let sec = digits(rest.get(8..10)?)?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let days = days_from_civil(year, month, day)?;
@@ -114,7 +112,10 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), Some(0));
         assert_eq!(days_from_civil(2000, 3, 1), Some(11_017));
         assert_eq!(time(UTC_TIME, b"260101000000Z"), Some(1_767_225_600));
-        assert_eq!(time(GENERALIZED_TIME, b"20260101000000Z"), Some(1_767_225_600));
+        assert_eq!(
+            time(GENERALIZED_TIME, b"20260101000000Z"),
+            Some(1_767_225_600)
+        );
         assert_eq!(time(UTC_TIME, b"2601010000Z"), None);
         assert_eq!(time(UTC_TIME, b"261301000000Z"), None);
     }

@@ -307,7 +307,10 @@ impl fmt::Display for CertificateError {
                 "unknown issuer: the chain does not lead to a trusted CA; pass the CA that issued it"
             ),
             CertificateError::Expired => {
-                write!(f, "expired: renew the certificate (or check this machine's clock)")
+                write!(
+                    f,
+                    "expired: renew the certificate (or check this machine's clock)"
+                )
             }
             CertificateError::NotValidYet => write!(
                 f,
@@ -381,7 +384,10 @@ impl fmt::Display for ConfigError {
                 write!(f, "{s:?} is not a valid DNS name or IP address")
             }
             ConfigError::BadPin(s) => {
-                write!(f, "bad pin {s:?}: expected sha256/ followed by base64 of 32 bytes")
+                write!(
+                    f,
+                    "bad pin {s:?}: expected sha256/ followed by base64 of 32 bytes"
+                )
             }
             ConfigError::Inconsistent(s) => f.write_str(s),
             ConfigError::Store(s) => write!(f, "TOFU store: {s}"),
@@ -390,7 +396,7 @@ impl fmt::Display for ConfigError {
 }
 
 #[cfg(feature = "std")]
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
@@ -464,10 +470,14 @@ fn from_rustls_cert(e: rustls::CertificateError) -> CertificateError {
 pub(crate) fn server_name_string(name: &rustls_pki_types::ServerName<'_>) -> String {
     match name {
         rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
-        rustls_pki_types::ServerName::IpAddress(ip) => {
-            let ip: core::net::IpAddr = (*ip).into();
-            ip.to_string()
-        }
+        rustls_pki_types::ServerName::IpAddress(ip) => ip_string(ip),
         _ => String::from("the requested name"),
+    }
+}
+
+fn ip_string(ip: &rustls_pki_types::IpAddr) -> String {
+    match ip {
+        rustls_pki_types::IpAddr::V4(v4) => core::net::Ipv4Addr::from(*v4.as_ref()).to_string(),
+        rustls_pki_types::IpAddr::V6(v6) => core::net::Ipv6Addr::from(*v6.as_ref()).to_string(),
     }
 }

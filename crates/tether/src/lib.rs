@@ -46,6 +46,11 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
+    clippy::alloc_instead_of_core
+)]
 
 extern crate alloc;
 
@@ -62,7 +67,9 @@ pub mod trust;
 #[cfg(feature = "std")]
 pub mod net;
 
-pub use config::{ClientConfig, ClientConfigBuilder, Identity, ServerConfig, ServerConfigBuilder, TlsVersion};
+pub use config::{
+    ClientConfig, ClientConfigBuilder, Identity, ServerConfig, ServerConfigBuilder, TlsVersion,
+};
 pub use error::Error;
 pub use pin::Pin;
 pub use resume::{TicketKey, Ticketer};

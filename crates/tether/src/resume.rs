@@ -35,7 +35,7 @@ struct ServerEntry {
 /// A bounded client-side session cache (per server name).
 pub struct ClientSessionCache {
     max_servers: usize,
-    inner: spin::Mutex<(BTreeMap<String, ServerEntry>, VecDeque<String>)>,
+    inner: Evicting<String, ServerEntry>,
 }
 
 impl fmt::Debug for ClientSessionCache {
@@ -100,7 +100,11 @@ impl ClientSessionStore for ClientSessionCache {
         self.read(server_name, |e| e.tls12 = None);
     }
 
-    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: Tls13ClientSessionValue) {
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
         self.edit(&server_name, |e| {
             if e.tls13.len() >= TICKETS_PER_SERVER {
                 e.tls13.pop_front();
@@ -109,15 +113,21 @@ impl ClientSessionStore for ClientSessionCache {
         });
     }
 
-    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
         self.read(server_name, |e| e.tls13.pop_back()).flatten()
     }
 }
 
+/// Entries plus insertion order, for oldest-first eviction.
+type Evicting<K, V> = spin::Mutex<(BTreeMap<K, V>, VecDeque<K>)>;
+
 /// A bounded server-side session cache (TLS 1.2 session ids; TLS 1.3 without tickets).
 pub struct ServerSessionCache {
     max: usize,
-    inner: spin::Mutex<(BTreeMap<Vec<u8>, Vec<u8>>, VecDeque<Vec<u8>>)>,
+    inner: Evicting<Vec<u8>, Vec<u8>>,
 }
 
 impl fmt::Debug for ServerSessionCache {

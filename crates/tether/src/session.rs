@@ -290,7 +290,11 @@ macro_rules! with_conn {
 impl Session {
     /// A client session connecting to `server_name` (a DNS name or an IP address), which is
     /// sent as SNI (for DNS names) and verified against the server's certificate.
-    pub fn client(config: &ClientConfig, server_name: &str, now: Instant) -> Result<Session, Error> {
+    pub fn client(
+        config: &ClientConfig,
+        server_name: &str,
+        now: Instant,
+    ) -> Result<Session, Error> {
         let name = ServerName::try_from(server_name)
             .map_err(|_| ConfigError::BadServerName(server_name.to_string()))?
             .to_owned();
@@ -311,8 +315,17 @@ impl Session {
         };
         let conn = UnbufferedClientConnection::new(rustls_config, name)
             .map_err(crate::error::from_rustls)?;
-        let max_fragment = config.rustls.max_fragment_size.map_or(MAX_FRAGMENT, |n| n - 5);
-        let mut s = Session::new(Conn::Client(conn), Side::Client, now, config.handshake_timeout, max_fragment);
+        let max_fragment = config
+            .rustls
+            .max_fragment_size
+            .map_or(MAX_FRAGMENT, |n| n - 5);
+        let mut s = Session::new(
+            Conn::Client(conn),
+            Side::Client,
+            now,
+            config.handshake_timeout,
+            max_fragment,
+        );
         s.slot = slot;
         s.server_name = Some(server_name.to_string());
         // The ClientHello is ready at once.
@@ -324,7 +337,10 @@ impl Session {
     pub fn server(config: &ServerConfig, now: Instant) -> Result<Session, Error> {
         let conn = UnbufferedServerConnection::new(config.rustls.clone())
             .map_err(crate::error::from_rustls)?;
-        let max_fragment = config.rustls.max_fragment_size.map_or(MAX_FRAGMENT, |n| n - 5);
+        let max_fragment = config
+            .rustls
+            .max_fragment_size
+            .map_or(MAX_FRAGMENT, |n| n - 5);
         Ok(Session::new(
             Conn::Server(conn),
             Side::Server,
@@ -334,7 +350,13 @@ impl Session {
         ))
     }
 
-    fn new(conn: Conn, side: Side, now: Instant, timeout: Duration, max_fragment: usize) -> Session {
+    fn new(
+        conn: Conn,
+        side: Side,
+        now: Instant,
+        timeout: Duration,
+        max_fragment: usize,
+    ) -> Session {
         Session {
             conn,
             side,
@@ -457,7 +479,9 @@ impl Session {
             }
         }
         match crate::error::from_rustls(e) {
-            Error::Certificate(CertificateError::NameMismatch { .. }) if self.server_name.is_some() => {
+            Error::Certificate(CertificateError::NameMismatch { .. })
+                if self.server_name.is_some() =>
+            {
                 Error::Certificate(CertificateError::NameMismatch {
                     expected: self.server_name.clone().unwrap_or_default(),
                 })

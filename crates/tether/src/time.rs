@@ -70,15 +70,18 @@ pub trait WallClock: Send + Sync + fmt::Debug {
 
 /// How certificate validity periods are checked.
 #[derive(Clone, Debug)]
+#[derive(Default)]
 #[non_exhaustive]
 pub enum TimePolicy {
     /// The operating system's clock (std only). The default with std.
     #[cfg(feature = "std")]
+    #[cfg_attr(feature = "std", default)]
     System,
     /// A wall clock the application supplies (RTC, SNTP, GPS...).
     Clock(Arc<dyn WallClock>),
     /// No wall clock: fail closed. Every handshake that needs to check a certificate's validity
     /// fails with `CertificateError::NoWallClock`. The default without std.
+    #[cfg_attr(not(feature = "std"), default)]
     Unavailable,
     /// Skip validity-period checks: for devices that have no clock at all and accept that an
     /// expired or not-yet-valid certificate will be trusted. Chains, signatures, names and pins
@@ -86,18 +89,6 @@ pub enum TimePolicy {
     IgnoreValidityTime,
 }
 
-impl Default for TimePolicy {
-    fn default() -> Self {
-        #[cfg(feature = "std")]
-        {
-            TimePolicy::System
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            TimePolicy::Unavailable
-        }
-    }
-}
 
 /// Adapts a [`TimePolicy`] to rustls' time provider.
 #[derive(Debug)]

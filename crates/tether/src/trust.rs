@@ -269,7 +269,8 @@ impl ServerVerifier {
         } else {
             self.parts.trust.check_pins(&[end_entity], leaf_pin)?;
         }
-        self.parts.trust
+        self.parts
+            .trust
             .check_tofu(&server_name_string(server_name), leaf_pin)
     }
 }
@@ -343,7 +344,8 @@ impl ServerCertVerifier for ServerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.parts.provider
+        self.parts
+            .provider
             .signature_verification_algorithms
             .supported_schemes()
     }

@@ -52,7 +52,11 @@ fn handshake_and_data_all_versions_with_and_without_mtls() {
 
 #[test]
 fn connect_by_ip_address() {
-    let mut p = Pair::new(&client_config(BOTH, false), "127.0.0.1", &server_config(BOTH, false));
+    let mut p = Pair::new(
+        &client_config(BOTH, false),
+        "127.0.0.1",
+        &server_config(BOTH, false),
+    );
     p.handshake().unwrap();
 }
 
@@ -74,7 +78,11 @@ fn records_split_at_every_byte_boundary() {
                 .handle_input(Instant::ZERO, &client_hello[..split])
                 .unwrap();
             if split < client_hello.len() {
-                assert_eq!(server.poll_transmit(&mut buf), 0, "reply before a whole hello");
+                assert_eq!(
+                    server.poll_transmit(&mut buf),
+                    0,
+                    "reply before a whole hello"
+                );
             }
             server
                 .handle_input(Instant::ZERO, &client_hello[split..])
@@ -112,14 +120,19 @@ fn records_split_at_every_byte_boundary() {
             let at = split.min(flight.len());
             p.client.handle_input(p.now, &flight[..at]).unwrap();
             p.client.handle_input(p.now, &flight[at..]).unwrap();
-            p.handshake().unwrap_or_else(|e| panic!("{versions:?} split {split}: {e}"));
+            p.handshake()
+                .unwrap_or_else(|e| panic!("{versions:?} split {split}: {e}"));
         }
     }
 }
 
 #[test]
 fn application_record_split_at_every_byte() {
-    let mut p = Pair::new(&client_config(V13, false), "localhost", &server_config(V13, false));
+    let mut p = Pair::new(
+        &client_config(V13, false),
+        "localhost",
+        &server_config(V13, false),
+    );
     p.handshake().unwrap();
     let mut out = vec![0u8; 4096];
     let sent = p.client.send(b"split me into pieces", &mut out).unwrap();
@@ -143,7 +156,11 @@ fn application_record_split_at_every_byte() {
 
 #[test]
 fn small_recv_buffers_lose_nothing() {
-    let mut p = Pair::new(&client_config(V13, false), "localhost", &server_config(V13, false));
+    let mut p = Pair::new(
+        &client_config(V13, false),
+        "localhost",
+        &server_config(V13, false),
+    );
     p.handshake().unwrap();
     let msg: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
     p.client_send(&msg);
@@ -159,13 +176,21 @@ fn small_recv_buffers_lose_nothing() {
 
 fn client_err(p: &mut Pair) -> Error {
     let _ = p.run();
-    assert!(p.client_got.is_empty() && p.server_got.is_empty(), "data leaked");
-    p.client.error().cloned().expect("client should have failed")
+    assert!(
+        p.client_got.is_empty() && p.server_got.is_empty(),
+        "data leaked"
+    );
+    p.client
+        .error()
+        .cloned()
+        .expect("client should have failed")
 }
 
 #[test]
 fn unknown_ca_is_refused() {
-    let sc = ServerConfig::builder(identity("other-server")).build().unwrap();
+    let sc = ServerConfig::builder(identity("other-server"))
+        .build()
+        .unwrap();
     let mut p = Pair::new(&client_config(BOTH, false), "localhost", &sc);
     p.server_send_after_handshake_attempt();
     assert_eq!(
@@ -183,7 +208,11 @@ impl Pair {
 #[test]
 fn hostname_and_ip_mismatch_are_refused() {
     for (name, expected) in [("example.com", "example.com"), ("127.0.0.2", "127.0.0.2")] {
-        let mut p = Pair::new(&client_config(BOTH, false), name, &server_config(BOTH, false));
+        let mut p = Pair::new(
+            &client_config(BOTH, false),
+            name,
+            &server_config(BOTH, false),
+        );
         match client_err(&mut p) {
             Error::Certificate(CertificateError::NameMismatch { expected: e }) => {
                 assert!(e.contains(expected), "{e}")
@@ -240,12 +269,16 @@ fn pins_alone_and_on_top_of_a_ca() {
     let good = leaf_pin("server");
     let bad = leaf_pin("other-server");
     // Pin alone: no CA needed.
-    let cc = ClientConfig::builder(Trust::new().with_pin(good)).build().unwrap();
+    let cc = ClientConfig::builder(Trust::new().with_pin(good))
+        .build()
+        .unwrap();
     Pair::new(&cc, "localhost", &server_config(BOTH, false))
         .handshake()
         .unwrap();
     // CA + right pin.
-    let cc = ClientConfig::builder(ca_trust().with_pin(good)).build().unwrap();
+    let cc = ClientConfig::builder(ca_trust().with_pin(good))
+        .build()
+        .unwrap();
     Pair::new(&cc, "localhost", &server_config(BOTH, false))
         .handshake()
         .unwrap();
@@ -271,7 +304,9 @@ fn tofu_accepts_first_key_and_refuses_a_change() {
         .handshake()
         .unwrap();
     // A different key for the same host: refused, loudly.
-    let other = ServerConfig::builder(identity("other-server")).build().unwrap();
+    let other = ServerConfig::builder(identity("other-server"))
+        .build()
+        .unwrap();
     let mut p = Pair::new(&cc, "localhost", &other);
     match client_err(&mut p) {
         Error::TofuKeyChanged {
@@ -289,15 +324,30 @@ fn tofu_accepts_first_key_and_refuses_a_change() {
 
 #[test]
 fn version_mismatch_is_a_version_error_not_a_fallback() {
-    let mut p = Pair::new(&client_config(V13, false), "localhost", &server_config(V12, false));
+    let mut p = Pair::new(
+        &client_config(V13, false),
+        "localhost",
+        &server_config(V12, false),
+    );
     let e = client_err(&mut p);
-    assert!(matches!(e, Error::Version(VersionError::PeerRefused)), "{e:?}");
-    assert!(matches!(p.server.error(), Some(Error::Version(_))), "{:?}", p.server.error());
+    assert!(
+        matches!(e, Error::Version(VersionError::PeerRefused)),
+        "{e:?}"
+    );
+    assert!(
+        matches!(p.server.error(), Some(Error::Version(_))),
+        "{:?}",
+        p.server.error()
+    );
 }
 
 #[test]
 fn missing_client_certificate_is_refused() {
-    let mut p = Pair::new(&client_config(BOTH, false), "localhost", &server_config(BOTH, true));
+    let mut p = Pair::new(
+        &client_config(BOTH, false),
+        "localhost",
+        &server_config(BOTH, true),
+    );
     let _ = p.run();
     assert_eq!(
         p.server.error(),
@@ -345,7 +395,11 @@ fn optional_client_auth_accepts_both() {
 #[test]
 fn close_notify_is_a_clean_end_and_eof_without_it_is_truncation() {
     for versions in [V12, V13] {
-        let mut p = Pair::new(&client_config(versions, false), "localhost", &server_config(versions, false));
+        let mut p = Pair::new(
+            &client_config(versions, false),
+            "localhost",
+            &server_config(versions, false),
+        );
         p.handshake().unwrap();
         p.server_send(b"last words");
         p.server.close();
@@ -359,7 +413,11 @@ fn close_notify_is_a_clean_end_and_eof_without_it_is_truncation() {
         p.client.handle_eof();
         assert_eq!(p.client.recv(&mut buf).unwrap(), Recv::Closed);
 
-        let mut p = Pair::new(&client_config(versions, false), "localhost", &server_config(versions, false));
+        let mut p = Pair::new(
+            &client_config(versions, false),
+            "localhost",
+            &server_config(versions, false),
+        );
         p.handshake().unwrap();
         p.server_send(b"cut");
         p.run().unwrap();
@@ -400,7 +458,11 @@ fn handshake_timeout_from_the_injected_clock() {
         Err(Error::Timeout(Timeout::Handshake))
     );
     // A completed handshake has no deadline.
-    let mut p = Pair::new(&client_config(BOTH, false), "localhost", &server_config(BOTH, false));
+    let mut p = Pair::new(
+        &client_config(BOTH, false),
+        "localhost",
+        &server_config(BOTH, false),
+    );
     p.handshake().unwrap();
     assert_eq!(p.client.poll_timeout(), None);
     p.advance(Duration::from_secs(3600));
@@ -496,13 +558,20 @@ fn garbage_from_the_peer_is_a_protocol_error_not_a_panic() {
     assert!(r.is_err(), "{r:?}");
     let mut client =
         Session::client(&client_config(BOTH, false), "localhost", Instant::ZERO).unwrap();
-    let r = client.handle_input(Instant::ZERO, &[0x16, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5]);
+    let r = client.handle_input(
+        Instant::ZERO,
+        &[0x16, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5],
+    );
     assert!(r.is_err(), "{r:?}");
 }
 
 #[test]
 fn danger_accept_any_accepts_anything() {
-    let cc = ClientConfig::builder(Trust::danger_accept_any()).build().unwrap();
-    let sc = ServerConfig::builder(identity("other-server")).build().unwrap();
+    let cc = ClientConfig::builder(Trust::danger_accept_any())
+        .build()
+        .unwrap();
+    let sc = ServerConfig::builder(identity("other-server"))
+        .build()
+        .unwrap();
     Pair::new(&cc, "example.com", &sc).handshake().unwrap();
 }
