@@ -9,18 +9,15 @@
 //! where feature unification switches std on anyway) it is an ordinary std binary running the
 //! same checks, so the workspace commands build and test it too.
 //!
-//! Either way it runs a TLS 1.3 and a TLS 1.2 handshake in memory, exchanges application data
-//! both ways (see `handshake.rs`), prints one summary line and exits 0, or prints the failure on
-//! stderr and exits 1.
+//! Either way it runs a TLS 1.3 and a TLS 1.2 handshake in memory between a client and a server
+//! `tether::Session`, exchanges application data both ways (see `handshake.rs`), prints a
+//! summary and exits 0, or prints the failure on stderr and exits 1.
 
 #![cfg_attr(panic = "abort", no_std, no_main)]
 // Unsafe code lives in `rt` only.
 #![deny(unsafe_code)]
 
 extern crate alloc;
-
-// Linked for what it proves: the tether core (without default features) builds without std.
-extern crate tether as _;
 
 // memcpy & co. for the libc-less link (the crate is empty in unwinding builds).
 #[cfg(panic = "abort")]
@@ -73,7 +70,7 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use rustls::CipherSuite;
+    use tether::CipherSuite;
 
     #[test]
     fn tls13_and_tls12_exchanges_succeed() {
