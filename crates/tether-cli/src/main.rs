@@ -9,10 +9,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod connect;
+mod demo;
 mod pki;
 
 #[derive(Debug, Parser)]
-#[command(name = "tether", version, about = "Verified TLS secure sockets for devices and gateways")]
+#[command(
+    name = "tether",
+    version,
+    about = "Verified TLS secure sockets for devices and gateways"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,12 +28,19 @@ struct Cli {
 enum Command {
     /// Certificates: a CA, server and device certificates, SPKI pins.
     Pki(pki::Args),
+    /// Diagnose a TLS server: version, suite, group, chain, verification, handshake time.
+    Connect(connect::Args),
+    /// A self-contained tour: throwaway PKI, a server, mTLS clients over TLS 1.3 and 1.2,
+    /// resumption, a refused anonymous client.
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pki(args) => pki::run(args),
+        Command::Connect(args) => connect::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -64,7 +64,7 @@ impl Transport for TcpStream {
     }
 }
 
-/// Monotonic time from `std::time::Instant`, in milliseconds since this clock was made.
+/// Monotonic time from `std::time::Instant`, since this clock was made.
 #[derive(Clone, Copy, Debug)]
 pub struct StdClock {
     origin: std::time::Instant,
@@ -87,7 +87,7 @@ impl Default for StdClock {
 
 impl Clock for StdClock {
     fn now(&self) -> Instant {
-        Instant::from_millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 }
 

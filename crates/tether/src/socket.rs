@@ -252,26 +252,22 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         let buf = self.session.input_buffer(chunk);
         let r = self.transport.read(buf);
         let now = self.clock.now();
-        match r {
-            Ok(0) => {
-                self.session.commit_input(now, 0)?;
-                self.eof = true;
-                self.session.handle_eof();
-                Ok(true)
-            }
-            Ok(n) => {
-                self.session.commit_input(now, n)?;
-                Ok(true)
-            }
-            Err(TransportError::WouldBlock) => {
-                self.session.commit_input(now, 0)?;
-                Ok(false)
-            }
-            Err(e) => {
-                self.session.commit_input(now, 0)?;
-                Err(Error::Transport(e))
-            }
+        let eof = matches!(r, Ok(0));
+        let (n, result) = match r {
+            Ok(n) => (n, Ok(true)),
+            Err(TransportError::WouldBlock) => (0, Ok(false)),
+            Err(e) => (0, Err(Error::Transport(e))),
+        };
+        if let Err(e) = self.session.commit_input(now, n) {
+            // Tell the peer why (the alert the session queued), best effort.
+            let _ = self.flush_out();
+            return Err(e);
         }
+        if eof {
+            self.eof = true;
+            self.session.handle_eof();
+        }
+        result
     }
 
     /// Called when the transport would block: fails on a passed deadline, returns

@@ -18,7 +18,9 @@ use core::time::Duration;
 
 use rustls_pki_types::UnixTime;
 
-/// A point on the driver's monotonic clock, in milliseconds from an origin the driver picks.
+/// A point on the driver's monotonic clock, from an origin the driver picks (boot, process
+/// start), with microsecond resolution. Drivers with a millisecond tick use
+/// [`Instant::from_millis`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Instant(u64);
 
@@ -28,25 +30,35 @@ impl Instant {
 
     /// An instant `ms` milliseconds after the origin.
     pub const fn from_millis(ms: u64) -> Instant {
-        Instant(ms)
+        Instant(ms.saturating_mul(1000))
     }
 
-    /// Milliseconds since the origin.
+    /// An instant `us` microseconds after the origin.
+    pub const fn from_micros(us: u64) -> Instant {
+        Instant(us)
+    }
+
+    /// Whole milliseconds since the origin.
     pub const fn as_millis(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// Microseconds since the origin.
+    pub const fn as_micros(self) -> u64 {
         self.0
     }
 
     /// The time from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
-        Duration::from_millis(self.0.saturating_sub(earlier.0))
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
     }
 }
 
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Instant(self.0.saturating_add(ms))
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(us))
     }
 }
 
@@ -69,8 +81,7 @@ pub trait WallClock: Send + Sync + fmt::Debug {
 }
 
 /// How certificate validity periods are checked.
-#[derive(Clone, Debug)]
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum TimePolicy {
     /// The operating system's clock (std only). The default with std.
@@ -88,7 +99,6 @@ pub enum TimePolicy {
     /// are still verified.
     IgnoreValidityTime,
 }
-
 
 /// Adapts a [`TimePolicy`] to rustls' time provider.
 #[derive(Debug)]

@@ -1,0 +1,257 @@
+//! `tether connect HOST:PORT`: a diagnostic TLS client in the spirit of `openssl s_client`.
+//!
+//! It connects, verifies the server (CA roots from `--ca`, else the bundled Mozilla roots;
+//! `--pin` and `--tofu` on top or alone), and prints the negotiated version, cipher suite,
+//! key-exchange group, ALPN, resumption, the peer chain and the handshake time. With `--send`
+//! it writes a line and prints what comes back until the peer closes or `--timeout` passes.
+//!
+//! Exit status 0 only when the handshake succeeded and the peer was verified; otherwise one line
+//! on stderr says why, and the status is 1.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tether::net::{FileTofuStore, TcpTlsSocket};
+use tether::{ClientConfig, Identity, Pin, TlsVersion, Trust};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The server to connect to, as HOST:PORT.
+    #[arg(value_name = "HOST:PORT")]
+    target: String,
+    /// Trust the CA certificates in this PEM file (repeatable). Without --ca, --pin or --tofu,
+    /// the bundled Mozilla roots are used.
+    #[arg(long, value_name = "FILE")]
+    ca: Vec<PathBuf>,
+    /// Require the server's key to match this SPKI pin, `sha256/BASE64` (repeatable). Alone, no
+    /// CA is needed.
+    #[arg(long, value_name = "sha256/BASE64")]
+    pin: Vec<String>,
+    /// Trust on first use: remember the server's key in FILE, refuse a changed key.
+    #[arg(long, value_name = "FILE")]
+    tofu: Option<PathBuf>,
+    /// Client certificate chain (PEM) for servers that require one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Lowest TLS version to accept.
+    #[arg(long, value_name = "1.2|1.3", default_value = "1.2", value_parser = parse_version)]
+    min_tls: TlsVersion,
+    /// Highest TLS version to offer.
+    #[arg(long, value_name = "1.2|1.3", default_value = "1.3", value_parser = parse_version)]
+    max_tls: TlsVersion,
+    /// The name to send as SNI and to verify the certificate against (default: HOST).
+    #[arg(long, value_name = "NAME")]
+    sni: Option<String>,
+    /// Offer this ALPN protocol (repeatable, most preferred first).
+    #[arg(long, value_name = "PROTOCOL")]
+    alpn: Vec<String>,
+    /// Write TEXT and a newline after the handshake, then print what comes back until the
+    /// server closes or --timeout passes.
+    #[arg(long, value_name = "TEXT")]
+    send: Option<String>,
+    /// Seconds allowed for the connection and handshake, and for each read after --send.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+    /// Connect a second time with the same session cache, to show resumption.
+    #[arg(long)]
+    reconnect: bool,
+}
+
+fn parse_version(s: &str) -> Result<TlsVersion, String> {
+    match s {
+        "1.2" => Ok(TlsVersion::Tls12),
+        "1.3" => Ok(TlsVersion::Tls13),
+        _ => Err(format!(
+            "{s:?} is not a TLS version tether speaks: use 1.2 or 1.3"
+        )),
+    }
+}
+
+fn read_file(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn build_config(args: &Args) -> anyhow::Result<(ClientConfig, String)> {
+    let mut trust = Trust::new();
+    let mut described = Vec::new();
+    for ca in &args.ca {
+        trust = trust
+            .with_roots_pem(&read_file(ca, "CA file")?)
+            .with_context(|| format!("CA file {}", ca.display()))?;
+        described.push(format!("CA roots from {}", ca.display()));
+    }
+    for pin in &args.pin {
+        let pin: Pin = pin.parse()?;
+        trust = trust.with_pin(pin);
+    }
+    if !args.pin.is_empty() {
+        described.push(format!("{} pin(s)", args.pin.len()));
+    }
+    if let Some(path) = &args.tofu {
+        trust = trust.with_tofu(Arc::new(FileTofuStore::new(path)));
+        described.push(format!("TOFU store {}", path.display()));
+    }
+    if !trust.has_anchors() {
+        trust = trust.with_mozilla_roots();
+        described.push("bundled Mozilla roots".into());
+    }
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let mut builder = ClientConfig::builder(trust)
+        .versions(args.min_tls, args.max_tls)
+        .handshake_timeout(Duration::from_secs_f64(args.timeout));
+    if !args.alpn.is_empty() {
+        let protos: Vec<&[u8]> = args.alpn.iter().map(|p| p.as_bytes()).collect();
+        builder = builder.alpn(&protos);
+    }
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let id = Identity::from_pem(
+            &read_file(cert, "certificate")?,
+            &read_file(key, "private key")?,
+        )
+        .with_context(|| format!("client certificate {}", cert.display()))?;
+        builder = builder.identity(id);
+    }
+    Ok((builder.build()?, described.join(" + ")))
+}
+
+fn host_of(target: &str) -> anyhow::Result<&str> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .with_context(|| format!("{target:?} is not HOST:PORT"))?;
+    port.parse::<u16>()
+        .with_context(|| format!("{port:?} in {target:?} is not a port number"))?;
+    Ok(host.trim_start_matches('[').trim_end_matches(']'))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let host = host_of(&args.target)?.to_string();
+    let name = args.sni.clone().unwrap_or(host);
+    let (config, trust_desc) = build_config(&args)?;
+
+    let mut socket = connect_once(&args, &name, &config, &trust_desc)?;
+    if let Some(text) = &args.send {
+        exchange(&mut socket, text, Duration::from_secs_f64(args.timeout))?;
+    } else if args.reconnect {
+        // TLS 1.3 tickets arrive after the handshake; give them a moment to come in.
+        socket.set_io_timeout(Some(Duration::from_millis(300)));
+        let mut buf = [0u8; 1];
+        let _ = socket.read(&mut buf);
+    }
+    let _ = socket.close();
+    if args.reconnect {
+        println!();
+        println!("reconnecting with the same session cache:");
+        let mut again = connect_once(&args, &name, &config, &trust_desc)?;
+        let _ = again.close();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn connect_once(
+    args: &Args,
+    name: &str,
+    config: &ClientConfig,
+    trust_desc: &str,
+) -> anyhow::Result<TcpTlsSocket> {
+    let start = Instant::now();
+    let socket = tether::net::connect_named(&args.target, name, config)
+        .with_context(|| format!("{} (server name {name:?})", args.target))?;
+    let total = start.elapsed();
+    let s = socket.session();
+    let peer = socket
+        .transport()
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| args.target.clone());
+    println!("connected to {peer} (server name {name:?})");
+    let field = |k: &str, v: String| println!("  {k:<14}{v}");
+    field("version", s.version().map_or("?".into(), |v| v.to_string()));
+    field(
+        "cipher suite",
+        s.cipher_suite().map_or("?".into(), |c| format!("{c:?}")),
+    );
+    field(
+        "key exchange",
+        s.kx_group()
+            .map_or("(none: resumed TLS 1.2 session)".into(), |g| {
+                format!("{g:?}")
+            }),
+    );
+    field(
+        "ALPN",
+        s.alpn()
+            .map_or("(none)".into(), |p| String::from_utf8_lossy(p).into_owned()),
+    );
+    field("resumed", if s.is_resumed() { "yes" } else { "no" }.into());
+    field(
+        "handshake",
+        format!(
+            "{:.1} ms TLS, {:.1} ms with TCP connect",
+            s.handshake_duration().unwrap_or_default().as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3
+        ),
+    );
+    field("verification", format!("OK ({trust_desc}; name {name:?})"));
+    match s.peer_certificates() {
+        Some(chain) => {
+            println!("peer chain:");
+            for (i, cert) in chain.iter().enumerate() {
+                match tether_pki::describe(cert.as_ref()) {
+                    Ok(info) => {
+                        println!("  [{i}] subject   {}", info.subject);
+                        println!("      issuer    {}", info.issuer);
+                        println!(
+                            "      valid     {} to {}",
+                            tether_pki::rfc3339(info.not_before),
+                            tether_pki::rfc3339(info.not_after)
+                        );
+                        if !info.sans.is_empty() {
+                            println!("      SANs      {}", info.sans.join(", "));
+                        }
+                        println!("      pin       {}", info.pin);
+                    }
+                    Err(e) => println!("  [{i}] (cannot be shown: {e})"),
+                }
+            }
+        }
+        None => println!("peer chain:     (not available)"),
+    }
+    std::io::stdout().flush().ok();
+    Ok(socket)
+}
+
+fn exchange(socket: &mut TcpTlsSocket, text: &str, timeout: Duration) -> anyhow::Result<()> {
+    socket
+        .write_all(format!("{text}\n").as_bytes())
+        .context("sending --send text")?;
+    socket.set_io_timeout(Some(timeout));
+    println!("sent {} bytes; reply:", text.len() + 1);
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => {
+                println!("(server closed the connection with close_notify)");
+                return Ok(());
+            }
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+            }
+            Err(tether::Error::Timeout(_)) => {
+                println!("(no more data within {:.1} s)", timeout.as_secs_f64());
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("reading the reply"),
+        }
+    }
+}
