@@ -321,7 +321,11 @@ impl fmt::Display for CertificateError {
                 "not valid for {expected}: the certificate's subject alternative names do not \
                  include it; connect by a name it lists or reissue it with this name"
             ),
-            CertificateError::BadSignature => write!(f, "a signature does not verify"),
+            CertificateError::BadSignature => write!(
+                f,
+                "a signature does not verify: the chain may come from a different CA with the \
+                 same name, or a certificate is corrupted; check which CA issued it"
+            ),
             CertificateError::WrongPurpose => write!(
                 f,
                 "not issued for this purpose (extended key usage); use a server certificate for \

@@ -1,0 +1,218 @@
+//! `tether connect` against a real `openssl s_server`, and `tether demo` end to end.
+//! Certificates come from `tether pki` (the built binary).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use testpeers::{SServerMode, SServerOpts, Version, free_port, openssl_s_server, skip_or_fail};
+
+fn tether(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .output()
+        .expect("run tether")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `tether pki` makes a CA, a server certificate, a device certificate, and a second CA.
+fn pki(dir: &Path) {
+    let d = dir.to_str().unwrap();
+    let other = dir.join("other");
+    for args in [
+        vec!["pki", "init", "--dir", d],
+        vec![
+            "pki",
+            "issue",
+            "server",
+            "--dir",
+            d,
+            "--san",
+            "localhost",
+            "--san",
+            "127.0.0.1",
+        ],
+        vec!["pki", "issue", "client", "--dir", d, "--id", "device-1"],
+        vec![
+            "pki",
+            "init",
+            "--dir",
+            other.to_str().unwrap(),
+            "--cn",
+            "another CA",
+        ],
+    ] {
+        let o = tether(&args);
+        assert!(o.status.success(), "{args:?}: {:?}", text(&o));
+    }
+}
+
+fn s_server(dir: &Path, opts: SServerOpts) -> (testpeers::Peer, u16) {
+    let port = free_port();
+    let peer = openssl_s_server(
+        port,
+        &dir.join("server.pem"),
+        &dir.join("server.key"),
+        &opts,
+    )
+    .expect("start openssl s_server");
+    (peer, port)
+}
+
+#[test]
+fn connect_prints_the_session_and_exits_zero() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir);
+    for (version, name) in [(Version::Tls13, "TLSv1.3"), (Version::Tls12, "TLSv1.2")] {
+        let (_server, port) = s_server(
+            dir,
+            SServerOpts {
+                version: Some(version),
+                mode: SServerMode::Rev,
+                ..SServerOpts::default()
+            },
+        );
+        let target = format!("127.0.0.1:{port}");
+        let ca = dir.join("ca.pem");
+        let o = tether(&[
+            "connect",
+            &target,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--sni",
+            "localhost",
+            "--send",
+            "hello",
+            "--timeout",
+            "2",
+        ]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{name}: {out}\n{err}");
+        for field in [
+            "version",
+            name,
+            "cipher suite",
+            "key exchange",
+            "ALPN",
+            "resumed",
+            "handshake",
+            "verification  OK",
+            "subject",
+            "issuer",
+            "valid",
+            "SANs      localhost, 127.0.0.1",
+            "pin       sha256/",
+            "olleh",
+        ] {
+            assert!(out.contains(field), "{name}: missing {field:?} in:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn connect_reconnect_shows_resumption() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir);
+    let (_server, port) = s_server(dir, SServerOpts::default());
+    let target = format!("localhost:{port}");
+    let ca = dir.join("ca.pem");
+    let o = tether(&[
+        "connect",
+        &target,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--reconnect",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let resumed: Vec<&str> = out.lines().filter(|l| l.contains("resumed")).collect();
+    assert_eq!(resumed.len(), 2, "{out}");
+    assert!(resumed[0].trim_end().ends_with("no"), "{out}");
+    assert!(resumed[1].trim_end().ends_with("yes"), "{out}");
+}
+
+#[test]
+fn connect_with_wrong_ca_or_pin_fails_naming_the_reason() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir);
+    let (_server, port) = s_server(dir, SServerOpts::default());
+    let target = format!("localhost:{port}");
+    let other_ca = dir.join("other/ca.pem");
+
+    let o = tether(&["connect", &target, "--ca", other_ca.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(err.contains("unknown issuer"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    // A pin of another key (the CA's) alone: the server's key does not match.
+    let wrong_pin = tether(&["pki", "pin", other_ca.to_str().unwrap()]);
+    let wrong_pin = String::from_utf8(wrong_pin.stdout).unwrap();
+    let o = tether(&["connect", &target, "--pin", wrong_pin.trim()]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(err.contains("pin mismatch"), "{err}");
+
+    // The right pin alone is enough.
+    let right_pin = tether(&["pki", "pin", dir.join("server.pem").to_str().unwrap()]);
+    let right_pin = String::from_utf8(right_pin.stdout).unwrap();
+    let o = tether(&["connect", &target, "--pin", right_pin.trim()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // A name the certificate does not carry.
+    let o = tether(&[
+        "connect",
+        &target,
+        "--ca",
+        dir.join("ca.pem").to_str().unwrap(),
+        "--sni",
+        "wrong.example",
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("not valid for wrong.example"), "{err}");
+}
+
+#[test]
+fn connect_rejects_bad_flags_clearly() {
+    let o = tether(&["connect", "no-port-here"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("HOST:PORT"), "{:?}", text(&o));
+    let o = tether(&["connect", "localhost:1", "--min-tls", "1.1"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("use 1.2 or 1.3"), "{:?}", text(&o));
+    let o = tether(&["connect", "localhost:1", "--pin", "md5/abc"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("bad pin"), "{:?}", text(&o));
+}
+
+#[test]
+fn demo_runs_and_cleans_up() {
+    let o = tether(&["demo"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("demo OK"), "{out}");
+    assert!(out.contains("TLSv1.3") && out.contains("TLSv1.2"), "{out}");
+    assert!(out.contains("yes"), "no resumed row: {out}");
+    assert!(out.contains("anonymous refused"), "{out}");
+    let pki_line = out.lines().find(|l| l.contains("PKI  ")).unwrap();
+    let path = pki_line.split_whitespace().nth(1).unwrap();
+    assert!(!Path::new(path).exists(), "{path} left behind");
+}
