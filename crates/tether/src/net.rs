@@ -2,7 +2,6 @@
 //! `std::io::Read`/`Write` on [`TlsSocket`], and [`Error`] → [`std::io::Error`].
 //!
 //! ```no_run
-//! use std::io::{Read, Write};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = tether::ClientConfig::builder(tether::Trust::from_pem(&std::fs::read("ca.pem")?)?)
 //!     .build()?;
