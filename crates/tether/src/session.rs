@@ -401,17 +401,7 @@ impl Session {
                 self.fail(Error::Protocol("TLS state machine did not settle".into()));
                 break;
             }
-            let mut bufs = Bufs {
-                tx: &mut self.tx,
-                plain: &mut self.plain,
-                max_fragment: self.max_fragment,
-            };
-            let incoming = &mut self.incoming;
-            let (discard, step) = with_conn!(&mut self.conn, c => {
-                handle_state(c.process_tls_records(incoming), &mut bufs, work)
-            });
-            self.incoming.drain(..discard.min(self.incoming.len()));
-            match step {
+            match self.step(work) {
                 Step::Again => {}
                 Step::Idle { may_write: w } => {
                     may_write = w;
@@ -448,21 +438,25 @@ impl Session {
     /// step that failed.
     fn flush_alert(&mut self) {
         while with_conn!(&self.conn, c => c.wants_write()) {
-            let mut work = Work::default();
-            let mut bufs = Bufs {
-                tx: &mut self.tx,
-                plain: &mut self.plain,
-                max_fragment: self.max_fragment,
-            };
-            let incoming = &mut self.incoming;
-            let (discard, step) = with_conn!(&mut self.conn, c => {
-                handle_state(c.process_tls_records(incoming), &mut bufs, &mut work)
-            });
-            self.incoming.drain(..discard.min(self.incoming.len()));
-            if !matches!(step, Step::Again) {
+            if !matches!(self.step(&mut Work::default()), Step::Again) {
                 break;
             }
         }
+    }
+
+    /// One turn of rustls' state machine over the buffered input; applies its discard.
+    fn step(&mut self, work: &mut Work<'_>) -> Step {
+        let mut bufs = Bufs {
+            tx: &mut self.tx,
+            plain: &mut self.plain,
+            max_fragment: self.max_fragment,
+        };
+        let incoming = &mut self.incoming;
+        let (discard, step) = with_conn!(&mut self.conn, c => {
+            handle_state(c.process_tls_records(incoming), &mut bufs, work)
+        });
+        self.incoming.drain(..discard.min(self.incoming.len()));
+        step
     }
 
     fn translate(&mut self, e: rustls::Error) -> Error {
