@@ -148,8 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let _ = socket.close();
     if args.reconnect {
-        println!();
-        println!("reconnecting with the same session cache:");
+        say!();
+        say!("reconnecting with the same session cache:");
         let mut again = connect_once(&args, &name, &config, &trust_desc)?;
         let _ = again.close();
     }
@@ -172,8 +172,8 @@ fn connect_once(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| args.target.clone());
-    println!("connected to {peer} (server name {name:?})");
-    let field = |k: &str, v: String| println!("  {k:<14}{v}");
+    say!("connected to {peer} (server name {name:?})");
+    let field = |k: &str, v: String| say!("  {k:<14}{v}");
     field("version", s.version().map_or("?".into(), |v| v.to_string()));
     field(
         "cipher suite",
@@ -203,27 +203,27 @@ fn connect_once(
     field("verification", format!("OK ({trust_desc}; name {name:?})"));
     match s.peer_certificates() {
         Some(chain) => {
-            println!("peer chain:");
+            say!("peer chain:");
             for (i, cert) in chain.iter().enumerate() {
                 match tether_pki::describe(cert.as_ref()) {
                     Ok(info) => {
-                        println!("  [{i}] subject   {}", info.subject);
-                        println!("      issuer    {}", info.issuer);
-                        println!(
+                        say!("  [{i}] subject   {}", info.subject);
+                        say!("      issuer    {}", info.issuer);
+                        say!(
                             "      valid     {} to {}",
                             tether_pki::rfc3339(info.not_before),
                             tether_pki::rfc3339(info.not_after)
                         );
                         if !info.sans.is_empty() {
-                            println!("      SANs      {}", info.sans.join(", "));
+                            say!("      SANs      {}", info.sans.join(", "));
                         }
-                        println!("      pin       {}", info.pin);
+                        say!("      pin       {}", info.pin);
                     }
-                    Err(e) => println!("  [{i}] (cannot be shown: {e})"),
+                    Err(e) => say!("  [{i}] (cannot be shown: {e})"),
                 }
             }
         }
-        None => println!("peer chain:     (not available)"),
+        None => say!("peer chain:     (not available)"),
     }
     std::io::stdout().flush().ok();
     Ok(socket)
@@ -234,13 +234,13 @@ fn exchange(socket: &mut TcpTlsSocket, text: &str, timeout: Duration) -> anyhow:
         .write_all(format!("{text}\n").as_bytes())
         .context("sending --send text")?;
     socket.set_io_timeout(Some(timeout));
-    println!("sent {} bytes; reply:", text.len() + 1);
+    say!("sent {} bytes; reply:", text.len() + 1);
     let mut out = std::io::stdout();
     let mut buf = [0u8; 4096];
     loop {
         match socket.read(&mut buf) {
             Ok(0) => {
-                println!("(server closed the connection with close_notify)");
+                say!("(server closed the connection with close_notify)");
                 return Ok(());
             }
             Ok(n) => {
@@ -248,7 +248,7 @@ fn exchange(socket: &mut TcpTlsSocket, text: &str, timeout: Duration) -> anyhow:
                 out.flush()?;
             }
             Err(tether::Error::Timeout(_)) => {
-                println!("(no more data within {:.1} s)", timeout.as_secs_f64());
+                say!("(no more data within {:.1} s)", timeout.as_secs_f64());
                 return Ok(());
             }
             Err(e) => return Err(e).context("reading the reply"),

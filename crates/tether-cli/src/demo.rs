@@ -41,8 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .prefix("tether-demo-")
         .tempdir()
         .context("cannot make a temporary directory")?;
-    println!("tether demo");
-    println!("  PKI            {} (throwaway)", dir.path().display());
+    say!("tether demo");
+    say!("  PKI            {} (throwaway)", dir.path().display());
 
     // The PKI, made by the same library `tether pki` uses.
     let ca = Ca::init(KeyKind::EcdsaP256, "tether demo CA")?;
@@ -65,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot listen on 127.0.0.1")?;
     let addr = listener.local_addr()?;
-    println!("  server         {addr} (tether, mTLS required, echo)");
+    say!("  server         {addr} (tether, mTLS required, echo)");
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let server_thread = {
@@ -118,13 +118,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = TcpStream::connect(addr);
     let _ = server_thread.join();
 
-    println!();
-    println!(
+    say!();
+    say!(
         "  {:<9} {:<8} {:<46} {:<10} {:>10} {:<8} echo",
-        "client", "version", "cipher suite", "group", "handshake", "resumed"
+        "client",
+        "version",
+        "cipher suite",
+        "group",
+        "handshake",
+        "resumed"
     );
     for r in &rows {
-        println!(
+        say!(
             "  {:<9} {:<8} {:<46} {:<10} {:>7.2} ms {:<8} {}",
             r.client,
             r.version,
@@ -135,22 +140,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             r.echo
         );
     }
-    println!("  {:<9} {refused}", "anonymous");
+    say!("  {:<9} {refused}", "anonymous");
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    println!();
-    println!("  server saw     {}", seen.join(", "));
+    say!();
+    say!("  server saw     {}", seen.join(", "));
 
     if args.keep {
         let kept = dir.keep();
-        println!("  PKI kept in    {}", kept.display());
+        say!("  PKI kept in    {}", kept.display());
     } else {
         dir.close().context("cannot remove the temporary PKI")?;
-        println!("  PKI removed");
+        say!("  PKI removed");
     }
     if !failures.is_empty() {
         bail!("demo failed: {}", failures.join("; "));
     }
-    println!("demo OK");
+    say!("demo OK");
     Ok(ExitCode::SUCCESS)
 }
 

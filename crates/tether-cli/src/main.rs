@@ -7,6 +7,19 @@
 
 use std::process::ExitCode;
 
+/// `println!` that ignores write errors: `tether connect ... | head` must not panic when the
+/// reader goes away (std ignores SIGPIPE, so writes fail with EPIPE instead).
+macro_rules! say {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use clap::{Parser, Subcommand};
 
 mod connect;

@@ -157,14 +157,14 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
     let ca = Ca::init_with(&args.cn, &args.common.options())?;
     dir.write_ca(&ca, args.common.force)?;
     let info = tether_pki::describe(ca.cert_der())?;
-    println!(
+    say!(
         "wrote CA {} and key {} ({}, valid until {})",
         paths.cert.display(),
         paths.key.display(),
         KeyKind::from(args.common.key),
         tether_pki::rfc3339(info.not_after),
     );
-    println!("pin {}", info.pin);
+    say!("pin {}", info.pin);
     Ok(())
 }
 
@@ -178,13 +178,13 @@ fn issue_server(args: &ServerArgs) -> anyhow::Result<()> {
     let issued = ca.issue_server(&args.sans, &args.common.options())?;
     dir.write_issued(&paths, &issued, args.common.force)?;
     let info = tether_pki::describe(&issued.cert_der)?;
-    println!(
+    say!(
         "wrote server certificate {} and key {} for {}",
         paths.cert.display(),
         paths.key.display(),
         info.sans.join(", "),
     );
-    println!(
+    say!(
         "pin {} valid until {}",
         info.pin,
         tether_pki::rfc3339(info.not_after)
@@ -202,13 +202,13 @@ fn issue_client(args: &ClientArgs) -> anyhow::Result<()> {
     let issued = ca.issue_client(&args.id, &args.common.options())?;
     dir.write_issued(&paths, &issued, args.common.force)?;
     let info = tether_pki::describe(&issued.cert_der)?;
-    println!(
+    say!(
         "wrote device certificate {} and key {} for {}",
         paths.cert.display(),
         paths.key.display(),
         args.id,
     );
-    println!(
+    say!(
         "pin {} valid until {}",
         info.pin,
         tether_pki::rfc3339(info.not_after)
@@ -234,7 +234,7 @@ fn read_pem(file: &Path) -> anyhow::Result<String> {
 fn pin(file: &Path) -> anyhow::Result<()> {
     let pem = read_pem(file)?;
     let pin = tether_pki::spki_pin_from_pem(&pem).with_context(|| file.display().to_string())?;
-    println!("{pin}");
+    say!("{pin}");
     Ok(())
 }
 
@@ -246,19 +246,19 @@ fn show(file: &Path) -> anyhow::Result<()> {
         let info = tether_pki::describe(der)
             .with_context(|| format!("{}: certificate {}", file.display(), i + 1))?;
         if i > 0 {
-            println!();
+            say!();
         }
         if certs.len() > 1 {
-            println!("certificate {} of {}", i + 1, certs.len());
+            say!("certificate {} of {}", i + 1, certs.len());
         }
-        println!("{info}");
+        say!("{info}");
         if !info.is_valid_at(now) {
             let when = if now < info.not_before {
                 "not valid yet"
             } else {
                 "EXPIRED"
             };
-            println!("status:     {when}");
+            say!("status:     {when}");
         }
     }
     Ok(())

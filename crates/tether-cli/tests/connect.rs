@@ -216,3 +216,53 @@ fn demo_runs_and_cleans_up() {
     let path = pki_line.split_whitespace().nth(1).unwrap();
     assert!(!Path::new(path).exists(), "{path} left behind");
 }
+
+#[test]
+fn connect_tofu_remembers_the_first_key_and_refuses_a_change() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir);
+    let store = dir.join("known_hosts");
+    let store_s = store.to_str().unwrap();
+    {
+        let (_server, port) = s_server(dir, SServerOpts::default());
+        let target = format!("localhost:{port}");
+        for _ in 0..2 {
+            let o = tether(&["connect", &target, "--tofu", store_s]);
+            assert!(o.status.success(), "{:?}", text(&o));
+        }
+        let stored = std::fs::read_to_string(&store).unwrap();
+        let pin = tether(&["pki", "pin", dir.join("server.pem").to_str().unwrap()]);
+        let pin = String::from_utf8(pin.stdout).unwrap();
+        assert_eq!(stored.trim(), format!("localhost {}", pin.trim()));
+    }
+    // The same name now presents another key: refused, naming both keys.
+    let d = dir.to_str().unwrap();
+    let o = tether(&[
+        "pki",
+        "issue",
+        "server",
+        "--dir",
+        d,
+        "--san",
+        "localhost",
+        "--name",
+        "rekeyed",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let port = free_port();
+    let _server = openssl_s_server(
+        port,
+        &dir.join("rekeyed.pem"),
+        &dir.join("rekeyed.key"),
+        &SServerOpts::default(),
+    )
+    .unwrap();
+    let o = tether(&["connect", &format!("localhost:{port}"), "--tofu", store_s]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(err.contains("TOFU key change for localhost"), "{err}");
+}
