@@ -1,0 +1,411 @@
+//! Interop matrix against real peers over real TCP on 127.0.0.1: tether as client and as
+//! server, TLS 1.2 and TLS 1.3, with and without client certificates, data both ways, against
+//! `openssl s_server`/`s_client`, `gnutls-serv`/`gnutls-cli` and tether itself. Certificates are
+//! made at test time by `tether_pki` (the library behind `tether pki`).
+//!
+//! Peers are started through `testpeers` (killed on drop); a missing peer fails the test under
+//! `CI=true` and skips it elsewhere.
+
+mod support;
+
+use testpeers::{
+    GnutlsCliOpts, GnutlsServOpts, SClientOpts, SServerOpts, free_port, gnutls_cli, gnutls_serv,
+    openssl_s_client, openssl_s_server, skip_or_fail,
+};
+use tether::TlsVersion;
+use tether::TlsVersion::{Tls12, Tls13};
+
+use support::*;
+
+// ---------------------------------------------------------------------------------------------
+// tether client -> openssl s_server
+
+/// s_server (stdio mode) prints what tether sends and sends its stdin to tether.
+fn client_to_openssl(v: TlsVersion, mtls: bool) {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let port = free_port();
+    let mut server = openssl_s_server(
+        port,
+        &pki.server.cert,
+        &pki.server.key,
+        &SServerOpts {
+            version: Some(peer_version(v)),
+            client_ca: mtls.then(|| pki.ca_pem.clone()),
+            ..SServerOpts::default()
+        },
+    )
+    .unwrap();
+    let config = pki.client_config(only(v), mtls);
+    let mut sock = connect(port, &config, "localhost").unwrap();
+    assert_eq!(sock.session().version(), Some(v));
+    assert!(!sock.session().is_resumed());
+    let chain = sock.session().peer_certificates().unwrap();
+    assert_eq!(chain[0].as_ref(), pki.server.der());
+
+    sock.write_all(b"hello from tether\n").unwrap();
+    server.wait_for_output("hello from tether", WAIT).unwrap();
+    server.send_line("hello from openssl").unwrap();
+    assert_eq!(read_line(&mut sock).unwrap(), "hello from openssl\n");
+    if mtls {
+        // s_server's verify callback prints the chain it verified.
+        server.wait_for_output("CN = device-1", WAIT).unwrap();
+    } else {
+        assert!(!server.output_so_far().contains("device-1"));
+    }
+    sock.close().unwrap();
+    // s_server prints DONE when the client has closed the connection.
+    server.wait_for_output("DONE", WAIT).unwrap();
+}
+
+#[test]
+fn client_to_openssl_tls12() {
+    client_to_openssl(Tls12, false);
+}
+
+#[test]
+fn client_to_openssl_tls13() {
+    client_to_openssl(Tls13, false);
+}
+
+#[test]
+fn client_to_openssl_tls12_mtls() {
+    client_to_openssl(Tls12, true);
+}
+
+#[test]
+fn client_to_openssl_tls13_mtls() {
+    client_to_openssl(Tls13, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// openssl s_client -> tether server
+
+/// What a tether server saw of one connection.
+#[derive(Debug)]
+struct Seen {
+    version: Option<TlsVersion>,
+    client_cert: Option<Vec<u8>>,
+    line: String,
+}
+
+/// A tether server that reads one line, answers `tether got: LINE` and closes.
+fn line_server(config: tether::ServerConfig) -> (u16, Joined<Seen>) {
+    tether_server(config, |r| {
+        let mut sock = r.unwrap();
+        let line = read_line(&mut sock).unwrap();
+        sock.write_all(format!("tether got: {line}").as_bytes())
+            .unwrap();
+        let seen = Seen {
+            version: sock.session().version(),
+            client_cert: sock
+                .session()
+                .peer_certificates()
+                .map(|c| c[0].as_ref().to_vec()),
+            line,
+        };
+        sock.close().unwrap();
+        seen
+    })
+}
+
+fn openssl_to_server(v: TlsVersion, mtls: bool) {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let (port, server) = line_server(pki.server_config(only(v), mtls));
+    let mut client = openssl_s_client(
+        port,
+        &SClientOpts {
+            ca_file: Some(pki.ca_pem.clone()),
+            servername: Some("localhost".into()),
+            verify_hostname: Some("localhost".into()),
+            version: Some(peer_version(v)),
+            cert: mtls.then(|| pki.client.cert.clone()),
+            key: mtls.then(|| pki.client.key.clone()),
+            ..SClientOpts::default()
+        },
+    )
+    .unwrap();
+    client
+        .wait_for_output("Verify return code: 0 (ok)", WAIT)
+        .unwrap();
+    client.send_line("hello from s_client").unwrap();
+    client
+        .wait_for_output("tether got: hello from s_client", WAIT)
+        .unwrap();
+    let seen = server.join();
+    assert_eq!(seen.line, "hello from s_client\n");
+    assert_eq!(seen.version, Some(v));
+    assert_eq!(
+        seen.client_cert.as_deref(),
+        mtls.then(|| pki.client.der()),
+        "client certificate seen by the server"
+    );
+    let proto = match v {
+        Tls12 => "Protocol  : TLSv1.2",
+        Tls13 => "New, TLSv1.3",
+    };
+    client.wait_for_output(proto, WAIT).unwrap();
+}
+
+#[test]
+fn openssl_to_server_tls12() {
+    openssl_to_server(Tls12, false);
+}
+
+#[test]
+fn openssl_to_server_tls13() {
+    openssl_to_server(Tls13, false);
+}
+
+#[test]
+fn openssl_to_server_tls12_mtls() {
+    openssl_to_server(Tls12, true);
+}
+
+#[test]
+fn openssl_to_server_tls13_mtls() {
+    openssl_to_server(Tls13, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tether client -> gnutls-serv (echo)
+
+fn client_to_gnutls(v: TlsVersion, mtls: bool) {
+    if !skip_or_fail("gnutls-serv") {
+        return;
+    }
+    let pki = Pki::new();
+    let port = free_port();
+    let server = gnutls_serv(
+        port,
+        &pki.server.cert,
+        &pki.server.key,
+        &GnutlsServOpts {
+            version: Some(peer_version(v)),
+            client_ca: mtls.then(|| pki.ca_pem.clone()),
+            ..GnutlsServOpts::default()
+        },
+    )
+    .unwrap();
+    let config = pki.client_config(only(v), mtls);
+    let mut sock = connect(port, &config, "localhost").unwrap();
+    assert_eq!(sock.session().version(), Some(v));
+    let chain = sock.session().peer_certificates().unwrap();
+    assert_eq!(chain[0].as_ref(), pki.server.der());
+
+    sock.write_all(b"hello from tether\n").unwrap();
+    assert_eq!(read_line(&mut sock).unwrap(), "hello from tether\n");
+    server.wait_for_output("hello from tether", WAIT).unwrap();
+    // A second record both ways, larger than one read chunk.
+    let big = format!("{}\n", "x".repeat(10_000));
+    sock.write_all(big.as_bytes()).unwrap();
+    assert_eq!(read_line(&mut sock).unwrap(), big);
+    sock.close().unwrap();
+    let proto = match v {
+        Tls12 => "(TLS1.2-",
+        Tls13 => "(TLS1.3-",
+    };
+    server.wait_for_output(proto, WAIT).unwrap();
+    if mtls {
+        server
+            .wait_for_output("Subject: CN=device-1", WAIT)
+            .unwrap();
+    } else {
+        assert!(!server.output_so_far().contains("device-1"));
+    }
+}
+
+#[test]
+fn client_to_gnutls_tls12() {
+    client_to_gnutls(Tls12, false);
+}
+
+#[test]
+fn client_to_gnutls_tls13() {
+    client_to_gnutls(Tls13, false);
+}
+
+#[test]
+fn client_to_gnutls_tls12_mtls() {
+    client_to_gnutls(Tls12, true);
+}
+
+#[test]
+fn client_to_gnutls_tls13_mtls() {
+    client_to_gnutls(Tls13, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gnutls-cli -> tether server
+
+fn gnutls_to_server(v: TlsVersion, mtls: bool) {
+    if !skip_or_fail("gnutls-cli") {
+        return;
+    }
+    let pki = Pki::new();
+    let (port, server) = line_server(pki.server_config(only(v), mtls));
+    let mut client = gnutls_cli(
+        port,
+        &GnutlsCliOpts {
+            ca_file: Some(pki.ca_pem.clone()),
+            verify_hostname: Some("localhost".into()),
+            sni_hostname: Some("localhost".into()),
+            version: Some(peer_version(v)),
+            cert: mtls.then(|| pki.client.cert.clone()),
+            key: mtls.then(|| pki.client.key.clone()),
+            ..GnutlsCliOpts::default()
+        },
+    )
+    .unwrap();
+    client
+        .wait_for_output("- Handshake was completed", WAIT)
+        .unwrap();
+    client.send_line("hello from gnutls-cli").unwrap();
+    client
+        .wait_for_output("tether got: hello from gnutls-cli", WAIT)
+        .unwrap();
+    let seen = server.join();
+    assert_eq!(seen.line, "hello from gnutls-cli\n");
+    assert_eq!(seen.version, Some(v));
+    assert_eq!(
+        seen.client_cert.as_deref(),
+        mtls.then(|| pki.client.der()),
+        "client certificate seen by the server"
+    );
+    let proto = match v {
+        Tls12 => "(TLS1.2-",
+        Tls13 => "(TLS1.3-",
+    };
+    client.wait_for_output(proto, WAIT).unwrap();
+}
+
+#[test]
+fn gnutls_to_server_tls12() {
+    gnutls_to_server(Tls12, false);
+}
+
+#[test]
+fn gnutls_to_server_tls13() {
+    gnutls_to_server(Tls13, false);
+}
+
+#[test]
+fn gnutls_to_server_tls12_mtls() {
+    gnutls_to_server(Tls12, true);
+}
+
+#[test]
+fn gnutls_to_server_tls13_mtls() {
+    gnutls_to_server(Tls13, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tether <-> tether over TCP
+
+/// Two connections with one client config: data both ways, a clean close each way, and the
+/// second connection resumes the first one's session.
+#[test]
+fn tether_to_tether_over_tcp() {
+    let pki = Pki::new();
+    for v in VERSIONS {
+        for mtls in [false, true] {
+            let server_config = pki.server_config(only(v), mtls);
+            let client_config = pki.client_config(only(v), mtls);
+            let (listener, port) = listen();
+            let server = spawn("tether-server", move || {
+                let mut seen = Vec::new();
+                for _ in 0..2 {
+                    let mut sock = accept_tls(&listener, &server_config);
+                    sock.handshake().unwrap();
+                    let line = read_line(&mut sock).unwrap();
+                    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+                    sock.write_all(&big).unwrap();
+                    sock.close().unwrap();
+                    seen.push((
+                        line,
+                        sock.session().version(),
+                        sock.session().peer_certificates().is_some(),
+                        sock.session().is_resumed(),
+                    ));
+                }
+                seen
+            });
+            for i in 0..2 {
+                let mut sock = connect(port, &client_config, "localhost").unwrap();
+                assert_eq!(sock.session().version(), Some(v));
+                assert_eq!(
+                    sock.session().is_resumed(),
+                    i == 1,
+                    "{v} mtls={mtls} conn {i}"
+                );
+                sock.write_all(format!("conn {i}\n").as_bytes()).unwrap();
+                let got = read_to_close(&mut sock).unwrap();
+                assert_eq!(got.len(), 100_000);
+                assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+                sock.close().unwrap();
+            }
+            let seen = server.join();
+            for (i, (line, version, cert, resumed)) in seen.into_iter().enumerate() {
+                assert_eq!(line, format!("conn {i}\n"));
+                assert_eq!(version, Some(v));
+                // A resumed session carries the client certificate of the session it resumed.
+                assert_eq!(cert, mtls, "{v} mtls={mtls} conn {i}");
+                assert_eq!(resumed, i == 1);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumption against OpenSSL
+
+/// Two connections from one client config to one `openssl s_server`: the second resumes.
+fn resumption_against_openssl(v: TlsVersion) {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let port = free_port();
+    let mut server = openssl_s_server(
+        port,
+        &pki.server.cert,
+        &pki.server.key,
+        &SServerOpts {
+            version: Some(peer_version(v)),
+            ..SServerOpts::default()
+        },
+    )
+    .unwrap();
+    let config = pki.client_config(only(v), false);
+    for i in 0..2 {
+        let mut sock = connect(port, &config, "localhost").unwrap();
+        assert_eq!(sock.session().version(), Some(v));
+        assert_eq!(sock.session().is_resumed(), i == 1, "{v} connection {i}");
+        // A line each way. For TLS 1.3 this also reads the tickets s_server sends after the
+        // handshake, which is what the second connection resumes with.
+        sock.write_all(format!("conn {i}\n").as_bytes()).unwrap();
+        server.wait_for_output(&format!("conn {i}"), WAIT).unwrap();
+        server.send_line(&format!("reply {i}")).unwrap();
+        assert_eq!(read_line(&mut sock).unwrap(), format!("reply {i}\n"));
+        sock.close().unwrap();
+    }
+    // s_server's own view: one new session, one reused.
+    if v == Tls12 {
+        server.wait_for_output("Reused session-id", WAIT).unwrap();
+    }
+}
+
+#[test]
+fn resumption_against_openssl_tls12() {
+    resumption_against_openssl(Tls12);
+}
+
+#[test]
+fn resumption_against_openssl_tls13() {
+    resumption_against_openssl(Tls13);
+}
