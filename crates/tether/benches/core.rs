@@ -81,9 +81,9 @@ impl Params {
         } else {
             Params {
                 quick,
-                rounds: 11,
-                full: 400,
-                resumed: 1000,
+                rounds: 41,
+                full: 500,
+                resumed: 1200,
                 bulk_bytes: 64 << 20,
             }
         };
@@ -521,6 +521,15 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The `q` quantile (0..=1) by linear interpolation.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let pos = q * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
@@ -562,6 +571,47 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
+/// Runs one benchmark of one stack for about 5 s (for `perf record`): `TETHER_BENCH_ONLY` is
+/// `tether-full`, `rustls-resumed`, `tether-bulk`, ...
+fn profile_one(which: &str, ts: &TetherSide, rs: &RustlsSide, data: &[u8]) {
+    let mut tpipe = TetherPipe::new();
+    let mut rpipe = RustlsPipe::new();
+    // Both resumption caches need a ticket first.
+    drop(tether_handshakes(ts, &mut tpipe, 1, false));
+    let (mut c, mut s) = {
+        let c = Session::client(&ts.client_resume, NAME, NOW).expect("tether client");
+        let s = Session::server(&ts.server, NOW).expect("tether server");
+        (c, s)
+    };
+    tpipe.settle(&mut c, &mut s);
+    let name = ServerName::try_from(NAME).expect("name");
+    let mut c = ClientConnection::new(rs.client_resume.clone(), name).expect("rustls");
+    let mut s = ServerConnection::new(rs.server.clone()).expect("rustls");
+    rpipe.settle(&mut c, &mut s);
+    let mut run = |n: usize| -> f64 {
+        match which {
+            "tether-full" => tether_handshakes(ts, &mut tpipe, n, false),
+            "tether-resumed" => tether_handshakes(ts, &mut tpipe, n, true),
+            "tether-bulk" => tether_bulk(ts, &mut tpipe, data, n << 20),
+            "rustls-full" => rustls_handshakes(rs, &mut rpipe, n, false),
+            "rustls-resumed" => rustls_handshakes(rs, &mut rpipe, n, true),
+            "rustls-bulk" => rustls_bulk(rs, &mut rpipe, data, n << 20),
+            _ => panic!("TETHER_BENCH_ONLY: {{tether,rustls}}-{{full,resumed,bulk}}, not {which}"),
+        }
+    };
+    let (mut units, mut secs) = (0usize, 0.0);
+    while secs < 5.0 {
+        secs += run(100);
+        units += 100;
+    }
+    let unit = if which.ends_with("bulk") {
+        "MiB"
+    } else {
+        "handshakes"
+    };
+    println!("{which}: {:.1} {unit}/s", units as f64 / secs);
+}
+
 fn main() {
     let p = Params::from_env();
     let ts = tether_side();
@@ -569,6 +619,11 @@ fn main() {
     let mut tpipe = TetherPipe::new();
     let mut rpipe = RustlsPipe::new();
     let data = vec![0x5au8; 1 << 20];
+
+    if let Ok(which) = std::env::var("TETHER_BENCH_ONLY") {
+        profile_one(&which, &ts, &rs, &data);
+        return;
+    }
 
     println!(
         "tether core bench: tether Session vs rustls ClientConnection/ServerConnection (ring){}",
@@ -596,15 +651,31 @@ fn main() {
         let mut s = ServerConnection::new(rs.server.clone()).expect("rustls");
         rpipe.settle(&mut c, &mut s);
         assert_eq!(c.handshake_kind(), Some(HandshakeKind::Full));
+        let rustls_params = (
+            c.protocol_version(),
+            c.negotiated_cipher_suite().map(|s| s.suite()),
+            c.negotiated_key_exchange_group().map(|g| g.name()),
+        );
+        let (tc, _) = tether_connected(&ts, &mut tpipe);
+        let tether_params = (tc.version(), tc.cipher_suite(), tc.kx_group());
+        assert_eq!(tether_params.0, Some(tether::TlsVersion::Tls13));
+        assert_eq!(rustls_params.0, Some(rustls::ProtocolVersion::TLSv1_3));
+        assert_eq!(tether_params.1, rustls_params.1, "same cipher suite");
+        assert_eq!(tether_params.2, rustls_params.2, "same key exchange");
+        println!(
+            "both negotiate: TLS 1.3, {:?}, {:?}",
+            rustls_params.1.expect("suite"),
+            rustls_params.2.expect("group")
+        );
     }
     tether_handshakes(&ts, &mut tpipe, 3, true);
     rustls_handshakes(&rs, &mut rpipe, 3, true);
     tether_bulk(&ts, &mut tpipe, &data, 2 << 20);
     rustls_bulk(&rs, &mut rpipe, &data, 2 << 20);
 
-    let mut full = Row::new("full handshakes/s", "/s");
-    let mut resumed = Row::new("resumed handshakes/s", "/s");
-    let mut bulk = Row::new("encrypt+decrypt MB/s", "MB/s");
+    let mut full = Row::new("full handshakes", "/s");
+    let mut resumed = Row::new("resumed handshakes", "/s");
+    let mut bulk = Row::new("encrypt+decrypt", "MB/s");
     for round in 0..p.rounds {
         let tether_first = round % 2 == 0;
         for i in 0..2 {
@@ -634,17 +705,20 @@ fn main() {
 
     println!();
     println!(
-        "| {:<24} | {:>22} | {:>22} | {:>21} | {:<8} |",
-        "metric (median of rounds)",
-        "tether [min..max]",
-        "rustls [min..max]",
-        "tether/rustls [min..max]",
+        "| {:<24} | {:>7} | {:>7} | {:>6} | {:>13} | {:>14} | {:<6} |",
+        "median of rounds",
+        "tether",
+        "rustls",
+        "ratio",
+        "ratio p25..75",
+        "ratio min..max",
         "target"
     );
     println!(
-        "|{:-<26}|{:-<24}|{:-<24}|{:-<23}|{:-<10}|",
-        "", "", "", "", ""
+        "|{:-<26}|{:-<9}|{:-<9}|{:-<8}|{:-<15}|{:-<16}|{:-<8}|",
+        "", "", "", "", "", "", ""
     );
+    let mut spreads = Vec::new();
     for row in [&full, &resumed, &bulk] {
         let (tl, th) = min_max(&row.tether);
         let (rl, rh) = min_max(&row.rustls);
@@ -652,24 +726,33 @@ fn main() {
         let (ql, qh) = min_max(&ratios);
         let q = median(&ratios);
         println!(
-            "| {:<24} | {:>22} | {:>22} | {:>21} | {:<8} |",
-            row.name,
+            "| {:<24} | {:>7} | {:>7} | {:>6.3} | {:>13} | {:>14} | {:<6} |",
+            format!("{} ({})", row.name, row.unit),
+            fmt_rate(median(&row.tether)),
+            fmt_rate(median(&row.rustls)),
+            q,
             format!(
-                "{} [{}..{}]",
-                fmt_rate(median(&row.tether)),
-                fmt_rate(tl),
-                fmt_rate(th)
+                "{:.3}..{:.3}",
+                quantile(&ratios, 0.25),
+                quantile(&ratios, 0.75)
             ),
-            format!(
-                "{} [{}..{}]",
-                fmt_rate(median(&row.rustls)),
-                fmt_rate(rl),
-                fmt_rate(rh)
-            ),
-            format!("{q:.3} [{ql:.3}..{qh:.3}]"),
+            format!("{ql:.3}..{qh:.3}"),
             if q >= 0.95 { "met" } else { "MISSED" }
         );
-        let _ = row.unit;
+        spreads.push(format!(
+            "{}: tether {}..{}, rustls {}..{} {}",
+            row.name,
+            fmt_rate(tl),
+            fmt_rate(th),
+            fmt_rate(rl),
+            fmt_rate(rh),
+            row.unit
+        ));
+    }
+    println!();
+    println!("per-stack spread over rounds (min..max):");
+    for line in spreads {
+        println!("  {line}");
     }
 
     // Allocator calls per handshake (diagnostic: what each stack asks of the allocator).
