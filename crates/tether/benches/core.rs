@@ -577,7 +577,6 @@ fn profile_one(which: &str, ts: &TetherSide, rs: &RustlsSide, data: &[u8]) {
     let mut tpipe = TetherPipe::new();
     let mut rpipe = RustlsPipe::new();
     // Both resumption caches need a ticket first.
-    drop(tether_handshakes(ts, &mut tpipe, 1, false));
     let (mut c, mut s) = {
         let c = Session::client(&ts.client_resume, NAME, NOW).expect("tether client");
         let s = Session::server(&ts.server, NOW).expect("tether server");
