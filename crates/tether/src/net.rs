@@ -54,6 +54,9 @@ impl Transport for TcpStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
         TcpStream::set_read_timeout(self, timeout).map_err(transport_error)
     }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
+        TcpStream::set_write_timeout(self, timeout).map_err(transport_error)
+    }
     fn set_nonblocking(&mut self, nonblocking: bool) -> Result<(), TransportError> {
         TcpStream::set_nonblocking(self, nonblocking).map_err(transport_error)
     }

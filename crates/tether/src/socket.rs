@@ -8,8 +8,8 @@
 //!   [`write`](TlsSocket::write) and [`close`](TlsSocket::close) return when done. While a
 //!   deadline is pending (the handshake timeout, or an I/O timeout set with
 //!   [`set_io_timeout`](TlsSocket::set_io_timeout)), the socket asks the transport to bound each
-//!   blocking read ([`Transport::set_read_timeout`]) and fails with [`Error::Timeout`] when the
-//!   deadline passes.
+//!   blocking read and write ([`Transport::set_read_timeout`], [`Transport::set_write_timeout`])
+//!   and fails with [`Error::Timeout`] when the deadline passes.
 //! - **Non-blocking**: call [`set_nonblocking(true)`](TlsSocket::set_nonblocking). Every call
 //!   then returns [`Error::Transport(WouldBlock)`](crate::error::TransportError::WouldBlock)
 //!   (test with [`Error::is_would_block`]) when the transport would block; call it again when the
@@ -52,6 +52,13 @@ pub trait Transport {
         Ok(())
     }
 
+    /// Bounds how long one blocking `write` may wait (`None`: unbounded). A write that runs
+    /// out of time before taking anything returns `Err(TransportError::WouldBlock)`. Transports
+    /// that cannot do this may ignore it; deadlines are then checked between writes.
+    fn set_write_timeout(&mut self, _timeout: Option<Duration>) -> Result<(), TransportError> {
+        Ok(())
+    }
+
     /// Switches the transport between blocking and non-blocking mode.
     fn set_nonblocking(&mut self, _nonblocking: bool) -> Result<(), TransportError> {
         Ok(())
@@ -73,6 +80,9 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     }
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
         (**self).set_read_timeout(timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
+        (**self).set_write_timeout(timeout)
     }
     fn set_nonblocking(&mut self, nonblocking: bool) -> Result<(), TransportError> {
         (**self).set_nonblocking(nonblocking)
@@ -203,8 +213,9 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
     }
 
     /// Moves the session's pending bytes into `out`, then writes `out` to the transport.
-    /// Returns `Ok(true)` when everything was sent.
-    fn flush_out(&mut self) -> Result<bool, Error> {
+    /// Returns `Ok(true)` when everything was sent. Blocking writes are bounded by the
+    /// deadline of the operation that began at `start`.
+    fn flush_out(&mut self, start: Instant) -> Result<bool, Error> {
         loop {
             if self.out_pos == self.out.len() {
                 self.out.clear();
@@ -216,6 +227,12 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
                 self.out.resize(WRITE_BUF, 0);
                 let n = self.session.poll_transmit(&mut self.out);
                 self.out.truncate(n);
+            }
+            if !self.nonblocking {
+                let timeout = self.remaining(start);
+                self.transport
+                    .set_write_timeout(timeout)
+                    .map_err(Error::Transport)?;
             }
             match self.transport.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(Error::Transport(TransportError::Reset)),
@@ -233,17 +250,22 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         }
     }
 
+    /// How long a blocking transport call may wait: until the deadline (at least 1 ms).
+    fn remaining(&self, start: Instant) -> Option<Duration> {
+        let now = self.clock.now();
+        self.deadline(start).map(|d| {
+            d.saturating_duration_since(now)
+                .max(Duration::from_millis(1))
+        })
+    }
+
     /// Reads once from the transport into the session. Returns `Ok(false)` on would-block.
     fn read_once(&mut self, start: Instant) -> Result<bool, Error> {
         if self.eof {
             return Ok(true);
         }
         if !self.nonblocking {
-            let now = self.clock.now();
-            let timeout = self.deadline(start).map(|d| {
-                d.saturating_duration_since(now)
-                    .max(Duration::from_millis(1))
-            });
+            let timeout = self.remaining(start);
             self.transport
                 .set_read_timeout(timeout)
                 .map_err(Error::Transport)?;
@@ -260,7 +282,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         };
         if let Err(e) = self.session.commit_input(now, n) {
             // Tell the peer why (the alert the session queued), best effort.
-            let _ = self.flush_out();
+            let _ = self.flush_out(start);
             return Err(e);
         }
         if eof {
@@ -291,7 +313,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
     pub fn handshake(&mut self) -> Result<(), Error> {
         let start = self.clock.now();
         loop {
-            let flushed = self.flush_out()?;
+            let flushed = self.flush_out(start)?;
             if !self.session.is_handshaking() && flushed {
                 return Ok(());
             }
@@ -325,7 +347,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         let start = self.clock.now();
         loop {
             // Replies the session owes (TLS 1.3 key updates) go out as we read.
-            self.flush_out()?;
+            self.flush_out(start)?;
             match self.session.recv(buf)? {
                 Recv::Data(n) => return Ok(n),
                 Recv::Closed => return Ok(0),
@@ -345,7 +367,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         }
         let start = self.clock.now();
         // Earlier output first: never more than one chunk held.
-        while !self.flush_out()? {
+        while !self.flush_out(start)? {
             self.blocked(start)?;
         }
         if data.is_empty() {
@@ -358,7 +380,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         self.out.truncate(sent.written);
         self.out_pos = 0;
         // Push it out now; in non-blocking mode what does not fit waits for the next call.
-        while !self.flush_out()? {
+        while !self.flush_out(start)? {
             if self.nonblocking {
                 break;
             }
@@ -379,16 +401,23 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
     /// Sends everything taken so far.
     pub fn flush(&mut self) -> Result<(), Error> {
         let start = self.clock.now();
-        while !self.flush_out()? {
+        while !self.flush_out(start)? {
             self.blocked(start)?;
         }
         self.transport.flush().map_err(Error::Transport)
     }
 
     /// Sends close_notify, and closes the transport in [`TransportMode::Close`].
+    ///
+    /// Non-blocking: returns would-block while close_notify is still queued; call it again
+    /// when the transport is writable (the transport is closed only once it was sent).
     pub fn close(&mut self) -> Result<(), Error> {
         self.session.close();
         let r = self.flush();
+        if matches!(&r, Err(e) if e.is_would_block()) {
+            // Closing the transport now would drop the queued close_notify.
+            return r;
+        }
         if self.mode == TransportMode::Close {
             self.transport.shutdown();
         }

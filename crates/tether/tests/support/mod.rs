@@ -23,6 +23,9 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// Both TLS versions tether speaks.
 pub const VERSIONS: [TlsVersion; 2] = [TlsVersion::Tls12, TlsVersion::Tls13];
 
+/// TLS 1.2 to 1.3 (the default range).
+pub const BOTH: (TlsVersion, TlsVersion) = (TlsVersion::Tls12, TlsVersion::Tls13);
+
 /// A (min, max) range holding only `v`.
 pub fn only(v: TlsVersion) -> (TlsVersion, TlsVersion) {
     (v, v)
@@ -86,11 +89,17 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Pki {
+        Pki::with_ca_name("tether test CA")
+    }
+
+    /// Like [`Pki::new`], with the CA's common name chosen (two CAs with one name are two
+    /// unrelated CAs that look alike).
+    pub fn with_ca_name(ca_name: &str) -> Pki {
         let dir = tempfile::Builder::new()
             .prefix("tether-test-pki-")
             .tempdir()
             .unwrap();
-        let ca = Ca::init(KeyKind::EcdsaP256, "tether test CA").unwrap();
+        let ca = Ca::init(KeyKind::EcdsaP256, ca_name).unwrap();
         let ca_pem = dir.path().join("ca.pem");
         std::fs::write(&ca_pem, ca.cert_pem()).unwrap();
         let server = ca
