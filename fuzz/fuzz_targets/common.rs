@@ -1,0 +1,44 @@
+//! Shared set-up for the session fuzz targets: configs built once from the test PKI.
+
+use std::sync::OnceLock;
+
+use tether::{ClientAuth, ClientConfig, Identity, Instant, Recv, ServerConfig, Session, Trust};
+
+const CA: &[u8] = include_bytes!("../../crates/tether/tests/data/ca.pem");
+const CERT: &[u8] = include_bytes!("../../crates/tether/tests/data/server.pem");
+const KEY: &[u8] = include_bytes!("../../crates/tether/tests/data/server.key");
+
+pub fn server_config() -> &'static ServerConfig {
+    static C: OnceLock<ServerConfig> = OnceLock::new();
+    C.get_or_init(|| {
+        ServerConfig::builder(Identity::from_pem(CERT, KEY).unwrap())
+            .client_auth(ClientAuth::Optional(Trust::from_pem(CA).unwrap()))
+            .build()
+            .unwrap()
+    })
+}
+
+pub fn client_config() -> &'static ClientConfig {
+    static C: OnceLock<ClientConfig> = OnceLock::new();
+    C.get_or_init(|| ClientConfig::builder(Trust::from_pem(CA).unwrap()).build().unwrap())
+}
+
+/// Feeds `data` in chunks whose sizes come from the data itself; application data must never
+/// come out of a session fed hostile bytes.
+pub fn feed(mut session: Session, data: &[u8]) {
+    let mut out = vec![0u8; 32 * 1024];
+    let mut buf = [0u8; 1024];
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = usize::from(len).min(tail.len());
+        let (chunk, tail) = tail.split_at(n);
+        rest = tail;
+        if session.handle_input(Instant::ZERO, chunk).is_err() {
+            break;
+        }
+        let _ = session.poll_transmit(&mut out);
+        assert!(!matches!(session.recv(&mut buf), Ok(Recv::Data(_))));
+    }
+    session.handle_eof();
+    assert!(!matches!(session.recv(&mut buf), Ok(Recv::Data(_))));
+}
