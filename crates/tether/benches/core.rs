@@ -81,7 +81,7 @@ impl Params {
         } else {
             Params {
                 quick,
-                rounds: 41,
+                rounds: 61,
                 full: 500,
                 resumed: 1200,
                 bulk_bytes: 64 << 20,
