@@ -409,3 +409,210 @@ fn resumption_against_openssl_tls12() {
 fn resumption_against_openssl_tls13() {
     resumption_against_openssl(Tls13);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Post-handshake messages from OpenSSL
+
+/// `openssl s_client` with its interactive commands on (`K`: key update, `R`: renegotiate),
+/// which the testpeers helper turns off with `-nocommands`.
+fn s_client_with_commands(port: u16, pki: &Pki, v: TlsVersion) -> testpeers::Peer {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.arg("s_client")
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(&pki.ca_pem)
+        .arg("-verify_return_error")
+        .arg(match v {
+            Tls12 => "-tls1_2",
+            Tls13 => "-tls1_3",
+        });
+    testpeers::Peer::spawn("openssl s_client", cmd).unwrap()
+}
+
+/// The lines a server received, and the error that ended the connection (`None`: the
+/// client closed it cleanly).
+type LinesAndEnd = (Vec<String>, Option<tether::Error>);
+
+/// A tether server that answers each line with `tether got: LINE` until the client closes.
+fn echo_lines_server(config: tether::ServerConfig) -> (u16, Joined<LinesAndEnd>) {
+    tether_server(config, |r| {
+        let mut sock = r.unwrap();
+        let mut lines = Vec::new();
+        loop {
+            match next_line(&mut sock) {
+                Ok(None) => return (lines, None),
+                Ok(Some(line)) => {
+                    if let Err(e) = sock.write_all(format!("tether got: {line}").as_bytes()) {
+                        return (lines, Some(e));
+                    }
+                    lines.push(line);
+                }
+                Err(e) => return (lines, Some(e)),
+            }
+        }
+    })
+}
+
+/// A TCP transport that counts the bytes it has read, so a test can tell that a record with
+/// no application data (a KeyUpdate) has arrived.
+struct Counting(
+    std::net::TcpStream,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+);
+
+impl tether::socket::Transport for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, tether::error::TransportError> {
+        let n = tether::socket::Transport::read(&mut self.0, buf)?;
+        self.1.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        Ok(n)
+    }
+    fn write(&mut self, buf: &[u8]) -> Result<usize, tether::error::TransportError> {
+        tether::socket::Transport::write(&mut self.0, buf)
+    }
+    fn set_read_timeout(
+        &mut self,
+        t: Option<std::time::Duration>,
+    ) -> Result<(), tether::error::TransportError> {
+        tether::socket::Transport::set_read_timeout(&mut self.0, t)
+    }
+    fn set_nonblocking(&mut self, on: bool) -> Result<(), tether::error::TransportError> {
+        tether::socket::Transport::set_nonblocking(&mut self.0, on)
+    }
+}
+
+/// TLS 1.3: s_server sends KeyUpdates that ask for ours (`K`); data keeps flowing both ways
+/// under the new keys (OpenSSL could not decrypt what we send if we had not updated).
+#[test]
+fn openssl_key_update_tls13() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let port = free_port();
+    let mut server = openssl_s_server(
+        port,
+        &pki.server.cert,
+        &pki.server.key,
+        &SServerOpts {
+            version: Some(testpeers::Version::Tls13),
+            ..SServerOpts::default()
+        },
+    )
+    .unwrap();
+    let config = pki.client_config(only(Tls13), false);
+    let received = Arc::new(AtomicUsize::new(0));
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut sock = tether::socket::TlsSocket::client(
+        Counting(tcp, received.clone()),
+        &config,
+        "localhost",
+        tether::net::StdClock::new(),
+    )
+    .unwrap();
+    sock.set_io_timeout(Some(WAIT));
+    sock.write_all(b"before\n").unwrap();
+    server.wait_for_output("before", WAIT).unwrap();
+    server.send_line("reply before").unwrap();
+    assert_eq!(read_line(&mut sock).unwrap(), "reply before\n");
+    for round in 0..3 {
+        let seen = received.load(Ordering::SeqCst);
+        server.send_line("K").unwrap();
+        // Wait for the KeyUpdate record (s_server sends it at once), reading it through the
+        // socket, which answers with our own KeyUpdate.
+        sock.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut buf = [0u8; 64];
+        while received.load(Ordering::SeqCst) == seen {
+            match sock.read(&mut buf) {
+                Err(e) if e.is_would_block() => {}
+                other => panic!("round {round}: {other:?} while waiting for KeyUpdate"),
+            }
+            assert!(std::time::Instant::now() < deadline, "no KeyUpdate arrived");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(sock.read(&mut buf).unwrap_err().is_would_block());
+        sock.set_nonblocking(false).unwrap();
+        server.send_line(&format!("after update {round}")).unwrap();
+        assert_eq!(
+            read_line(&mut sock).unwrap(),
+            format!("after update {round}\n")
+        );
+        sock.write_all(format!("tether after update {round}\n").as_bytes())
+            .unwrap();
+        server
+            .wait_for_output(&format!("tether after update {round}"), WAIT)
+            .unwrap();
+    }
+    sock.close().unwrap();
+    server.wait_for_output("DONE", WAIT).unwrap();
+    assert!(!server.output_so_far().contains("ERROR"));
+}
+
+/// TLS 1.3, the other way round: s_client sends KeyUpdates that ask for ours (`K`) to a
+/// tether server; OpenSSL decrypts our replies only if we updated our keys as asked.
+#[test]
+fn openssl_key_update_at_tether_server_tls13() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let (port, server) = echo_lines_server(pki.server_config(only(Tls13), false));
+    let mut client = s_client_with_commands(port, &pki, Tls13);
+    client
+        .wait_for_output("Verify return code: 0 (ok)", WAIT)
+        .unwrap();
+    for round in 0..3 {
+        client.send_line("K").unwrap();
+        // Wait for this round's KEYUPDATE (s_client drops the rest of a stdin read holding a
+        // command, so the next line must come in a later read).
+        client
+            .wait_for_output(&"KEYUPDATE\n".repeat(round + 1), WAIT)
+            .unwrap();
+        client.send_line(&format!("line {round}")).unwrap();
+        client
+            .wait_for_output(&format!("tether got: line {round}"), WAIT)
+            .unwrap();
+    }
+    client.close_stdin();
+    let (lines, err) = server.join();
+    assert_eq!(lines, ["line 0\n", "line 1\n", "line 2\n"]);
+    // s_client closes with close_notify when its stdin ends.
+    assert_eq!(err, None);
+}
+
+/// TLS 1.2: s_client asks to renegotiate (`R`). tether never renegotiates: rustls answers
+/// with a no_renegotiation warning, which OpenSSL's client turns into a fatal
+/// handshake_failure; the data before it was delivered, and nothing after it.
+#[test]
+fn openssl_renegotiation_refused_tls12() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let (port, server) = echo_lines_server(pki.server_config(only(Tls12), false));
+    let mut client = s_client_with_commands(port, &pki, Tls12);
+    client
+        .wait_for_output("Verify return code: 0 (ok)", WAIT)
+        .unwrap();
+    client.send_line("line 0").unwrap();
+    client.wait_for_output("tether got: line 0", WAIT).unwrap();
+    client.send_line("R").unwrap();
+    client.wait_for_output("RENEGOTIATING", WAIT).unwrap();
+    client.wait_for_output("no renegotiation", WAIT).unwrap();
+    let (lines, err) = server.join();
+    assert_eq!(lines, ["line 0\n"]);
+    assert_eq!(
+        err,
+        Some(tether::Error::Handshake(
+            tether::error::HandshakeError::AlertReceived(tether::error::Alert(40))
+        ))
+    );
+    // One handshake only.
+    assert_eq!(
+        client.output_so_far().matches("Verify return code").count(),
+        1
+    );
+}

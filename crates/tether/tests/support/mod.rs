@@ -206,23 +206,35 @@ pub fn connect(port: u16, config: &ClientConfig, name: &str) -> Result<TcpTlsSoc
     Ok(sock)
 }
 
-/// Reads until a `\n` (included), or fails (error, close, or more than 64 KiB).
+/// Reads until a `\n` (included), or fails (error, close, or more than 64 KiB). Reads one
+/// byte at a time, so nothing after the line is consumed.
 pub fn read_line<T: tether::socket::Transport, C: tether::time::Clock>(
     sock: &mut TlsSocket<T, C>,
 ) -> Result<String, Error> {
+    let line = next_line(sock)?;
+    Ok(line.expect("the peer closed instead of sending a line"))
+}
+
+/// Like [`read_line`], but `None` when the peer closes cleanly (close_notify) before the line
+/// starts.
+pub fn next_line<T: tether::socket::Transport, C: tether::time::Clock>(
+    sock: &mut TlsSocket<T, C>,
+) -> Result<Option<String>, Error> {
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
+    let mut byte = [0u8; 1];
     while !got.ends_with(b"\n") {
-        let n = sock.read(&mut buf)?;
-        assert!(
-            n > 0,
-            "the peer closed after {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
+        if sock.read(&mut byte)? == 0 {
+            assert!(
+                got.is_empty(),
+                "the peer closed after {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            return Ok(None);
+        }
+        got.push(byte[0]);
         assert!(got.len() < 65536, "no newline in 64 KiB");
     }
-    Ok(String::from_utf8(got).unwrap())
+    Ok(Some(String::from_utf8(got).unwrap()))
 }
 
 /// Reads until the peer's close_notify (`Ok(0)`), returning everything before it.
