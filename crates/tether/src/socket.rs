@@ -359,8 +359,9 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         }
     }
 
-    /// Encrypts and sends `data`; returns how much was taken. In non-blocking mode the bytes
-    /// taken may still be in flight: [`flush`](Self::flush) sends them.
+    /// Encrypts and sends `data`; returns how much was taken. In non-blocking mode, or when a
+    /// blocking write runs into the I/O timeout, the bytes taken may still be in flight:
+    /// [`flush`](Self::flush) (or the next `write`) sends them.
     pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
         if self.session.is_handshaking() {
             self.handshake()?;
@@ -384,7 +385,14 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
             if self.nonblocking {
                 break;
             }
-            self.blocked(start)?;
+            match self.blocked(start) {
+                Ok(()) => {}
+                // The data is taken (encrypted, maybe partly sent) and will go out with the
+                // next call: report it as taken, or a caller that retries would send it twice.
+                // The next call reports the timeout if the transport is still stuck.
+                Err(Error::Timeout(Timeout::Io)) => break,
+                Err(e) => return Err(e),
+            }
         }
         Ok(sent.consumed)
     }

@@ -525,6 +525,49 @@ fn io_timeout_bounds_a_blocked_write() {
     assert!(ms < 5000, "write timed out after {ms} ms");
 }
 
+/// A write that times out must not lose or repeat data: what `write` reported as taken is
+/// exactly what the peer gets once it reads again.
+#[test]
+fn write_timeout_neither_loses_nor_repeats_data() {
+    let pki = Pki::new();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    // Reads nothing until told, then everything until close_notify.
+    let (port, server) = tether_server(pki.server_config(BOTH, false), move |r| {
+        let mut sock = r.unwrap();
+        go_rx.recv_timeout(WAIT).unwrap();
+        read_to_close(&mut sock).unwrap()
+    });
+    let config = pki.client_config(BOTH, false);
+    let mut sock = connect(port, &config, "localhost").unwrap();
+    sock.set_io_timeout(Some(Duration::from_millis(300)));
+    // Numbered bytes, so a repeated or missing chunk shows.
+    let pattern: Vec<u8> = (0..251u8).collect();
+    let data: Vec<u8> = pattern.repeat((32 << 20) / 251);
+    let mut taken = 0usize;
+    let err = loop {
+        match sock.write(&data[taken..]) {
+            Ok(n) => taken += n,
+            Err(e) => break e,
+        }
+        assert!(
+            taken < data.len(),
+            "32 MiB taken by a peer that does not read"
+        );
+    };
+    assert_eq!(err, Error::Timeout(Timeout::Io));
+    go_tx.send(()).unwrap();
+    // What is still queued goes out now, then close_notify.
+    sock.set_io_timeout(Some(WAIT));
+    sock.close().unwrap();
+    let got = server.join();
+    assert_eq!(
+        got.len(),
+        taken,
+        "the peer got what write reported as taken"
+    );
+    assert!(got == data[..taken], "the bytes differ");
+}
+
 // ---------------------------------------------------------------------------------------------
 // io::Error mapping
 
