@@ -322,7 +322,57 @@ impl RustlsPipe {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Benchmarks: each returns (units done, seconds).
+// Timing: wall-clock time, and this thread's on-CPU time (clock_gettime(CLOCK_THREAD_CPUTIME_ID),
+// so time spent descheduled while other processes ran is left out; Unix only).
+
+#[cfg(unix)]
+fn cpu_ns() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+}
+
+#[cfg(not(unix))]
+fn cpu_ns() -> Option<u64> {
+    None
+}
+
+thread_local! {
+    static LAST_CPU: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+struct Timer {
+    wall: StdInstant,
+    cpu: Option<u64>,
+}
+
+impl Timer {
+    fn start() -> Timer {
+        let cpu = cpu_ns();
+        Timer {
+            wall: StdInstant::now(),
+            cpu,
+        }
+    }
+
+    /// Wall seconds since `start`; the on-CPU seconds go to [`last_cpu`].
+    fn stop(self) -> f64 {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let cpu = match (self.cpu, cpu_ns()) {
+            (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1e9),
+            _ => None,
+        };
+        LAST_CPU.set(cpu);
+        wall
+    }
+}
+
+/// The on-CPU seconds of the last timed batch.
+fn last_cpu() -> Option<f64> {
+    LAST_CPU.get()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmarks: each returns wall seconds (and leaves on-CPU seconds in `last_cpu`).
 
 fn tether_handshakes(side: &TetherSide, pipe: &mut TetherPipe, n: usize, resumed: bool) -> f64 {
     let cc = if resumed {
@@ -330,7 +380,7 @@ fn tether_handshakes(side: &TetherSide, pipe: &mut TetherPipe, n: usize, resumed
     } else {
         &side.client_full
     };
-    let start = StdInstant::now();
+    let start = Timer::start();
     for _ in 0..n {
         let mut c = Session::client(cc, NAME, NOW).expect("tether client");
         let mut s = Session::server(&side.server, NOW).expect("tether server");
@@ -345,7 +395,7 @@ fn tether_handshakes(side: &TetherSide, pipe: &mut TetherPipe, n: usize, resumed
         }
         black_box((c, s));
     }
-    start.elapsed().as_secs_f64()
+    start.stop()
 }
 
 fn rustls_handshakes(side: &RustlsSide, pipe: &mut RustlsPipe, n: usize, resumed: bool) -> f64 {
@@ -359,7 +409,7 @@ fn rustls_handshakes(side: &RustlsSide, pipe: &mut RustlsPipe, n: usize, resumed
     } else {
         HandshakeKind::Full
     };
-    let start = StdInstant::now();
+    let start = Timer::start();
     for _ in 0..n {
         let name = ServerName::try_from(NAME).expect("name");
         let mut c = ClientConnection::new(cc.clone(), name).expect("rustls client");
@@ -375,7 +425,7 @@ fn rustls_handshakes(side: &RustlsSide, pipe: &mut RustlsPipe, n: usize, resumed
         }
         black_box((c, s));
     }
-    start.elapsed().as_secs_f64()
+    start.stop()
 }
 
 fn tether_connected(side: &TetherSide, pipe: &mut TetherPipe) -> (Session, Session) {
@@ -399,7 +449,7 @@ fn rustls_connected(
 fn tether_bulk(side: &TetherSide, pipe: &mut TetherPipe, data: &[u8], total: usize) -> f64 {
     let (mut c, mut s) = tether_connected(side, pipe);
     let mut rbuf = vec![0u8; WRITE];
-    let start = StdInstant::now();
+    let start = Timer::start();
     let mut got = 0;
     let mut left = total;
     while left > 0 {
@@ -409,7 +459,7 @@ fn tether_bulk(side: &TetherSide, pipe: &mut TetherPipe, data: &[u8], total: usi
         }
         left -= n;
     }
-    let t = start.elapsed().as_secs_f64();
+    let t = start.stop();
     assert_eq!(got, total, "tether: the server read everything");
     t
 }
@@ -417,7 +467,7 @@ fn tether_bulk(side: &TetherSide, pipe: &mut TetherPipe, data: &[u8], total: usi
 fn rustls_bulk(side: &RustlsSide, pipe: &mut RustlsPipe, data: &[u8], total: usize) -> f64 {
     let (mut c, mut s) = rustls_connected(side, pipe);
     let mut rbuf = vec![0u8; WRITE];
-    let start = StdInstant::now();
+    let start = Timer::start();
     let mut got = 0;
     let mut left = total;
     while left > 0 {
@@ -425,7 +475,7 @@ fn rustls_bulk(side: &RustlsSide, pipe: &mut RustlsPipe, data: &[u8], total: usi
         got += pipe.transfer(&mut c, &mut s, &data[..n], &mut rbuf);
         left -= n;
     }
-    let t = start.elapsed().as_secs_f64();
+    let t = start.stop();
     assert_eq!(got, total, "rustls: the server read everything");
     t
 }
@@ -542,6 +592,8 @@ struct Row {
     unit: &'static str,
     tether: Vec<f64>,
     rustls: Vec<f64>,
+    tether_cpu: Vec<f64>,
+    rustls_cpu: Vec<f64>,
 }
 
 impl Row {
@@ -551,16 +603,32 @@ impl Row {
             unit,
             tether: Vec::new(),
             rustls: Vec::new(),
+            tether_cpu: Vec::new(),
+            rustls_cpu: Vec::new(),
+        }
+    }
+
+    /// Records one batch of `units` that took `wall` seconds (on-CPU time from `last_cpu`).
+    fn push(&mut self, tether: bool, units: f64, wall: f64) {
+        let cpu = last_cpu();
+        let (w, c) = if tether {
+            (&mut self.tether, &mut self.tether_cpu)
+        } else {
+            (&mut self.rustls, &mut self.rustls_cpu)
+        };
+        w.push(units / wall);
+        if let Some(cpu) = cpu {
+            c.push(units / cpu);
         }
     }
 
     fn ratios(&self) -> Vec<f64> {
-        self.tether
-            .iter()
-            .zip(&self.rustls)
-            .map(|(t, r)| t / r)
-            .collect()
+        ratios(&self.tether, &self.rustls)
     }
+}
+
+fn ratios(tether: &[f64], rustls: &[f64]) -> Vec<f64> {
+    tether.iter().zip(rustls).map(|(t, r)| t / r).collect()
 }
 
 fn fmt_rate(x: f64) -> String {
@@ -679,23 +747,19 @@ fn main() {
         let tether_first = round % 2 == 0;
         for i in 0..2 {
             if (i == 0) == tether_first {
-                full.tether
-                    .push(p.full as f64 / tether_handshakes(&ts, &mut tpipe, p.full, false));
-                resumed
-                    .tether
-                    .push(p.resumed as f64 / tether_handshakes(&ts, &mut tpipe, p.resumed, true));
-                bulk.tether.push(
-                    p.bulk_bytes as f64 / 1e6 / tether_bulk(&ts, &mut tpipe, &data, p.bulk_bytes),
-                );
+                let t = tether_handshakes(&ts, &mut tpipe, p.full, false);
+                full.push(true, p.full as f64, t);
+                let t = tether_handshakes(&ts, &mut tpipe, p.resumed, true);
+                resumed.push(true, p.resumed as f64, t);
+                let t = tether_bulk(&ts, &mut tpipe, &data, p.bulk_bytes);
+                bulk.push(true, p.bulk_bytes as f64 / 1e6, t);
             } else {
-                full.rustls
-                    .push(p.full as f64 / rustls_handshakes(&rs, &mut rpipe, p.full, false));
-                resumed
-                    .rustls
-                    .push(p.resumed as f64 / rustls_handshakes(&rs, &mut rpipe, p.resumed, true));
-                bulk.rustls.push(
-                    p.bulk_bytes as f64 / 1e6 / rustls_bulk(&rs, &mut rpipe, &data, p.bulk_bytes),
-                );
+                let t = rustls_handshakes(&rs, &mut rpipe, p.full, false);
+                full.push(false, p.full as f64, t);
+                let t = rustls_handshakes(&rs, &mut rpipe, p.resumed, true);
+                resumed.push(false, p.resumed as f64, t);
+                let t = rustls_bulk(&rs, &mut rpipe, &data, p.bulk_bytes);
+                bulk.push(false, p.bulk_bytes as f64 / 1e6, t);
             }
         }
         eprint!(".");
@@ -752,6 +816,27 @@ fn main() {
     println!("per-stack spread over rounds (min..max):");
     for line in spreads {
         println!("  {line}");
+    }
+
+    if full.tether_cpu.len() == p.rounds && full.rustls_cpu.len() == p.rounds {
+        println!();
+        println!("the same batches timed by on-CPU time (descheduled time left out):");
+        println!(
+            "| {:<24} | {:>7} | {:>7} | {:>6} | {:>13} |",
+            "median of rounds", "tether", "rustls", "ratio", "ratio p25..75"
+        );
+        println!("|{:-<26}|{:-<9}|{:-<9}|{:-<8}|{:-<15}|", "", "", "", "", "");
+        for row in [&full, &resumed, &bulk] {
+            let r = ratios(&row.tether_cpu, &row.rustls_cpu);
+            println!(
+                "| {:<24} | {:>7} | {:>7} | {:>6.3} | {:>13} |",
+                format!("{} ({})", row.name, row.unit),
+                fmt_rate(median(&row.tether_cpu)),
+                fmt_rate(median(&row.rustls_cpu)),
+                median(&r),
+                format!("{:.3}..{:.3}", quantile(&r, 0.25), quantile(&r, 0.75)),
+            );
+        }
     }
 
     // Allocator calls per handshake (diagnostic: what each stack asks of the allocator).
