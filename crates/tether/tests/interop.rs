@@ -80,6 +80,70 @@ fn client_to_openssl_tls13_mtls() {
     client_to_openssl(Tls13, true);
 }
 
+/// A non-blocking tether client against s_server: the handshake and the data are driven by
+/// polling, would-block meaning "later".
+#[test]
+fn nonblocking_client_to_openssl() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    for v in VERSIONS {
+        let port = free_port();
+        let mut server = openssl_s_server(
+            port,
+            &pki.server.cert,
+            &pki.server.key,
+            &SServerOpts {
+                version: Some(peer_version(v)),
+                ..SServerOpts::default()
+            },
+        )
+        .unwrap();
+        let config = pki.client_config(only(v), false);
+        let mut sock = client_socket(port, &config, "localhost");
+        sock.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        // true when done; false on would-block (after a short pause); panics on errors.
+        let poll = |r: Result<(), tether::Error>| match r {
+            Ok(()) => true,
+            Err(e) if e.is_would_block() => {
+                assert!(std::time::Instant::now() < deadline, "no progress");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                false
+            }
+            Err(e) => panic!("{v}: {e}"),
+        };
+        // (Whether it had to wait depends on scheduling: on a busy machine the server's
+        // answer may already be there when the client reads.)
+        while !poll(sock.handshake()) {}
+        assert_eq!(sock.session().version(), Some(v));
+        let mut taken = 0;
+        let msg = b"non-blocking hello\n";
+        while taken < msg.len() {
+            let r = sock.write(&msg[taken..]).map(|n| taken += n);
+            poll(r);
+        }
+        while !poll(sock.flush()) {}
+        server.wait_for_output("non-blocking hello", WAIT).unwrap();
+        let mut buf = [0u8; 64];
+        // Nothing sent yet: a read returns at once.
+        assert!(sock.read(&mut buf).unwrap_err().is_would_block());
+        server.send_line("reply").unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\n") {
+            let r = sock.read(&mut buf).map(|n| {
+                assert!(n > 0, "closed");
+                got.extend_from_slice(&buf[..n]);
+            });
+            poll(r);
+        }
+        assert_eq!(got, b"reply\n");
+        while !poll(sock.close()) {}
+        server.wait_for_output("DONE", WAIT).unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // openssl s_client -> tether server
 

@@ -427,6 +427,35 @@ fn close_notify_reads_as_zero_and_a_bare_eof_is_truncation() {
     }
 }
 
+/// A peer process that dies mid-connection (no close_notify, the kernel closes its socket):
+/// the data it sent is delivered, then the read fails as truncated.
+#[test]
+fn killed_peer_is_truncation() {
+    if !testpeers::skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    for v in VERSIONS {
+        let (mut server, port) = s_server(
+            &pki.server,
+            SServerOpts {
+                version: Some(peer_version(v)),
+                ..SServerOpts::default()
+            },
+        );
+        let config = pki.client_config(only(v), false);
+        let mut sock = connect(port, &config, "localhost").unwrap();
+        exchange_with_s_server(&mut sock, &mut server, "before kill");
+        server.send_line("last line").unwrap();
+        assert_eq!(read_line(&mut sock).unwrap(), "last line\n");
+        server.kill();
+        let mut buf = [0u8; 64];
+        let err = sock.read(&mut buf).unwrap_err();
+        assert_eq!(err, Error::Truncated, "{v}");
+        assert_eq!(std::io::Error::from(err).kind(), ErrorKind::UnexpectedEof);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timeouts
 
