@@ -56,9 +56,10 @@ struct InitArgs {
     /// The PKI directory (created if missing).
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
-    /// The CA's common name.
-    #[arg(long, value_name = "NAME", default_value = "tether CA")]
-    cn: String,
+    /// The CA's common name (default: "tether CA" and a random suffix, so that two CAs never
+    /// share a name: verifiers look issuers up by name).
+    #[arg(long, value_name = "NAME")]
+    cn: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -154,7 +155,11 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
     if !args.common.force {
         refuse_existing(&paths)?;
     }
-    let ca = Ca::init_with(&args.cn, &args.common.options())?;
+    let cn = match &args.cn {
+        Some(cn) => cn.clone(),
+        None => default_ca_name(),
+    };
+    let ca = Ca::init_with(&cn, &args.common.options())?;
     dir.write_ca(&ca, args.common.force)?;
     let info = tether_pki::describe(ca.cert_der())?;
     say!(
@@ -262,4 +267,14 @@ fn show(file: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// "tether CA 3f9c12ab": unique enough that two CAs made with defaults never share a subject.
+fn default_ca_name() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // RandomState is seeded from the OS's randomness: enough for a name, not for keys.
+    let suffix = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32;
+    format!("tether CA {suffix:08x}")
 }

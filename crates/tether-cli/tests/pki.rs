@@ -351,3 +351,22 @@ fn key_kinds_days_and_names() {
     let out = tether(&["pki", "init", "--dir", "x", "--days", "0"], cwd);
     assert!(!out.status.success());
 }
+
+#[test]
+fn two_default_cas_never_share_a_name() {
+    // Verifiers find issuers by name: two CAs called "tether CA" would make a certificate from
+    // the wrong one fail as a bad signature instead of an unknown issuer.
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&["pki", "init", "--dir", "a"], tmp.path());
+    ok(&["pki", "init", "--dir", "b"], tmp.path());
+    let subject = |d: &str| {
+        let show = ok(&["pki", "show", &format!("{d}/ca.pem")], tmp.path());
+        show.lines()
+            .find(|l| l.starts_with("subject:"))
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (subject("a"), subject("b"));
+    assert!(a.starts_with("subject:    CN=tether CA "), "{a}");
+    assert_ne!(a, b);
+}
