@@ -8,16 +8,19 @@
 //! client and server connection (a counting global allocator).
 //!
 //! ```text
-//! cargo bench -p tether --bench core             # full run (about a minute)
+//! cargo bench -p tether --bench core             # full run (61 rounds, under a minute)
 //! cargo bench -p tether --bench core -- --quick  # smoke run (a few seconds)
 //! TETHER_BENCH_QUICK=1 cargo bench -p tether --bench core
-//! TETHER_BENCH_ROUNDS=21 cargo bench -p tether --bench core   # more rounds
+//! TETHER_BENCH_ROUNDS=101 cargo bench -p tether --bench core  # more rounds
+//! TETHER_BENCH_ONLY=tether-bulk <bench binary>   # one stack, one case, 5 s (for perf record);
+//!                                                # {tether,rustls}-{full,resumed,bulk}
 //! ```
 //!
 //! Timed benchmarks run in rounds; each round runs one batch per stack, the order alternating
 //! between rounds (tether first, then rustls first, ...) so that drift and order effects
 //! cancel. Each figure is the median of the rounds; the spread (min..max) is printed too, and
-//! the ratio is the median of the per-round tether/rustls ratios.
+//! the ratio is the median of the per-round tether/rustls ratios. Batches are timed by the wall
+//! clock and by the thread's CPU time.
 //!
 //! See docs/PERFORMANCE.md for results and what they mean.
 
@@ -850,6 +853,13 @@ fn main() {
     );
 
     println!();
+    println!(
+        "inline size (held by the caller, not on the heap): tether Session {} B; rustls \
+         ClientConnection {} B, ServerConnection {} B",
+        std::mem::size_of::<Session>(),
+        std::mem::size_of::<ClientConnection>(),
+        std::mem::size_of::<ServerConnection>()
+    );
     println!(
         "heap held by one established, idle connection (bytes freed when it is dropped; \
          growth = live bytes after minus before making both)"
