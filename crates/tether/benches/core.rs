@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo bench -p tether --bench core             # full run (61 rounds, under a minute)
-//! cargo bench -p tether --bench core -- --quick  # smoke run (a few seconds)
+//! cargo bench -p tether --bench core -- --quick  # smoke run (under a second once built)
 //! TETHER_BENCH_QUICK=1 cargo bench -p tether --bench core
 //! TETHER_BENCH_ROUNDS=101 cargo bench -p tether --bench core  # more rounds
 //! TETHER_BENCH_ONLY=tether-bulk <bench binary>   # one stack, one case, 5 s (for perf record);
