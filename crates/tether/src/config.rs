@@ -88,6 +88,9 @@ pub(crate) fn provider_with(
     groups: Option<&[NamedGroup]>,
 ) -> Result<Arc<CryptoProvider>, Error> {
     let mut p = rustls::crypto::ring::default_provider();
+    // Mozilla "intermediate" order: AES-128-GCM first (SHA-256 has hardware support on common
+    // CPUs; SHA-384 does not in ring), then AES-256-GCM, then ChaCha20-Poly1305.
+    p.cipher_suites.sort_by_key(|s| suite_rank(s.suite()));
     if let Some(suites) = suites {
         p.cipher_suites.retain(|s| suites.contains(&s.suite()));
         if p.cipher_suites.is_empty() {
@@ -111,6 +114,25 @@ pub(crate) fn provider_with(
         }
     }
     Ok(Arc::new(p))
+}
+
+/// Position of a suite in Mozilla's "intermediate" preference order.
+fn suite_rank(suite: CipherSuite) -> usize {
+    const ORDER: [CipherSuite; 9] = [
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    ORDER
+        .iter()
+        .position(|s| *s == suite)
+        .unwrap_or(ORDER.len())
 }
 
 /// A certificate chain and its private key: a server's identity, or a client's for mTLS.

@@ -164,26 +164,34 @@ impl Trust {
         self.roots.len()
     }
 
-    fn check_pins(&self, chain: &[&CertificateDer<'_>], leaf_pin: Pin) -> Result<(), Error> {
+    /// With pins configured, a key of `chain` (leaf first) must match one. Hashes nothing when
+    /// there are no pins.
+    fn check_pins<'a>(
+        &self,
+        mut chain: impl Iterator<Item = &'a CertificateDer<'a>>,
+        leaf: &CertificateDer<'_>,
+    ) -> Result<(), Error> {
         if self.pins.is_empty() {
             return Ok(());
         }
-        for cert in chain {
-            if let Ok(p) = Pin::of_certificate(cert) {
-                if self.pins.contains(&p) {
-                    return Ok(());
-                }
-            }
+        let matched = chain.any(|c| {
+            Pin::of_certificate(c)
+                .map(|p| self.pins.contains(&p))
+                .unwrap_or(false)
+        });
+        if matched {
+            return Ok(());
         }
         Err(Error::PinMismatch {
-            presented: leaf_pin,
+            presented: Pin::of_certificate(leaf)?,
         })
     }
 
-    fn check_tofu(&self, host: &str, leaf_pin: Pin) -> Result<(), Error> {
+    fn check_tofu(&self, host: &str, leaf: &CertificateDer<'_>) -> Result<(), Error> {
         let Some(store) = &self.tofu else {
             return Ok(());
         };
+        let leaf_pin = Pin::of_certificate(leaf)?;
         match store.get(host)? {
             None => store.put(host, leaf_pin),
             Some(stored) if stored == leaf_pin => Ok(()),
@@ -287,7 +295,6 @@ impl ServerVerifier {
         if self.parts.trust.danger_any {
             return Ok(());
         }
-        let leaf_pin = Pin::of_certificate(end_entity)?;
         if !self.parts.trust.roots.is_empty() {
             let parsed = rustls::server::ParsedCertificate::try_from(end_entity)
                 .map_err(crate::error::from_rustls)?;
@@ -302,15 +309,17 @@ impl ServerVerifier {
             .map_err(crate::error::from_rustls)?;
             rustls::client::verify_server_name(&parsed, server_name)
                 .map_err(crate::error::from_rustls)?;
-            let chain: Vec<&CertificateDer<'_>> =
-                core::iter::once(end_entity).chain(intermediates).collect();
-            self.parts.trust.check_pins(&chain, leaf_pin)?;
+            let chain = core::iter::once(end_entity).chain(intermediates);
+            self.parts.trust.check_pins(chain, end_entity)?;
         } else {
-            self.parts.trust.check_pins(&[end_entity], leaf_pin)?;
+            // Pins alone: only the leaf's key identifies the server.
+            self.parts
+                .trust
+                .check_pins(core::iter::once(end_entity), end_entity)?;
         }
         self.parts
             .trust
-            .check_tofu(&server_name_string(server_name), leaf_pin)
+            .check_tofu(&server_name_string(server_name), end_entity)
     }
 }
 
@@ -406,7 +415,6 @@ impl ClientVerifier {
         if self.trust.danger_any {
             return Ok(());
         }
-        let leaf_pin = Pin::of_certificate(end_entity)?;
         if !self.trust.roots.is_empty() {
             let cert = webpki::EndEntityCert::try_from(end_entity)
                 .map_err(|_| Error::Certificate(CertificateError::BadEncoding))?;
@@ -421,11 +429,11 @@ impl ClientVerifier {
                 None,
             )
             .map_err(|e| Error::Certificate(from_webpki(e)))?;
-            let chain: Vec<&CertificateDer<'_>> =
-                core::iter::once(end_entity).chain(intermediates).collect();
-            self.trust.check_pins(&chain, leaf_pin)
+            let chain = core::iter::once(end_entity).chain(intermediates);
+            self.trust.check_pins(chain, end_entity)
         } else {
-            self.trust.check_pins(&[end_entity], leaf_pin)
+            self.trust
+                .check_pins(core::iter::once(end_entity), end_entity)
         }
     }
 }

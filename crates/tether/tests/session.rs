@@ -575,3 +575,33 @@ fn danger_accept_any_accepts_anything() {
         .unwrap();
     Pair::new(&cc, "example.com", &sc).handshake().unwrap();
 }
+
+#[test]
+fn default_suites_follow_mozilla_intermediate_order() {
+    for (versions, want) in [
+        (V13, tether::CipherSuite::TLS13_AES_128_GCM_SHA256),
+        (
+            V12,
+            tether::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let mut p = Pair::new(
+            &client_config(versions, false),
+            "localhost",
+            &server_config(versions, false),
+        );
+        p.handshake().unwrap();
+        assert_eq!(p.client.cipher_suite(), Some(want));
+    }
+    // A restricted list is honoured.
+    let cc = ClientConfig::builder(ca_trust())
+        .cipher_suites(&[tether::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256])
+        .build()
+        .unwrap();
+    let mut p = Pair::new(&cc, "localhost", &server_config(BOTH, false));
+    p.handshake().unwrap();
+    assert_eq!(
+        p.server.cipher_suite(),
+        Some(tether::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+    );
+}
