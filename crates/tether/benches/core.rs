@@ -138,7 +138,13 @@ fn tether_side() -> TetherSide {
 }
 
 fn rustls_side() -> RustlsSide {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // tether prefers suites in Mozilla's "intermediate" order (AES-128-GCM first); give rustls
+    // the same preference so both negotiate the same suite (asserted below).
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let provider = Arc::new(provider);
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(CA) {
         roots.add(cert.expect("ca.pem")).expect("CA root");
