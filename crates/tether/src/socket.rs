@@ -113,6 +113,9 @@ pub struct TlsSocket<T: Transport, C: Clock> {
     mode: TransportMode,
     nonblocking: bool,
     io_timeout: Option<Duration>,
+    /// The bounds last given to the transport (`None`: never set).
+    read_timeout_set: Option<Option<Duration>>,
+    write_timeout_set: Option<Option<Duration>>,
     read_chunk: usize,
     eof: bool,
 }
@@ -163,6 +166,8 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
             mode: TransportMode::Close,
             nonblocking: false,
             io_timeout: None,
+            read_timeout_set: None,
+            write_timeout_set: None,
             read_chunk: 4096,
             eof: false,
         }
@@ -204,6 +209,9 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
 
     /// The transport, mutably (do not read or write TLS bytes through it).
     pub fn transport_mut(&mut self) -> &mut T {
+        // The caller may change the transport's timeouts: set ours again before the next call.
+        self.read_timeout_set = None;
+        self.write_timeout_set = None;
         &mut self.transport
     }
 
@@ -230,9 +238,14 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
             }
             if !self.nonblocking {
                 let timeout = self.remaining(start);
-                self.transport
-                    .set_write_timeout(timeout)
-                    .map_err(Error::Transport)?;
+                // One system call saved per write when the bound has not changed (the common
+                // case: no deadline at all).
+                if self.write_timeout_set != Some(timeout) {
+                    self.transport
+                        .set_write_timeout(timeout)
+                        .map_err(Error::Transport)?;
+                    self.write_timeout_set = Some(timeout);
+                }
             }
             match self.transport.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(Error::Transport(TransportError::Reset)),
@@ -266,9 +279,12 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         }
         if !self.nonblocking {
             let timeout = self.remaining(start);
-            self.transport
-                .set_read_timeout(timeout)
-                .map_err(Error::Transport)?;
+            if self.read_timeout_set != Some(timeout) {
+                self.transport
+                    .set_read_timeout(timeout)
+                    .map_err(Error::Transport)?;
+                self.read_timeout_set = Some(timeout);
+            }
         }
         let chunk = self.read_chunk;
         let buf = self.session.input_buffer(chunk);

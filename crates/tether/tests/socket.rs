@@ -1279,3 +1279,24 @@ fn mem_nonblocking_close_keeps_the_transport_until_close_notify_is_sent() {
     let mut buf = [0u8; 16];
     assert_eq!(p.server.read(&mut buf).unwrap(), 0, "close_notify arrived");
 }
+
+#[test]
+fn mem_unchanged_read_bound_is_not_set_again() {
+    // A blocking socket with no deadline reads many times but tells the transport "no
+    // timeout" once: one system call per read saved on TCP.
+    let (cc, sc, _pki) = mem_configs(Tls13);
+    let mut p = mem_pair(&cc, &sc);
+    p.handshake();
+    p.client.set_nonblocking(false).unwrap();
+    let mut buf = [0u8; 16];
+    for i in 0..5u8 {
+        p.server.write_all(&[i]).unwrap();
+        assert_eq!(p.client.read(&mut buf).unwrap(), 1);
+    }
+    assert_eq!(p.client_knobs.lock().unwrap().read_timeouts, [None]);
+    // Taking the transport out may change its timeouts: the next read sets the bound again.
+    let _ = p.client.transport_mut();
+    p.server.write_all(b"x").unwrap();
+    assert_eq!(p.client.read(&mut buf).unwrap(), 1);
+    assert_eq!(p.client_knobs.lock().unwrap().read_timeouts, [None, None]);
+}
