@@ -96,6 +96,11 @@ impl Decoder {
 
     /// The next whole frame: `Ok(Some(frame))`, or `Ok(None)` if more bytes are needed, or the
     /// error the stream failed with (again on every call after the first).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooLarge`] when the next header announces a body over `max_body`. The
+    /// stream is lost: send [`DecodeError::error_frame`] and close.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
         if let Some(e) = self.failed {
             return Err(e);

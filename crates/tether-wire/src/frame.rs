@@ -277,7 +277,11 @@ impl Frame {
     }
 
     /// Writes the header and the body at the start of `out`; returns the bytes written
-    /// ([`encoded_len`](Frame::encoded_len)). Writes nothing if `out` is too small.
+    /// ([`encoded_len`](Frame::encoded_len)).
+    ///
+    /// # Errors
+    ///
+    /// [`BufferTooSmall`] if `out` is shorter than `encoded_len()`; nothing is written then.
     ///
     /// # Panics
     ///
