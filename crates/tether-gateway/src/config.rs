@@ -1,0 +1,265 @@
+//! What a gateway does: [`GatewayConfig`], its client-auth policy, allow-list and ticket keys.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tether::{Identity, TicketKey, TlsVersion, Trust};
+
+use crate::GatewayError;
+
+/// Default TLS listener: the device port of the systems tether serves.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+/// Default HTTP API address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// Default handshake timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default idle timeout: a connection that sends nothing for this long is closed (close_notify).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default drain timeout: how long a shutdown waits for connections to finish.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit of open connections (handshaking or established) in one gateway.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default limit of open connections from one IP address.
+pub const DEFAULT_MAX_PER_IP: usize = 10_000;
+/// Default interval at which a ticket key file is read again (a changed file is installed).
+pub const DEFAULT_TICKET_RELOAD: Duration = Duration::from_secs(60);
+/// Default rotation interval of generated ticket keys (no key file).
+pub const DEFAULT_TICKET_ROTATION: Duration = Duration::from_secs(6 * 3600);
+
+/// Everything a [`Gateway`](crate::Gateway) needs. Start from [`GatewayConfig::new`], which
+/// fills in the defaults, and change fields.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// The TLS listener (default 127.0.0.1:8081). Port 0 picks a free port; read it back with
+    /// [`Gateway::local_addr`](crate::Gateway::local_addr).
+    pub listen: SocketAddr,
+    /// The HTTP API (default 127.0.0.1:8080); `None`: no HTTP API.
+    pub http: Option<SocketAddr>,
+    /// The server's certificate chain and key.
+    pub identity: Identity,
+    /// mTLS with a device CA (and an optional allow-list), or server-only TLS.
+    pub client_auth: ClientAuthPolicy,
+    /// The lowest TLS version accepted (default 1.2); the highest is always 1.3.
+    pub min_tls: TlsVersion,
+    /// A TLS handshake not complete after this long is cut (default 5 s).
+    pub handshake_timeout: Duration,
+    /// An established connection that sends nothing for this long is closed with close_notify
+    /// (default 300 s).
+    pub idle_timeout: Duration,
+    /// Open connections at most, handshaking or established; more are closed at accept.
+    pub max_connections: usize,
+    /// Open connections from one IP address at most; more are closed at accept.
+    pub max_per_ip: usize,
+    /// The largest frame body accepted; a larger frame gets an ERROR frame (code 1), then
+    /// close_notify.
+    pub max_frame: u32,
+    /// How long a drain may take: connections still open after it are cut.
+    pub drain_timeout: Duration,
+    /// Where session-ticket keys come from.
+    pub tickets: TicketSource,
+}
+
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("http", &self.http)
+            .field("client_auth", &self.client_auth)
+            .field("min_tls", &self.min_tls)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_per_ip", &self.max_per_ip)
+            .field("max_frame", &self.max_frame)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("tickets", &self.tickets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    /// A configuration with every default: listen on 127.0.0.1:8081, HTTP API on
+    /// 127.0.0.1:8080, TLS 1.2 minimum, 5 s handshake timeout, 300 s idle timeout,
+    /// generated ticket keys.
+    pub fn new(identity: Identity, client_auth: ClientAuthPolicy) -> GatewayConfig {
+        GatewayConfig {
+            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            http: Some(DEFAULT_HTTP.parse().expect("a valid address")),
+            identity,
+            client_auth,
+            min_tls: TlsVersion::Tls12,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            max_frame: tether_wire::DEFAULT_MAX_BODY,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            tickets: TicketSource::default(),
+        }
+    }
+}
+
+/// Whether devices must present certificates.
+#[derive(Clone, Debug)]
+pub enum ClientAuthPolicy {
+    /// mTLS: a device presents a certificate issued by a CA in `trust`; its device id is the
+    /// common name of the certificate's subject. With an allow-list, only listed ids may stay.
+    Required {
+        /// The device CA(s).
+        trust: Trust,
+        /// Device ids allowed to connect (`None`: every verified device).
+        allow: Option<AllowList>,
+    },
+    /// Server-only TLS: devices are anonymous (their device id is absent).
+    ServerOnly,
+}
+
+/// Device ids allowed to connect: one a line in a file, `#` starts a comment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowList {
+    ids: BTreeSet<String>,
+}
+
+impl AllowList {
+    /// An allow-list of these ids.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> AllowList {
+        AllowList {
+            ids: ids.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Parses the text of an allow-list file; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<AllowList, GatewayError> {
+        let mut ids = BTreeSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let id = line.split('#').next().unwrap_or("").trim();
+            if id.is_empty() {
+                continue;
+            }
+            tether_pki::validate_device_id(id)
+                .map_err(|e| GatewayError::Config(format!("{source} line {}: {e}", i + 1)))?;
+            ids.insert(id.to_owned());
+        }
+        Ok(AllowList { ids })
+    }
+
+    /// Reads and parses an allow-list file.
+    pub fn load(path: &Path) -> Result<AllowList, GatewayError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            GatewayError::io(format!("cannot read allow-list {}", path.display()), e)
+        })?;
+        AllowList::parse(&text, &format!("allow-list {}", path.display()))
+    }
+
+    /// Whether `id` is listed.
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// How many ids are listed.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the list is empty (then no device may connect).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Where session-ticket keys come from.
+///
+/// Resumption makes a returning device's handshake cheap (no certificate chain, no signature).
+/// For devices to resume on any gateway behind a balancer, every gateway must open every other's
+/// tickets: give them all the same key file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TicketSource {
+    /// A random key made at start, replaced every `rotate_every` (the previous key still opens
+    /// tickets for one more period). Tickets resume only on this process.
+    Generated {
+        /// How often a new key is generated.
+        rotate_every: Duration,
+    },
+    /// Keys read from a file of 48-byte keys (16-byte name, 32-byte key) back to back: the first
+    /// seals new tickets, the second (if any) still opens old ones. The file is read again every
+    /// `reload_every`; to rotate a fleet, write a new file with the new key first and the old one
+    /// second to every gateway.
+    File {
+        /// The key file (binary, 48 or 96 bytes; more keys are ignored).
+        path: PathBuf,
+        /// How often the file is read again.
+        reload_every: Duration,
+    },
+}
+
+impl Default for TicketSource {
+    fn default() -> Self {
+        TicketSource::Generated {
+            rotate_every: DEFAULT_TICKET_ROTATION,
+        }
+    }
+}
+
+/// Reads a ticket key file: the current key, and the previous one if the file has two.
+pub fn load_ticket_keys(path: &Path) -> Result<(TicketKey, Option<TicketKey>), GatewayError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| GatewayError::io(format!("cannot read ticket keys {}", path.display()), e))?;
+    parse_ticket_keys(&bytes)
+        .map_err(|e| GatewayError::Config(format!("ticket keys {}: {e}", path.display())))
+}
+
+/// Parses ticket keys: 48-byte keys back to back, first = current, second = previous.
+pub fn parse_ticket_keys(bytes: &[u8]) -> Result<(TicketKey, Option<TicketKey>), String> {
+    let len = TicketKey::LEN;
+    if bytes.is_empty() || bytes.len() % len != 0 {
+        return Err(format!(
+            "expected one or more {len}-byte keys (16-byte name, 32-byte key) back to back, \
+             got {} bytes; make one with `head -c {len} /dev/urandom > FILE`",
+            bytes.len()
+        ));
+    }
+    let key = |i: usize| TicketKey::from_bytes(&bytes[i * len..(i + 1) * len]);
+    let current = key(0).map_err(|e| e.to_string())?;
+    let previous = if bytes.len() >= 2 * len {
+        Some(key(1).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    Ok((current, previous))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_parses_comments_and_reports_lines() {
+        let list = AllowList::parse("device-1\n\n# comment\n device-2 # trailing\n", "t").unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.contains("device-1") && list.contains("device-2"));
+        let err = AllowList::parse("ok\nbad id!\n", "allow.txt").unwrap_err();
+        assert!(err.to_string().starts_with("allow.txt line 2:"), "{err}");
+    }
+
+    #[test]
+    fn ticket_keys_are_48_byte_blocks() {
+        let (cur, prev) = parse_ticket_keys(&[1u8; 48]).unwrap();
+        assert_eq!(cur.to_bytes(), [1u8; 48]);
+        assert!(prev.is_none());
+        let mut two = vec![1u8; 48];
+        two.extend([2u8; 48]);
+        let (cur, prev) = parse_ticket_keys(&two).unwrap();
+        assert_eq!(cur.to_bytes(), [1u8; 48]);
+        assert_eq!(prev.unwrap().to_bytes(), [2u8; 48]);
+        assert!(
+            parse_ticket_keys(&[0u8; 47])
+                .unwrap_err()
+                .contains("got 47 bytes")
+        );
+        assert!(parse_ticket_keys(&[]).is_err());
+    }
+}

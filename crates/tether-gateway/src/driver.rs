@@ -1,0 +1,220 @@
+//! The async driver: one [`tether::Session`] over one tokio [`TcpStream`].
+//!
+//! The session is sans-IO; this module moves bytes between it and the socket and holds no
+//! protocol logic:
+//!
+//! - **Input**: wait for readability with [`TcpStream::readable`], then `try_read` straight into
+//!   [`Session::input_buffer`] and [`Session::commit_input`]. The session frees its input buffer
+//!   once it has consumed it, so an idle connection holds no read buffer: the buffer exists only
+//!   between "readable" and "consumed".
+//! - **Output**: [`Session::poll_transmit`] (handshake bytes, alerts, tickets, close_notify) and
+//!   [`Session::send`] (application data) go into a buffer allocated only while there is something
+//!   to write, sized for what is written, and freed once the socket took it.
+//! - **Time**: [`now`] is a monotonic clock from a process-wide origin, passed to the session.
+//!
+//! Everything is cancel-safe at the await points the connection task selects on
+//! ([`TlsConn::read_input`] waits in `readable()`, which loses nothing when dropped).
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tether::{Instant, Session};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use crate::metrics::Metrics;
+
+/// Bytes read from the socket at a time: a whole TLS record (16 KiB plaintext plus overhead).
+const READ_CHUNK: usize = 16 * 1024 + 512;
+/// Largest TLS plaintext per record.
+const MAX_RECORD: usize = 16 * 1024;
+/// Bytes a record adds to its plaintext, rounded up (tether: at most 29).
+const RECORD_OVERHEAD: usize = 32;
+/// Plaintext encrypted per `Session::send` call (four records).
+const SEND_CHUNK: usize = 4 * MAX_RECORD;
+
+/// The driver's monotonic clock: time since the first call in this process.
+pub(crate) fn now() -> Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    Instant::from_micros(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Why driving failed.
+#[derive(Debug)]
+pub(crate) enum DriveError {
+    /// The TLS session failed (its error says why; an alert may be queued).
+    Tls(tether::Error),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// What a read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// Bytes were passed to the session.
+    Data,
+    /// The peer closed the TCP connection (end of file).
+    Eof,
+}
+
+/// A TLS session over a TCP stream.
+#[derive(Debug)]
+pub(crate) struct TlsConn {
+    tcp: TcpStream,
+    session: Session,
+    metrics: Arc<Metrics>,
+}
+
+impl TlsConn {
+    pub(crate) fn new(tcp: TcpStream, session: Session, metrics: Arc<Metrics>) -> TlsConn {
+        TlsConn {
+            tcp,
+            session,
+            metrics,
+        }
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub(crate) fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Waits until the socket has something, then passes it to the session.
+    pub(crate) async fn read_input(&mut self) -> Result<Input, DriveError> {
+        loop {
+            self.tcp.readable().await.map_err(DriveError::Io)?;
+            if let Some(input) = self.try_read_input()? {
+                return Ok(input);
+            }
+        }
+    }
+
+    /// Passes what the socket holds now to the session, without waiting (`None`: nothing).
+    pub(crate) fn try_read_input(&mut self) -> Result<Option<Input>, DriveError> {
+        loop {
+            let buf = self.session.input_buffer(READ_CHUNK);
+            match self.tcp.try_read(buf) {
+                Ok(0) => {
+                    self.commit(0)?;
+                    self.session.handle_eof();
+                    return Ok(Some(Input::Eof));
+                }
+                Ok(n) => {
+                    self.metrics.wire_in(n);
+                    self.commit(n)?;
+                    return Ok(Some(Input::Data));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.commit(0)?;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.commit(0)?;
+                }
+                Err(e) => {
+                    // Releases the reserved input buffer; the socket error is what matters.
+                    let _ = self.session.commit_input(now(), 0);
+                    return Err(DriveError::Io(e));
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, n: usize) -> Result<(), DriveError> {
+        self.session.commit_input(now(), n).map_err(DriveError::Tls)
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), DriveError> {
+        self.tcp.write_all(bytes).await.map_err(DriveError::Io)?;
+        self.metrics.wire_out(bytes.len());
+        Ok(())
+    }
+
+    /// Writes everything the session has queued (handshake flights, alerts, tickets,
+    /// close_notify).
+    pub(crate) async fn flush(&mut self) -> Result<(), DriveError> {
+        if !self.session.wants_transmit() {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = self.session.poll_transmit(&mut buf);
+            if n == 0 {
+                return Ok(());
+            }
+            self.write_raw(&buf[..n]).await?;
+        }
+    }
+
+    /// Completes the handshake (the caller bounds it in time).
+    pub(crate) async fn handshake(&mut self) -> Result<(), DriveError> {
+        loop {
+            self.flush().await?;
+            if let Some(e) = self.session.error() {
+                return Err(DriveError::Tls(e.clone()));
+            }
+            if !self.session.is_handshaking() {
+                return Ok(());
+            }
+            self.read_input().await?;
+        }
+    }
+
+    /// Encrypts `data` and writes it, after anything already queued.
+    pub(crate) async fn send(&mut self, mut data: &[u8]) -> Result<(), DriveError> {
+        while !data.is_empty() {
+            // Nothing may be queued when `send` runs, so that all of `out` is for records.
+            self.flush().await?;
+            let chunk = data.len().min(SEND_CHUNK);
+            let mut out = vec![0u8; chunk + chunk.div_ceil(MAX_RECORD) * RECORD_OVERHEAD];
+            let sent = self
+                .session
+                .send(&data[..chunk], &mut out)
+                .map_err(DriveError::Tls)?;
+            data = &data[sent.consumed..];
+            self.write_raw(&out[..sent.written]).await?;
+            if sent.consumed == 0 && sent.written == 0 {
+                return Err(DriveError::Tls(tether::Error::Closed));
+            }
+        }
+        self.flush().await
+    }
+
+    /// Sends close_notify, shuts the TCP write side, and reads (discarding) until the peer
+    /// closes or `linger` passes, so that unread input does not turn the close into a reset
+    /// that could destroy the replies and close_notify before the peer reads them.
+    pub(crate) async fn close(&mut self, linger: Duration) {
+        self.session.close();
+        let _ = tokio::time::timeout(linger, async {
+            if self.flush().await.is_err() {
+                return;
+            }
+            let _ = self.tcp.shutdown().await;
+            let mut sink = vec![0u8; 4096];
+            let mut left = 1024 * 1024usize;
+            loop {
+                if self.tcp.readable().await.is_err() {
+                    return;
+                }
+                match self.tcp.try_read(&mut sink) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        left = left.saturating_sub(n);
+                        if left == 0 {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,331 @@
+//! [`Gateway`]: binds the listeners, accepts, spawns a task per connection, drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether::{ClientAuth, ServerConfig, TicketKey, Ticketer, TlsVersion};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{ClientAuthPolicy, GatewayConfig, TicketSource, load_ticket_keys};
+use crate::metrics::Metrics;
+use crate::registry::{DeviceInfo, Limits, Registry};
+use crate::{GatewayError, conn, http};
+
+/// Listen backlog: room for a burst of devices reconnecting at once (the kernel caps it at
+/// `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// State shared by the accept loop, the connections and the HTTP API.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub server_config: ServerConfig,
+    pub client_auth: ClientAuthPolicy,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_frame: u32,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub limits: Arc<Limits>,
+    pub shutdown: watch::Sender<bool>,
+    pub started: std::time::Instant,
+}
+
+impl Shared {
+    pub(crate) fn is_draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Starts a drain of the gateway it came from; clone it freely (e.g. into a signal handler).
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting, lets every connection answer the frames it has received, sends
+    /// close_notify, and ends [`Gateway::run`] within the drain timeout. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.metrics.set_draining();
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Whether a drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
+    }
+}
+
+/// A bound gateway: [`bind`](Gateway::bind) it, read its addresses back, then
+/// [`run`](Gateway::run) it until a [`ShutdownHandle`] drains it.
+///
+/// ```no_run
+/// # async fn example(config: tether_gateway::GatewayConfig) -> Result<(), tether_gateway::GatewayError> {
+/// let gateway = tether_gateway::Gateway::bind(config).await?;
+/// println!("listening on {}", gateway.local_addr());
+/// let stop = gateway.shutdown_handle();
+/// tokio::spawn(async move {
+///     let _ = tokio::signal::ctrl_c().await;
+///     stop.shutdown();
+/// });
+/// gateway.run().await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Gateway {
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    ticketer: Arc<Ticketer>,
+    tickets: TicketSource,
+}
+
+fn make_ticketer(source: &TicketSource) -> Result<Arc<Ticketer>, GatewayError> {
+    let ticketer = match source {
+        TicketSource::Generated { .. } => Ticketer::generate().map_err(GatewayError::Tls)?,
+        TicketSource::File { path, .. } => {
+            let (current, previous) = load_ticket_keys(path)?;
+            let t = Ticketer::with_key(previous.clone().unwrap_or_else(|| current.clone()));
+            if previous.is_some() {
+                t.rotate(current);
+            }
+            t
+        }
+    };
+    Ok(Arc::new(ticketer))
+}
+
+async fn listen(addr: SocketAddr, what: &str) -> Result<TcpListener, GatewayError> {
+    let err = |e| GatewayError::io(format!("cannot listen on {addr} ({what})"), e);
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    // Lets a restarted gateway bind while old connections sit in TIME_WAIT; a port another
+    // process listens on is still refused.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(BACKLOG).map_err(err)
+}
+
+impl Gateway {
+    /// Checks the configuration, builds the TLS policy and binds both listeners. Call it inside
+    /// a tokio runtime.
+    pub async fn bind(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        if config.max_connections == 0 || config.max_per_ip == 0 {
+            return Err(GatewayError::Config(
+                "max_connections and max_per_ip must be at least 1".into(),
+            ));
+        }
+        let ticketer = make_ticketer(&config.tickets)?;
+        let auth = match &config.client_auth {
+            ClientAuthPolicy::Required { trust, .. } => ClientAuth::Required(trust.clone()),
+            ClientAuthPolicy::ServerOnly => ClientAuth::None,
+        };
+        let server_config = ServerConfig::builder(config.identity.clone())
+            .versions(config.min_tls, TlsVersion::Tls13)
+            .handshake_timeout(config.handshake_timeout)
+            .client_auth(auth)
+            .ticketer(ticketer.clone())
+            .build()
+            .map_err(GatewayError::Tls)?;
+
+        let listener = listen(config.listen, "TLS").await?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| GatewayError::io("cannot read the TLS listener's address".into(), e))?;
+        let (http, http_addr) = match config.http {
+            Some(addr) => {
+                let l = listen(addr, "HTTP API").await?;
+                let a = l.local_addr().map_err(|e| {
+                    GatewayError::io("cannot read the HTTP listener's address".into(), e)
+                })?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::new(Shared {
+            server_config,
+            client_auth: config.client_auth,
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            drain_timeout: config.drain_timeout,
+            max_frame: config.max_frame,
+            limits: Arc::new(Limits::new(config.max_connections, config.max_per_ip)),
+            metrics,
+            registry: Arc::new(Registry::default()),
+            shutdown: watch::Sender::new(false),
+            started: std::time::Instant::now(),
+        });
+        Ok(Gateway {
+            listener,
+            http,
+            local_addr,
+            http_addr,
+            shared,
+            ticketer,
+            tickets: config.tickets,
+        })
+    }
+
+    /// The TLS listener's address (with the real port when the configured port was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The HTTP API's address, if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// A handle that starts the drain.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The gateway's counters (also served at `/metrics`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// A view of the connected devices that stays valid while the gateway runs.
+    pub fn devices(&self) -> Devices {
+        Devices {
+            registry: self.shared.registry.clone(),
+        }
+    }
+
+    /// Accepts connections and serves them until a drain completes: stops accepting, lets the
+    /// connections finish (they answer frames already received and send close_notify), cuts
+    /// what is still open at the drain timeout, then stops the HTTP API.
+    pub async fn run(self) -> Result<(), GatewayError> {
+        let Gateway {
+            listener,
+            http,
+            shared,
+            ticketer,
+            tickets,
+            ..
+        } = self;
+        let (http_stop, http_stopped) = oneshot::channel::<()>();
+        let http_task = http.map(|l| tokio::spawn(http::serve(l, shared.clone(), http_stopped)));
+        let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets));
+
+        let mut stop = shared.shutdown.subscribe();
+        let conn_shutdown = shared.shutdown.subscribe();
+        let mut conns = JoinSet::new();
+        let mut next_id = 0u64;
+        if !*stop.borrow_and_update() {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => break,
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, remote)) => match shared.limits.acquire(remote.ip(), &shared.metrics) {
+                            Ok(slot) => {
+                                next_id += 1;
+                                conns.spawn(conn::serve(
+                                    shared.clone(),
+                                    tcp,
+                                    remote,
+                                    slot,
+                                    next_id,
+                                    conn_shutdown.clone(),
+                                ));
+                            }
+                            Err(why) => {
+                                shared.metrics.rejected(why);
+                                tracing::debug!(%remote, reason = why.name(), "connection refused");
+                                drop(tcp);
+                            }
+                        },
+                        Err(e) => {
+                            // Out of descriptors or memory: back off instead of spinning.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                }
+            }
+        }
+        drop(listener);
+        shared.metrics.set_draining();
+        let open = conns.len();
+        tracing::info!(open, "draining");
+        let deadline = tokio::time::Instant::now() + shared.drain_timeout;
+        let _ = tokio::time::timeout_at(deadline, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if !conns.is_empty() {
+            tracing::warn!(
+                cut = conns.len(),
+                "drain timeout: cutting connections still open"
+            );
+        }
+        conns.shutdown().await;
+        ticket_task.abort();
+        let _ = http_stop.send(());
+        if let Some(task) = http_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        Ok(())
+    }
+}
+
+/// Installs new ticket keys: a generated key per period, or the key file's keys when it changes.
+async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource) {
+    match source {
+        TicketSource::Generated { rotate_every } => loop {
+            tokio::time::sleep(rotate_every).await;
+            match TicketKey::generate() {
+                Ok(key) => ticketer.rotate(key),
+                Err(e) => tracing::warn!("cannot generate a ticket key: {e}"),
+            }
+        },
+        TicketSource::File { path, reload_every } => {
+            let mut installed = load_ticket_keys(&path).ok();
+            loop {
+                tokio::time::sleep(reload_every).await;
+                match load_ticket_keys(&path) {
+                    Ok(keys) if Some(&keys) != installed.as_ref() => {
+                        let (current, previous) = keys.clone();
+                        if let Some(previous) = previous {
+                            ticketer.rotate(previous);
+                        }
+                        ticketer.rotate(current);
+                        installed = Some(keys);
+                        tracing::info!(path = %path.display(), "installed new ticket keys");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("keeping the current ticket keys: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// The connected devices of a running gateway.
+#[derive(Clone, Debug)]
+pub struct Devices {
+    registry: Arc<Registry>,
+}
+
+impl Devices {
+    /// The established device sessions, oldest first.
+    pub fn list(&self) -> Vec<DeviceInfo> {
+        self.registry.list()
+    }
+}

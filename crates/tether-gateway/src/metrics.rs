@@ -1,0 +1,653 @@
+//! Counters in atomics, rendered as Prometheus text (exposition format 0.0.4).
+//!
+//! Every series is created up front (fixed label sets), so a scrape shows zeros rather than
+//! missing series, and counting never allocates or locks.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `tether_connections_open` | gauge | |
+//! | `tether_connections_accepted_total` | counter | |
+//! | `tether_connections_rejected_total` | counter | `reason` = `global_limit`, `per_ip_limit` |
+//! | `tether_connections_closed_total` | counter | `reason` (see [`CloseReason`]) |
+//! | `tether_handshakes_total` | counter | `result` = `ok`, `failed` |
+//! | `tether_handshakes_resumed_total` | counter | |
+//! | `tether_handshake_failures_total` | counter | `category` ([`tether::Error::category`], or `policy`), `reason` (see [`FailReason`]) |
+//! | `tether_handshake_duration_seconds` | histogram | `le` (fixed buckets) |
+//! | `tether_frames_total` | counter | `direction` = `in`, `out`; `type` = `echo`, `reverse`, `time`, `error`, `unknown` |
+//! | `tether_bytes_total` | counter | `direction`: TLS bytes on the wire |
+//! | `tether_payload_bytes_total` | counter | `direction`: frame bytes (headers and bodies) |
+//! | `tether_draining` | gauge | 1 while draining |
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tether::error::{CertificateError, HandshakeError};
+
+/// Why a handshake did not lead to an established device session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailReason {
+    /// The handshake did not complete within the handshake timeout.
+    Timeout,
+    /// mTLS is required and the client presented no certificate.
+    MissingClientCert,
+    /// The client's certificate was not issued by the device CA.
+    UnknownIssuer,
+    /// A signature in the client's chain does not verify (often: another CA with the same name).
+    BadSignature,
+    /// The client's certificate has expired.
+    Expired,
+    /// The client's certificate is not valid yet.
+    NotValidYet,
+    /// The client's certificate is not for client authentication.
+    WrongPurpose,
+    /// Any other certificate problem.
+    BadCertificate,
+    /// The client sent a fatal alert.
+    AlertReceived,
+    /// The client closed the connection during the handshake.
+    PeerClosed,
+    /// No cipher suite, group or signature scheme in common.
+    NoCommonAlgorithms,
+    /// No TLS version in common (e.g. a TLS 1.2 client and `min_tls` 1.3).
+    Version,
+    /// The client broke the TLS protocol (not TLS at all, a bad record...).
+    Protocol,
+    /// The transport failed (reset...).
+    Transport,
+    /// The device is verified but not on the allow-list.
+    NotAllowed,
+    /// The device's certificate has no subject common name to use as its device id.
+    NoDeviceId,
+    /// Anything else.
+    Other,
+}
+
+impl FailReason {
+    /// Every reason, in metrics order.
+    pub const ALL: [FailReason; 17] = [
+        FailReason::Timeout,
+        FailReason::MissingClientCert,
+        FailReason::UnknownIssuer,
+        FailReason::BadSignature,
+        FailReason::Expired,
+        FailReason::NotValidYet,
+        FailReason::WrongPurpose,
+        FailReason::BadCertificate,
+        FailReason::AlertReceived,
+        FailReason::PeerClosed,
+        FailReason::NoCommonAlgorithms,
+        FailReason::Version,
+        FailReason::Protocol,
+        FailReason::Transport,
+        FailReason::NotAllowed,
+        FailReason::NoDeviceId,
+        FailReason::Other,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailReason::Timeout => "timeout",
+            FailReason::MissingClientCert => "missing_client_cert",
+            FailReason::UnknownIssuer => "unknown_issuer",
+            FailReason::BadSignature => "bad_signature",
+            FailReason::Expired => "expired",
+            FailReason::NotValidYet => "not_valid_yet",
+            FailReason::WrongPurpose => "wrong_purpose",
+            FailReason::BadCertificate => "bad_certificate",
+            FailReason::AlertReceived => "alert_received",
+            FailReason::PeerClosed => "peer_closed",
+            FailReason::NoCommonAlgorithms => "no_common_algorithms",
+            FailReason::Version => "version",
+            FailReason::Protocol => "protocol",
+            FailReason::Transport => "transport",
+            FailReason::NotAllowed => "not_allowed",
+            FailReason::NoDeviceId => "no_device_id",
+            FailReason::Other => "other",
+        }
+    }
+
+    /// The `category` label: [`tether::Error::category`] of the errors behind this reason, or
+    /// `policy` for the gateway's own refusals.
+    pub fn category(self) -> &'static str {
+        match self {
+            FailReason::Timeout => "timeout",
+            FailReason::MissingClientCert
+            | FailReason::UnknownIssuer
+            | FailReason::BadSignature
+            | FailReason::Expired
+            | FailReason::NotValidYet
+            | FailReason::WrongPurpose
+            | FailReason::BadCertificate => "certificate",
+            FailReason::AlertReceived
+            | FailReason::PeerClosed
+            | FailReason::NoCommonAlgorithms
+            | FailReason::Other => "handshake",
+            FailReason::Version => "version",
+            FailReason::Protocol => "protocol",
+            FailReason::Transport => "transport",
+            FailReason::NotAllowed | FailReason::NoDeviceId => "policy",
+        }
+    }
+
+    /// The reason a tether error stands for.
+    pub fn of(err: &tether::Error) -> FailReason {
+        use tether::Error as E;
+        match err {
+            E::Timeout(_) => FailReason::Timeout,
+            E::Certificate(c) => match c {
+                CertificateError::Missing => FailReason::MissingClientCert,
+                CertificateError::UnknownIssuer => FailReason::UnknownIssuer,
+                CertificateError::BadSignature => FailReason::BadSignature,
+                CertificateError::Expired => FailReason::Expired,
+                CertificateError::NotValidYet => FailReason::NotValidYet,
+                CertificateError::WrongPurpose => FailReason::WrongPurpose,
+                _ => FailReason::BadCertificate,
+            },
+            E::PinMismatch { .. } | E::TofuKeyChanged { .. } => FailReason::BadCertificate,
+            E::Handshake(h) => match h {
+                HandshakeError::AlertReceived(_) => FailReason::AlertReceived,
+                HandshakeError::PeerClosed => FailReason::PeerClosed,
+                HandshakeError::NoCommonAlgorithms(_) => FailReason::NoCommonAlgorithms,
+                _ => FailReason::Other,
+            },
+            E::Version(_) => FailReason::Version,
+            E::Protocol(_) => FailReason::Protocol,
+            E::Transport(_) | E::Truncated => FailReason::Transport,
+            _ => FailReason::Other,
+        }
+    }
+
+    fn index(self) -> usize {
+        FailReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("every reason is in ALL")
+    }
+}
+
+/// Why an accepted connection was closed at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// `max_connections` were open.
+    GlobalLimit,
+    /// `max_per_ip` were open from this address.
+    PerIpLimit,
+}
+
+impl RejectReason {
+    const ALL: [RejectReason; 2] = [RejectReason::GlobalLimit, RejectReason::PerIpLimit];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::GlobalLimit => "global_limit",
+            RejectReason::PerIpLimit => "per_ip_limit",
+        }
+    }
+}
+
+/// Why an established connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The device sent close_notify.
+    PeerClosed,
+    /// Nothing arrived for the idle timeout; the gateway sent close_notify.
+    IdleTimeout,
+    /// The device sent a frame over the size limit: ERROR frame, then close_notify.
+    FrameTooLarge,
+    /// The gateway drained (shutdown).
+    Drain,
+    /// The TLS session failed after the handshake (bad record, truncation...).
+    TlsError,
+    /// The transport failed (reset, broken pipe, a write that stalled for the idle timeout).
+    Transport,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 6] = [
+        CloseReason::PeerClosed,
+        CloseReason::IdleTimeout,
+        CloseReason::FrameTooLarge,
+        CloseReason::Drain,
+        CloseReason::TlsError,
+        CloseReason::Transport,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::FrameTooLarge => "frame_too_large",
+            CloseReason::Drain => "drain",
+            CloseReason::TlsError => "tls_error",
+            CloseReason::Transport => "transport",
+        }
+    }
+
+    fn index(self) -> usize {
+        CloseReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("every reason is in ALL")
+    }
+}
+
+/// Frame types as metrics see them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    Echo,
+    Reverse,
+    Time,
+    Error,
+    Unknown,
+}
+
+impl FrameKind {
+    const ALL: [FrameKind; 5] = [
+        FrameKind::Echo,
+        FrameKind::Reverse,
+        FrameKind::Time,
+        FrameKind::Error,
+        FrameKind::Unknown,
+    ];
+
+    pub(crate) fn of(t: tether_wire::FrameType) -> FrameKind {
+        match t {
+            tether_wire::FrameType::Echo => FrameKind::Echo,
+            tether_wire::FrameType::Reverse => FrameKind::Reverse,
+            tether_wire::FrameType::Time => FrameKind::Time,
+            tether_wire::FrameType::Error => FrameKind::Error,
+            _ => FrameKind::Unknown,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FrameKind::Echo => "echo",
+            FrameKind::Reverse => "reverse",
+            FrameKind::Time => "time",
+            FrameKind::Error => "error",
+            FrameKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// Upper bounds of the handshake latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The gateway's counters. Shared by every connection; read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    rejected: [AtomicU64; 2],
+    closed: [AtomicU64; 6],
+    handshakes_ok: AtomicU64,
+    handshakes_resumed: AtomicU64,
+    failures: [AtomicU64; 17],
+    latency_buckets: [AtomicU64; 14],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    frames_in: [AtomicU64; 5],
+    frames_out: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    payload_in: AtomicU64,
+    payload_out: AtomicU64,
+    draining: AtomicU64,
+}
+
+fn kind_index(k: FrameKind) -> usize {
+    FrameKind::ALL
+        .iter()
+        .position(|x| *x == k)
+        .expect("every kind is in ALL")
+}
+
+impl Metrics {
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Relaxed);
+        self.accepted.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn closed_slot(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn rejected(&self, why: RejectReason) {
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == why)
+            .unwrap_or(0);
+        self.rejected[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self, why: CloseReason) {
+        self.closed[why.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn handshake_ok(&self, took: Duration, resumed: bool) {
+        self.handshakes_ok.fetch_add(1, Relaxed);
+        if resumed {
+            self.handshakes_resumed.fetch_add(1, Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        for (bucket, le) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub(crate) fn handshake_failed(&self, why: FailReason) {
+        self.failures[why.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn frame_in(&self, k: FrameKind, bytes: usize) {
+        self.frames_in[kind_index(k)].fetch_add(1, Relaxed);
+        self.payload_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn frame_out(&self, k: FrameKind, bytes: usize) {
+        self.frames_out[kind_index(k)].fetch_add(1, Relaxed);
+        self.payload_out.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn wire_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Relaxed);
+    }
+
+    pub(crate) fn wire_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(1, Relaxed);
+    }
+
+    /// Connections open now (handshaking or established).
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Relaxed)
+    }
+
+    /// Handshakes that completed (and passed the allow-list).
+    pub fn handshakes_ok(&self) -> u64 {
+        self.handshakes_ok.load(Relaxed)
+    }
+
+    /// Handshakes that resumed an earlier session.
+    pub fn handshakes_resumed(&self) -> u64 {
+        self.handshakes_resumed.load(Relaxed)
+    }
+
+    /// Failed handshakes for `why`.
+    pub fn handshake_failures(&self, why: FailReason) -> u64 {
+        self.failures[why.index()].load(Relaxed)
+    }
+
+    /// Connections closed at accept for `why`.
+    pub fn rejections(&self, why: RejectReason) -> u64 {
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == why)
+            .unwrap_or(0);
+        self.rejected[i].load(Relaxed)
+    }
+
+    /// Established connections that ended for `why`.
+    pub fn closes(&self, why: CloseReason) -> u64 {
+        self.closed[why.index()].load(Relaxed)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let w = &mut out;
+        let get = |a: &AtomicU64| a.load(Relaxed);
+
+        header(
+            w,
+            "tether_connections_open",
+            "gauge",
+            "TLS connections open now (handshaking or established).",
+        );
+        let _ = writeln!(w, "tether_connections_open {}", get(&self.open));
+
+        header(
+            w,
+            "tether_connections_accepted_total",
+            "counter",
+            "TCP connections accepted on the TLS listener.",
+        );
+        let _ = writeln!(
+            w,
+            "tether_connections_accepted_total {}",
+            get(&self.accepted)
+        );
+
+        header(
+            w,
+            "tether_connections_rejected_total",
+            "counter",
+            "Connections closed at accept because a connection limit was reached.",
+        );
+        for (r, a) in RejectReason::ALL.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                w,
+                "tether_connections_rejected_total{{reason=\"{}\"}} {}",
+                r.name(),
+                get(a)
+            );
+        }
+
+        header(
+            w,
+            "tether_connections_closed_total",
+            "counter",
+            "Established device connections that ended, by reason.",
+        );
+        for (r, a) in CloseReason::ALL.iter().zip(&self.closed) {
+            let _ = writeln!(
+                w,
+                "tether_connections_closed_total{{reason=\"{}\"}} {}",
+                r.name(),
+                get(a)
+            );
+        }
+
+        let failed: u64 = self.failures.iter().map(get).sum();
+        header(
+            w,
+            "tether_handshakes_total",
+            "counter",
+            "TLS handshakes by result (ok: completed and allowed).",
+        );
+        let _ = writeln!(
+            w,
+            "tether_handshakes_total{{result=\"ok\"}} {}",
+            get(&self.handshakes_ok)
+        );
+        let _ = writeln!(w, "tether_handshakes_total{{result=\"failed\"}} {failed}");
+
+        header(
+            w,
+            "tether_handshakes_resumed_total",
+            "counter",
+            "Completed handshakes that resumed an earlier session (ticket or session id).",
+        );
+        let _ = writeln!(
+            w,
+            "tether_handshakes_resumed_total {}",
+            get(&self.handshakes_resumed)
+        );
+
+        header(
+            w,
+            "tether_handshake_failures_total",
+            "counter",
+            "Failed handshakes by category (tether error category, or policy) and reason.",
+        );
+        for (r, a) in FailReason::ALL.iter().zip(&self.failures) {
+            let _ = writeln!(
+                w,
+                "tether_handshake_failures_total{{category=\"{}\",reason=\"{}\"}} {}",
+                r.category(),
+                r.name(),
+                get(a)
+            );
+        }
+
+        header(
+            w,
+            "tether_handshake_duration_seconds",
+            "histogram",
+            "Time from TCP accept to a completed TLS handshake.",
+        );
+        for (le, a) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                w,
+                "tether_handshake_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                get(a)
+            );
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(
+            w,
+            "tether_handshake_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = get(&self.latency_sum_us) as f64 / 1e6;
+        let _ = writeln!(w, "tether_handshake_duration_seconds_sum {sum}");
+        let _ = writeln!(w, "tether_handshake_duration_seconds_count {count}");
+
+        header(
+            w,
+            "tether_frames_total",
+            "counter",
+            "Frames received (in) and sent (out), by type.",
+        );
+        for (dir, arr) in [("in", &self.frames_in), ("out", &self.frames_out)] {
+            for (k, a) in FrameKind::ALL.iter().zip(arr) {
+                let _ = writeln!(
+                    w,
+                    "tether_frames_total{{direction=\"{dir}\",type=\"{}\"}} {}",
+                    k.name(),
+                    get(a)
+                );
+            }
+        }
+
+        header(
+            w,
+            "tether_bytes_total",
+            "counter",
+            "TLS bytes on the wire, received (in) and sent (out).",
+        );
+        let _ = writeln!(
+            w,
+            "tether_bytes_total{{direction=\"in\"}} {}",
+            get(&self.bytes_in)
+        );
+        let _ = writeln!(
+            w,
+            "tether_bytes_total{{direction=\"out\"}} {}",
+            get(&self.bytes_out)
+        );
+
+        header(
+            w,
+            "tether_payload_bytes_total",
+            "counter",
+            "Frame bytes (headers and bodies) received (in) and sent (out).",
+        );
+        let _ = writeln!(
+            w,
+            "tether_payload_bytes_total{{direction=\"in\"}} {}",
+            get(&self.payload_in)
+        );
+        let _ = writeln!(
+            w,
+            "tether_payload_bytes_total{{direction=\"out\"}} {}",
+            get(&self.payload_out)
+        );
+
+        header(
+            w,
+            "tether_draining",
+            "gauge",
+            "1 while the gateway drains (shutting down), else 0.",
+        );
+        let _ = writeln!(w, "tether_draining {}", get(&self.draining));
+        out
+    }
+}
+
+fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}");
+    let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_help_type_and_every_series() {
+        let m = Metrics::default();
+        m.opened();
+        m.handshake_ok(Duration::from_millis(3), true);
+        m.handshake_failed(FailReason::UnknownIssuer);
+        m.frame_in(FrameKind::Echo, 13);
+        let text = m.render();
+        assert!(text.contains("# TYPE tether_handshake_duration_seconds histogram"));
+        assert!(text.contains("tether_connections_open 1\n"));
+        assert!(text.contains("tether_handshakes_total{result=\"ok\"} 1\n"));
+        assert!(text.contains(
+            "tether_handshake_failures_total{category=\"certificate\",reason=\"unknown_issuer\"} 1\n"
+        ));
+        assert!(text.contains("tether_handshake_duration_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("tether_handshake_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("tether_handshake_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
+        assert!(text.contains("tether_frames_total{direction=\"in\",type=\"echo\"} 1\n"));
+        // Every sample line is NAME{labels} VALUE or NAME VALUE, every name has HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().unwrap();
+            assert!(name.starts_with("tether_"));
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {base} "))
+                    || text.contains(&format!("# TYPE {name} ")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_map_from_errors() {
+        use tether::error::Timeout;
+        assert_eq!(
+            FailReason::of(&tether::Error::Timeout(Timeout::Handshake)),
+            FailReason::Timeout
+        );
+        assert_eq!(
+            FailReason::of(&tether::Error::Certificate(CertificateError::Missing)),
+            FailReason::MissingClientCert
+        );
+        for r in FailReason::ALL {
+            assert_eq!(FailReason::ALL[r.index()], r);
+        }
+    }
+}

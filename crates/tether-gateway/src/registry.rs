@@ -1,0 +1,268 @@
+//! Who is connected: the device registry behind `GET /devices`, and the connection limits.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Serialize;
+
+use crate::metrics::{Metrics, RejectReason};
+
+/// Per-connection traffic counters, shared between the connection's task and the registry.
+#[derive(Debug, Default)]
+pub(crate) struct ConnStats {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// One established device session, as `GET /devices` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeviceInfo {
+    /// The common name of the client certificate's subject; `null` with server-only TLS.
+    pub device_id: Option<String>,
+    /// The device's address and port as the gateway sees it.
+    pub remote_addr: String,
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub tls_version: String,
+    /// The IANA name of the cipher suite.
+    pub cipher_suite: String,
+    /// Whether the session was resumed (ticket or session id).
+    pub resumed: bool,
+    /// When the handshake completed, RFC 3339 UTC.
+    pub connected_since: String,
+    /// Frames received from the device.
+    pub frames_in: u64,
+    /// Frames sent to the device.
+    pub frames_out: u64,
+    /// Frame bytes (headers and bodies) received from the device.
+    pub bytes_in: u64,
+    /// Frame bytes sent to the device.
+    pub bytes_out: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    device_id: Option<String>,
+    remote: SocketAddr,
+    version: String,
+    suite: String,
+    resumed: bool,
+    since: String,
+    stats: Arc<ConnStats>,
+}
+
+/// Established sessions by connection number.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    entries: Mutex<HashMap<u64, Entry>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the registry records for a new session.
+pub(crate) struct NewDevice {
+    pub device_id: Option<String>,
+    pub remote: SocketAddr,
+    pub version: String,
+    pub suite: String,
+    pub resumed: bool,
+}
+
+impl Registry {
+    pub(crate) fn insert(self: &Arc<Self>, id: u64, d: NewDevice) -> RegistryGuard {
+        let stats = Arc::new(ConnStats::default());
+        let since = tether_pki::rfc3339(tether_pki::time::OffsetDateTime::now_utc());
+        lock(&self.entries).insert(
+            id,
+            Entry {
+                device_id: d.device_id,
+                remote: d.remote,
+                version: d.version,
+                suite: d.suite,
+                resumed: d.resumed,
+                since,
+                stats: stats.clone(),
+            },
+        );
+        RegistryGuard {
+            registry: self.clone(),
+            id,
+            stats,
+        }
+    }
+
+    pub(crate) fn list(&self) -> Vec<DeviceInfo> {
+        let entries = lock(&self.entries);
+        let mut out: Vec<(u64, DeviceInfo)> = entries
+            .iter()
+            .map(|(id, e)| {
+                (
+                    *id,
+                    DeviceInfo {
+                        device_id: e.device_id.clone(),
+                        remote_addr: e.remote.to_string(),
+                        tls_version: e.version.clone(),
+                        cipher_suite: e.suite.clone(),
+                        resumed: e.resumed,
+                        connected_since: e.since.clone(),
+                        frames_in: e.stats.frames_in.load(Relaxed),
+                        frames_out: e.stats.frames_out.load(Relaxed),
+                        bytes_in: e.stats.bytes_in.load(Relaxed),
+                        bytes_out: e.stats.bytes_out.load(Relaxed),
+                    },
+                )
+            })
+            .collect();
+        drop(entries);
+        // Oldest connection first.
+        out.sort_by_key(|(id, _)| *id);
+        out.into_iter().map(|(_, d)| d).collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+}
+
+/// Removes its entry from the registry when dropped.
+#[derive(Debug)]
+pub(crate) struct RegistryGuard {
+    registry: Arc<Registry>,
+    id: u64,
+    pub stats: Arc<ConnStats>,
+}
+
+impl Drop for RegistryGuard {
+    fn drop(&mut self) {
+        lock(&self.registry.entries).remove(&self.id);
+    }
+}
+
+/// Global and per-IP connection limits.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug, Default)]
+struct LimitState {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Limits {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Limits {
+        Limits {
+            max_total,
+            max_per_ip,
+            state: Mutex::new(LimitState::default()),
+        }
+    }
+
+    /// Takes a slot for a connection from `ip`, or says which limit is reached.
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Slot, RejectReason> {
+        let mut s = lock(&self.state);
+        if s.total >= self.max_total {
+            return Err(RejectReason::GlobalLimit);
+        }
+        let n = s.per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return Err(RejectReason::PerIpLimit);
+        }
+        *n += 1;
+        s.total += 1;
+        drop(s);
+        metrics.opened();
+        Ok(Slot {
+            limits: self.clone(),
+            metrics: metrics.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection's place in the limits; released when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = lock(&self.limits.state);
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&self.ip);
+            }
+        }
+        drop(s);
+        self.metrics.closed_slot();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_per_ip_and_globally() {
+        let metrics = Arc::new(Metrics::default());
+        let limits = Arc::new(Limits::new(3, 2));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let s1 = limits.acquire(a, &metrics).unwrap();
+        let _s2 = limits.acquire(a, &metrics).unwrap();
+        assert_eq!(
+            limits.acquire(a, &metrics).unwrap_err(),
+            RejectReason::PerIpLimit
+        );
+        let _s3 = limits.acquire(b, &metrics).unwrap();
+        assert_eq!(
+            limits.acquire(b, &metrics).unwrap_err(),
+            RejectReason::GlobalLimit
+        );
+        assert_eq!(metrics.open_connections(), 3);
+        drop(s1);
+        assert_eq!(metrics.open_connections(), 2);
+        let _s4 = limits.acquire(a, &metrics).unwrap();
+    }
+
+    #[test]
+    fn registry_lists_and_forgets() {
+        let r = Arc::new(Registry::default());
+        let g = r.insert(
+            7,
+            NewDevice {
+                device_id: Some("device-1".into()),
+                remote: "127.0.0.1:5000".parse().unwrap(),
+                version: "TLSv1.3".into(),
+                suite: "TLS13_AES_128_GCM_SHA256".into(),
+                resumed: false,
+            },
+        );
+        g.stats.frames_in.fetch_add(2, Relaxed);
+        let list = r.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].device_id.as_deref(), Some("device-1"));
+        assert_eq!(list[0].frames_in, 2);
+        assert!(list[0].connected_since.ends_with('Z'));
+        drop(g);
+        assert_eq!(r.len(), 0);
+    }
+}

@@ -1,0 +1,694 @@
+//! The gateway over real sockets on 127.0.0.1: tether clients, openssl s_client, the HTTP API.
+//!
+//! Each test starts its own gateway (ports picked by the kernel, read back) on a tokio runtime
+//! in a thread; the `Running` guard drains it and joins the thread, also when the test fails.
+
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tether::net::TcpTlsSocket;
+use tether::{ClientConfig, Identity, TicketKey, TlsVersion, Trust};
+use tether_gateway::{AllowList, ClientAuthPolicy, Gateway, GatewayConfig, TicketSource};
+use tether_pki::{Ca, IssueOptions, Issued, KeyKind};
+use tether_wire::{Decoder, ErrorCode, Frame, FrameType};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+struct Pki {
+    ca: Ca,
+    server: Issued,
+    device: Issued,
+}
+
+fn pki() -> Pki {
+    let ca = Ca::init(KeyKind::EcdsaP256, "gateway test CA").unwrap();
+    let opts = IssueOptions::default();
+    let server = ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], &opts)
+        .unwrap();
+    let device = ca.issue_client("device-1", &opts).unwrap();
+    Pki { ca, server, device }
+}
+
+impl Pki {
+    fn trust(&self) -> Trust {
+        Trust::from_pem(self.ca.cert_pem().as_bytes()).unwrap()
+    }
+
+    fn config(&self) -> GatewayConfig {
+        let identity = Identity::from_pem(
+            self.server.cert_pem.as_bytes(),
+            self.server.key_pem.as_bytes(),
+        )
+        .unwrap();
+        let mut c = GatewayConfig::new(
+            identity,
+            ClientAuthPolicy::Required {
+                trust: self.trust(),
+                allow: None,
+            },
+        );
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.http = Some("127.0.0.1:0".parse().unwrap());
+        c.drain_timeout = Duration::from_secs(5);
+        c
+    }
+
+    fn client(&self, device: Option<&Issued>, version: Option<TlsVersion>) -> ClientConfig {
+        let mut b = ClientConfig::builder(self.trust()).handshake_timeout(Duration::from_secs(20));
+        if let Some(d) = device {
+            b = b
+                .identity(Identity::from_pem(d.cert_pem.as_bytes(), d.key_pem.as_bytes()).unwrap());
+        }
+        if let Some(v) = version {
+            b = b.versions(v, v);
+        }
+        b.build().unwrap()
+    }
+
+    fn device_client(&self) -> ClientConfig {
+        self.client(Some(&self.device), None)
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    http: SocketAddr,
+    stop: tether_gateway::ShutdownHandle,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(config: GatewayConfig) -> Running {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let gw = match Gateway::bind(config).await {
+                    Ok(gw) => gw,
+                    Err(e) => {
+                        tx.send(Err(e.to_string())).unwrap();
+                        return;
+                    }
+                };
+                tx.send(Ok((
+                    gw.local_addr(),
+                    gw.http_addr().unwrap(),
+                    gw.shutdown_handle(),
+                )))
+                .unwrap();
+                gw.run().await.unwrap();
+            });
+        });
+        let (addr, http, stop) = rx.recv().unwrap().unwrap();
+        Running {
+            addr,
+            http,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self, config: &ClientConfig) -> Result<TcpTlsSocket, tether::Error> {
+        tether::net::connect_named(&self.addr.to_string(), "localhost", config)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+
+    fn metrics(&self) -> HashMap<String, f64> {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200);
+        parse_prometheus(&text)
+    }
+
+    /// Drains and waits for `run` to return.
+    fn stop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// Sample lines of the Prometheus text format into `name{labels}` → value; checks that every
+/// sample's metric has HELP and TYPE lines.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split_whitespace().next().unwrap().to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
+            .unwrap_or(name);
+        assert!(typed.contains(base), "no TYPE line for {name}");
+        assert!(name.starts_with("tether_"), "{name}");
+        out.insert(series.to_owned(), value.parse().unwrap());
+    }
+    out
+}
+
+fn frames(list: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in list {
+        f.encode_into(&mut out);
+    }
+    out
+}
+
+/// Reads until `n` frames have arrived.
+fn read_frames(s: &mut TcpTlsSocket, n: usize) -> Vec<Frame> {
+    let mut d = Decoder::default();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < n {
+        let k = s.read(&mut buf).expect("read replies");
+        assert!(k > 0, "closed after {} of {n} frames", got.len());
+        d.push(&buf[..k]);
+        while let Some(f) = d.next_frame().unwrap() {
+            got.push(f);
+        }
+    }
+    got
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn check_replies(tag: &[u8], replies: &[Frame], before: u64) {
+    assert_eq!(replies[0], Frame::new(FrameType::Echo, tag.to_vec()));
+    let mut rev = tag.to_vec();
+    rev.reverse();
+    assert_eq!(replies[1], Frame::new(FrameType::Reverse, rev));
+    assert_eq!(replies[2].kind, FrameType::Time);
+    let t = replies[2].parse_time().unwrap();
+    assert!(
+        t >= before && t <= now_ms() + 1,
+        "time {t} not in [{before}, now]"
+    );
+}
+
+fn requests(tag: &[u8]) -> Vec<u8> {
+    frames(&[
+        Frame::new(FrameType::Echo, tag.to_vec()),
+        Frame::new(FrameType::Reverse, tag.to_vec()),
+        Frame::new(FrameType::Time, Vec::new()),
+    ])
+}
+
+/// Waits until `f` holds (polling), or panics with `what`.
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn thousand_concurrent_mtls_clients_echo_reverse_time() {
+    const CLIENTS: usize = 1000;
+    const THREADS: usize = 8;
+    let pki = pki();
+    let mut config = pki.config();
+    config.handshake_timeout = Duration::from_secs(30);
+    let gw = Running::start(config);
+    let client = Arc::new(pki.device_client());
+    let started = Instant::now();
+    let barrier = Arc::new(std::sync::Barrier::new(THREADS + 1));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (client, barrier, addr) = (client.clone(), barrier.clone(), gw.addr.to_string());
+            thread::spawn(move || {
+                // Phase 1: every client connects (mTLS handshake) and stays connected.
+                let mut socks: Vec<TcpTlsSocket> = (0..CLIENTS / THREADS)
+                    .map(|_| tether::net::connect_named(&addr, "localhost", &client).unwrap())
+                    .collect();
+                barrier.wait(); // all 1,000 are connected
+                barrier.wait(); // the test has looked at /devices
+                // Phase 2: every client sends its three requests, then every client reads.
+                let before = now_ms();
+                for (i, s) in socks.iter_mut().enumerate() {
+                    s.write_all(&requests(format!("client {t}/{i}").as_bytes()))
+                        .unwrap();
+                }
+                for (i, s) in socks.iter_mut().enumerate() {
+                    let replies = read_frames(s, 3);
+                    check_replies(format!("client {t}/{i}").as_bytes(), &replies, before);
+                }
+                for s in &mut socks {
+                    s.close().unwrap();
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let connected = started.elapsed();
+    let (status, body) = gw.get("/devices");
+    assert_eq!(status, 200);
+    let devices: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(devices.len(), CLIENTS);
+    assert!(devices.iter().all(|d| d["device_id"] == "device-1"));
+    barrier.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let m = gw.metrics();
+    assert_eq!(m["tether_handshakes_total{result=\"ok\"}"], CLIENTS as f64);
+    assert_eq!(
+        m["tether_frames_total{direction=\"in\",type=\"echo\"}"],
+        CLIENTS as f64
+    );
+    assert_eq!(
+        m["tether_frames_total{direction=\"out\",type=\"time\"}"],
+        CLIENTS as f64
+    );
+    eprintln!(
+        "{CLIENTS} clients connected in {connected:?} ({} resumed), all done in {:?}",
+        m["tether_handshakes_resumed_total"],
+        started.elapsed()
+    );
+}
+
+#[test]
+fn silent_peer_is_cut_at_the_handshake_timeout_while_others_work() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.handshake_timeout = Duration::from_secs(1);
+    let gw = Running::start(config);
+    let mut silent = TcpStream::connect(gw.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let opened = Instant::now();
+    // Others keep working meanwhile.
+    let client = pki.device_client();
+    for i in 0..3 {
+        let mut s = gw.connect(&client).unwrap();
+        let before = now_ms();
+        s.write_all(&requests(format!("busy {i}").as_bytes()))
+            .unwrap();
+        check_replies(
+            format!("busy {i}").as_bytes(),
+            &read_frames(&mut s, 3),
+            before,
+        );
+    }
+    let mut buf = [0u8; 16];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    let took = opened.elapsed();
+    assert_eq!(n, 0, "the gateway sent {n} bytes to a silent peer");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "cut after {took:?}"
+    );
+    let m = gw.metrics();
+    assert_eq!(
+        m["tether_handshake_failures_total{category=\"timeout\",reason=\"timeout\"}"],
+        1.0
+    );
+}
+
+#[test]
+fn clients_without_certificate_or_from_another_ca_are_refused_and_counted() {
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    let other_ca = Ca::init(KeyKind::EcdsaP256, "some other CA").unwrap();
+    let stranger = other_ca
+        .issue_client("device-1", &IssueOptions::default())
+        .unwrap();
+    for version in [TlsVersion::Tls13, TlsVersion::Tls12] {
+        for device in [None, Some(&stranger)] {
+            let config = pki.client(device, Some(version));
+            // TLS 1.3: the client finishes first and reads the refusal; TLS 1.2: the handshake fails.
+            let result = gw.connect(&config).and_then(|mut s| {
+                s.write_all(&requests(b"x"))?;
+                let mut b = [0u8; 64];
+                s.read(&mut b)
+            });
+            assert!(
+                result.is_err(),
+                "{version:?} {:?} was served",
+                device.is_some()
+            );
+        }
+    }
+    let m = gw.metrics();
+    let failures = |reason: &str| {
+        m[&format!(
+            "tether_handshake_failures_total{{category=\"certificate\",reason=\"{reason}\"}}"
+        )]
+    };
+    assert_eq!(failures("missing_client_cert"), 2.0);
+    assert_eq!(failures("unknown_issuer"), 2.0);
+    assert_eq!(m["tether_handshakes_total{result=\"failed\"}"], 4.0);
+    assert_eq!(m["tether_handshakes_total{result=\"ok\"}"], 0.0);
+}
+
+#[test]
+fn allow_list_refuses_unlisted_devices() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.client_auth = ClientAuthPolicy::Required {
+        trust: pki.trust(),
+        allow: Some(AllowList::new(["device-1"])),
+    };
+    let gw = Running::start(config);
+    let other = pki
+        .ca
+        .issue_client("device-2", &IssueOptions::default())
+        .unwrap();
+    let mut s = gw.connect(&pki.client(Some(&other), None)).unwrap();
+    let _ = s.write_all(&requests(b"x"));
+    let mut b = [0u8; 64];
+    assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+    let mut ok = gw.connect(&pki.device_client()).unwrap();
+    ok.write_all(&requests(b"listed")).unwrap();
+    assert_eq!(read_frames(&mut ok, 3).len(), 3);
+    let m = gw.metrics();
+    assert_eq!(
+        m["tether_handshake_failures_total{category=\"policy\",reason=\"not_allowed\"}"],
+        1.0
+    );
+}
+
+#[test]
+fn oversize_frame_gets_error_then_close_notify_and_unknown_type_an_error() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.max_frame = 1024;
+    let gw = Running::start(config);
+    let mut s = gw.connect(&pki.device_client()).unwrap();
+    // An unknown type: ERROR code 2, and the connection goes on.
+    s.write_all(&frames(&[Frame::new(FrameType::from(77), b"?".to_vec())]))
+        .unwrap();
+    let err = &read_frames(&mut s, 1)[0];
+    assert_eq!(err.parse_error().unwrap().0, ErrorCode::UnknownType);
+    s.write_all(&requests(b"still here")).unwrap();
+    assert_eq!(read_frames(&mut s, 3).len(), 3);
+    // Over the limit: ERROR code 1, then close_notify (read returns 0).
+    let mut big = Vec::new();
+    Frame::new(FrameType::Echo, vec![7u8; 4096]).encode_into(&mut big);
+    s.write_all(&big).unwrap();
+    let err = &read_frames(&mut s, 1)[0];
+    assert_eq!(err.kind, FrameType::Error);
+    assert_eq!(err.parse_error().unwrap().0, ErrorCode::TooLarge);
+    let mut b = [0u8; 64];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "expected close_notify");
+    let m = gw.metrics();
+    assert_eq!(
+        m["tether_connections_closed_total{reason=\"frame_too_large\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["tether_frames_total{direction=\"out\",type=\"error\"}"],
+        2.0
+    );
+    assert_eq!(
+        m["tether_frames_total{direction=\"in\",type=\"unknown\"}"],
+        1.0
+    );
+}
+
+#[test]
+fn idle_connection_gets_close_notify_at_the_idle_timeout() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.idle_timeout = Duration::from_secs(1);
+    let gw = Running::start(config);
+    let mut s = gw.connect(&pki.device_client()).unwrap();
+    s.write_all(&requests(b"once")).unwrap();
+    read_frames(&mut s, 3);
+    let quiet = Instant::now();
+    let mut b = [0u8; 64];
+    assert_eq!(s.read(&mut b).unwrap(), 0);
+    assert!(quiet.elapsed() >= Duration::from_millis(900));
+    wait_until(
+        "the idle close to be counted",
+        Duration::from_secs(5),
+        || gw.metrics()["tether_connections_closed_total{reason=\"idle_timeout\"}"] == 1.0,
+    );
+}
+
+#[test]
+fn per_ip_limit_closes_extra_connections_and_counts_them() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.max_per_ip = 2;
+    let gw = Running::start(config);
+    let client = pki.device_client();
+    let _a = gw.connect(&client).unwrap();
+    let _b = gw.connect(&client).unwrap();
+    assert!(gw.connect(&client).is_err());
+    let m = gw.metrics();
+    assert_eq!(
+        m["tether_connections_rejected_total{reason=\"per_ip_limit\"}"],
+        1.0
+    );
+    assert_eq!(m["tether_connections_open"], 2.0);
+}
+
+#[test]
+fn http_api_health_devices_metrics_and_drain() {
+    let pki = pki();
+    let mut gw = Running::start(pki.config());
+    let (status, body) = gw.get("/health");
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+
+    let mut s = gw
+        .connect(&pki.client(Some(&pki.device), Some(TlsVersion::Tls12)))
+        .unwrap();
+    s.write_all(&requests(b"api")).unwrap();
+    read_frames(&mut s, 3);
+    let (status, body) = gw.get("/devices");
+    assert_eq!(status, 200);
+    let devices: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(devices.len(), 1);
+    let d = &devices[0];
+    assert_eq!(d["device_id"], "device-1");
+    assert_eq!(d["tls_version"], "TLSv1.2");
+    assert!(
+        d["cipher_suite"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS_ECDHE_ECDSA_WITH_")
+    );
+    assert_eq!(d["frames_in"], 3);
+    assert_eq!(d["frames_out"], 3);
+    assert_eq!(d["bytes_in"], 2 * (8 + 3) + 8);
+    assert_eq!(d["bytes_out"], 2 * (8 + 3) + 16);
+    let since = d["connected_since"].as_str().unwrap();
+    assert!(since.len() == 20 && since.ends_with('Z'), "{since}");
+    let local = s.transport().local_addr().unwrap();
+    assert_eq!(d["remote_addr"], local.to_string());
+
+    let m = gw.metrics();
+    assert_eq!(m["tether_connections_open"], 1.0);
+    assert_eq!(m["tether_handshake_duration_seconds_count"], 1.0);
+    assert_eq!(
+        m["tether_handshake_duration_seconds_bucket{le=\"+Inf\"}"],
+        1.0
+    );
+    assert!(m["tether_bytes_total{direction=\"in\"}"] > 0.0);
+    assert_eq!(m["tether_draining"], 0.0);
+
+    // Drain with half a frame in: /health says 503, the frame is answered when complete, then
+    // close_notify.
+    let frame = requests(b"last");
+    s.write_all(&frame[..5]).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    gw.stop.shutdown();
+    wait_until("/health to say draining", Duration::from_secs(5), || {
+        gw.get("/health").0 == 503
+    });
+    wait_until("the listener to close", Duration::from_secs(5), || {
+        TcpStream::connect(gw.addr).is_err()
+    });
+    s.write_all(&frame[5..]).unwrap();
+    let before = now_ms() - 1000;
+    check_replies(b"last", &read_frames(&mut s, 3), before);
+    let mut b = [0u8; 16];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "expected close_notify");
+    gw.stop();
+}
+
+#[test]
+fn server_only_tls_serves_anonymous_devices() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.client_auth = ClientAuthPolicy::ServerOnly;
+    config.min_tls = TlsVersion::Tls13;
+    let gw = Running::start(config);
+    let mut s = gw.connect(&pki.client(None, None)).unwrap();
+    s.write_all(&requests(b"anon")).unwrap();
+    read_frames(&mut s, 3);
+    let (_, body) = gw.get("/devices");
+    let devices: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(devices[0]["device_id"].is_null());
+    assert_eq!(devices[0]["tls_version"], "TLSv1.3");
+    // TLS 1.2 is below the minimum.
+    assert!(
+        gw.connect(&pki.client(None, Some(TlsVersion::Tls12)))
+            .is_err()
+    );
+}
+
+#[test]
+fn gateways_sharing_a_ticket_key_file_resume_each_others_sessions() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("tickets.key");
+    let mut bytes = TicketKey::generate().unwrap().to_bytes().to_vec();
+    bytes.extend(TicketKey::generate().unwrap().to_bytes());
+    std::fs::write(&keys, &bytes).unwrap();
+    let with_keys = |p: &Path| {
+        let mut c = pki.config();
+        c.tickets = TicketSource::File {
+            path: p.to_owned(),
+            reload_every: Duration::from_secs(60),
+        };
+        c
+    };
+    let first = Running::start(with_keys(&keys));
+    let second = Running::start(with_keys(&keys));
+    // A gateway with other keys: no resumption there.
+    let other_keys = dir.path().join("other.key");
+    std::fs::write(&other_keys, TicketKey::generate().unwrap().to_bytes()).unwrap();
+    let third = Running::start(with_keys(&other_keys));
+    for version in [TlsVersion::Tls13, TlsVersion::Tls12] {
+        let client = pki.client(Some(&pki.device), Some(version));
+        let mut a = first.connect(&client).unwrap();
+        a.write_all(&requests(b"first")).unwrap();
+        read_frames(&mut a, 3); // the TLS 1.3 tickets arrive with the replies
+        assert!(!a.session().is_resumed());
+        let mut b = second.connect(&client).unwrap();
+        b.write_all(&requests(b"second")).unwrap();
+        read_frames(&mut b, 3);
+        assert!(
+            b.session().is_resumed(),
+            "{version:?}: not resumed on the second gateway"
+        );
+        let c = third.connect(&client).unwrap();
+        assert!(
+            !c.session().is_resumed(),
+            "{version:?}: resumed with other keys"
+        );
+    }
+    assert_eq!(second.metrics()["tether_handshakes_resumed_total"], 2.0);
+    let (_, body) = second.get("/devices");
+    let devices: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(
+        devices
+            .iter()
+            .all(|d| d["resumed"] == true && d["device_id"] == "device-1")
+    );
+}
+
+#[test]
+fn openssl_s_client_talks_raw_frames_tls12_and_tls13() {
+    if !testpeers::skip_or_fail("openssl") {
+        return;
+    }
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = write("ca.pem", pki.ca.cert_pem());
+    let cert = write("device.pem", &pki.device.cert_pem);
+    let key = write("device.key", &pki.device.key_pem);
+    let gw = Running::start(pki.config());
+    for version in [testpeers::Version::Tls12, testpeers::Version::Tls13] {
+        let mut peer = testpeers::openssl_s_client(
+            gw.addr.port(),
+            &testpeers::SClientOpts {
+                ca_file: Some(ca.clone()),
+                cert: Some(cert.clone()),
+                key: Some(key.clone()),
+                servername: Some("localhost".into()),
+                verify_hostname: Some("localhost".into()),
+                version: Some(version),
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // ECHO "ping" and REVERSE "abc", as raw bytes on s_client's stdin.
+        let mut wire = Vec::new();
+        Frame::new(FrameType::Echo, b"ping".to_vec()).encode_into(&mut wire);
+        Frame::new(FrameType::Reverse, b"abc".to_vec()).encode_into(&mut wire);
+        peer.send(&wire).unwrap();
+        // The replies are printed raw on stdout: header bytes, then the bodies.
+        peer.wait_for_output("cba", Duration::from_secs(20))
+            .unwrap();
+        let out = peer.stdout_so_far().into_bytes();
+        let mut expected = Vec::new();
+        Frame::new(FrameType::Echo, b"ping".to_vec()).encode_into(&mut expected);
+        Frame::new(FrameType::Reverse, b"cba".to_vec()).encode_into(&mut expected);
+        assert!(
+            out.windows(expected.len())
+                .any(|w| w == expected.as_slice()),
+            "{version:?}: replies not found in s_client's output {out:?}"
+        );
+    }
+    let m = gw.metrics();
+    assert_eq!(m["tether_handshakes_total{result=\"ok\"}"], 2.0);
+}
