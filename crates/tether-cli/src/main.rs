@@ -4,6 +4,7 @@
 //! - `tether pki ...`: make a small CA, issue server and device certificates, print SPKI pins.
 //! - `tether connect HOST:PORT`: a diagnostic TLS client in the spirit of `openssl s_client`.
 //! - `tether demo`: a self-contained tour (throwaway PKI, a server, mTLS clients, resumption).
+//! - `tether serve`: the device gateway (TLS frame protocol, HTTP API, metrics, drain).
 
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ use clap::{Parser, Subcommand};
 mod connect;
 mod demo;
 mod pki;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +48,9 @@ enum Command {
     /// A self-contained tour: throwaway PKI, a server, mTLS clients over TLS 1.3 and 1.2,
     /// resumption, a refused anonymous client.
     Demo(demo::Args),
+    /// The device gateway: mTLS device sessions speaking frames (ECHO, REVERSE, TIME), an HTTP
+    /// API (/health, /devices, /metrics), shared ticket keys, drain on SIGTERM.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Pki(args) => pki::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -85,12 +85,6 @@ impl fmt::Display for GatewayError {
     }
 }
 
-impl std::error::Error for GatewayError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            GatewayError::Io { source, .. } => Some(source),
-            GatewayError::Tls(e) => Some(e),
-            GatewayError::Config(_) => None,
-        }
-    }
-}
+/// The `Display` text is complete (it includes the operating system's or TLS error), so that
+/// one line says everything; `source` is not chained again.
+impl std::error::Error for GatewayError {}

@@ -1,0 +1,551 @@
+//! `tether serve`: the device gateway (crate `tether-gateway`) behind a command line.
+//!
+//! ```text
+//! tether serve                                  # development PKI in ./tether-dev/, mTLS
+//! tether serve --cert server.pem --key server.key --ca devices-ca.pem [--allow ids.txt]
+//! tether serve --cert server.pem --key server.key --no-client-auth
+//! tether serve --config gateway.toml [flags that override the file]
+//! ```
+//!
+//! The configuration file is TOML; its keys are the flags' names without the dashes in front
+//! (`listen`, `http`, `cert`, `key`, `ca`, `allow`, `no-client-auth`, `ticket-keys`,
+//! `ticket-reload`, `handshake-timeout`, `idle-timeout`, `drain-timeout`, `max-connections`,
+//! `max-per-ip`, `max-frame`, `min-tls`). Relative paths in the
+//! file are relative to the file's directory. A flag given on the command line wins over the
+//! file. An unknown key or a bad value stops the start with one line naming the key and its
+//! line in the file.
+//!
+//! With neither certificate flags nor a configuration file, `tether serve` uses a development
+//! PKI in `./tether-dev/` (made if missing, laid out like `tether pki`: `ca.pem`/`ca.key`,
+//! `server.pem`/`server.key` for localhost and 127.0.0.1, `device-1.pem`/`device-1.key`) and
+//! prints the command a device can use to talk to it.
+//!
+//! SIGTERM or Ctrl-C drains: the gateway stops accepting, answers the frames it has received,
+//! sends close_notify on every connection and exits within the drain timeout (a second signal
+//! exits at once).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use tether::{Identity, TlsVersion, Trust};
+use tether_gateway::{AllowList, ClientAuthPolicy, Gateway, GatewayConfig, TicketSource};
+
+/// The development PKI directory (relative to the working directory).
+const DEV_DIR: &str = "tether-dev";
+/// The device certificate made in the development PKI.
+const DEV_DEVICE: &str = "device-1";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TLS listener address [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// HTTP API address (/health, /devices, /metrics), or `off` [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_http)]
+    http: Option<HttpAddr>,
+    /// A TOML configuration file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The server's certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The device CA (PEM): devices must present a certificate it issued (mTLS).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Only these device ids (certificate common names, one a line) may connect.
+    #[arg(long, value_name = "FILE")]
+    allow: Option<PathBuf>,
+    /// Server-only TLS: devices present no certificate (and have no device id).
+    #[arg(long)]
+    no_client_auth: bool,
+    /// Session-ticket keys shared by several gateways: 48-byte keys back to back (the first
+    /// seals, the second still opens), e.g. `head -c 96 /dev/urandom > FILE`.
+    #[arg(long, value_name = "FILE")]
+    ticket_keys: Option<PathBuf>,
+    /// Seconds between two reads of --ticket-keys (a changed file is installed) [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    ticket_reload: Option<Duration>,
+    /// Seconds a TLS handshake may take [default: 5].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    handshake_timeout: Option<Duration>,
+    /// Seconds without input after which a connection is closed [default: 300].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    idle_timeout: Option<Duration>,
+    /// Open connections at most [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<NonZeroUsize>,
+    /// Open connections from one IP address at most [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_per_ip: Option<NonZeroUsize>,
+    /// Largest frame body in bytes; a larger frame gets ERROR (code 1), then close [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    max_frame: Option<NonZeroU32>,
+    /// Seconds a drain (SIGTERM, Ctrl-C) may take before open connections are cut [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    drain_timeout: Option<Duration>,
+    /// Lowest TLS version accepted [default: 1.2].
+    #[arg(long, value_name = "1.2|1.3", value_parser = parse_version)]
+    min_tls: Option<TlsVersion>,
+}
+
+/// `--http ADDR` or `--http off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAddr(Option<SocketAddr>);
+
+fn parse_http(s: &str) -> Result<HttpAddr, String> {
+    if s == "off" {
+        return Ok(HttpAddr(None));
+    }
+    s.parse()
+        .map(|a| HttpAddr(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address (IP:PORT) or `off`"))
+}
+
+fn secs(v: f64) -> Result<Duration, String> {
+    if v.is_finite() && v > 0.0 && v <= 1e9 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{v} is not a positive number of seconds"))
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    secs(v)
+}
+
+fn parse_version(s: &str) -> Result<TlsVersion, String> {
+    match s {
+        "1.2" => Ok(TlsVersion::Tls12),
+        "1.3" => Ok(TlsVersion::Tls13),
+        _ => Err(format!(
+            "{s:?} is not a TLS version tether speaks: use 1.2 or 1.3"
+        )),
+    }
+}
+
+/// The configuration file. Every key is optional; flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "de_http")]
+    http: Option<HttpAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    allow: Option<PathBuf>,
+    no_client_auth: Option<bool>,
+    ticket_keys: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_secs")]
+    ticket_reload: Option<Duration>,
+    #[serde(default, deserialize_with = "de_secs")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_secs")]
+    idle_timeout: Option<Duration>,
+    max_connections: Option<NonZeroUsize>,
+    max_per_ip: Option<NonZeroUsize>,
+    max_frame: Option<NonZeroU32>,
+    #[serde(default, deserialize_with = "de_secs")]
+    drain_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_version")]
+    min_tls: Option<TlsVersion>,
+}
+
+struct SecsVisitor;
+
+impl Visitor<'_> for SecsVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a positive number of seconds")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        secs(v as f64).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        secs(v as f64).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        secs(v).map_err(E::custom)
+    }
+}
+
+fn de_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    d.deserialize_any(SecsVisitor).map(Some)
+}
+
+struct VersionVisitor;
+
+impl Visitor<'_> for VersionVisitor {
+    type Value = TlsVersion;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TLS version, \"1.2\" or \"1.3\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<TlsVersion, E> {
+        parse_version(v).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<TlsVersion, E> {
+        if (v - 1.2).abs() < 1e-9 {
+            Ok(TlsVersion::Tls12)
+        } else if (v - 1.3).abs() < 1e-9 {
+            Ok(TlsVersion::Tls13)
+        } else {
+            Err(E::custom(format!(
+                "{v} is not a TLS version tether speaks: use 1.2 or 1.3"
+            )))
+        }
+    }
+}
+
+fn de_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TlsVersion>, D::Error> {
+    d.deserialize_any(VersionVisitor).map(Some)
+}
+
+struct HttpVisitor;
+
+impl Visitor<'_> for HttpVisitor {
+    type Value = HttpAddr;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an address \"IP:PORT\" or \"off\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<HttpAddr, E> {
+        parse_http(v).map_err(E::custom)
+    }
+}
+
+fn de_http<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HttpAddr>, D::Error> {
+    d.deserialize_str(HttpVisitor).map(Some)
+}
+
+/// Reads and checks a configuration file; errors are one line naming the key and its line.
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let mut config: FileConfig = toml::from_str(&text).map_err(|e| {
+        let message = e
+            .message()
+            .trim_end()
+            .replace('\n', "; ")
+            .replace("unknown field", "unknown key")
+            .replace("a nonzero usize", "a whole number of at least 1")
+            .replace("a nonzero u32", "a whole number of at least 1");
+        match e.span() {
+            Some(span) => {
+                let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                let line = text.lines().nth(line_no - 1).unwrap_or("");
+                let key = line
+                    .split_once('=')
+                    .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+                    .filter(|k| !k.is_empty() && !message.contains(&format!("`{k}`")));
+                match key {
+                    Some(key) => anyhow::anyhow!(
+                        "config {} line {line_no}: key `{key}`: {message}",
+                        path.display()
+                    ),
+                    None => anyhow::anyhow!("config {} line {line_no}: {message}", path.display()),
+                }
+            }
+            None => anyhow::anyhow!("config {}: {message}", path.display()),
+        }
+    })?;
+    // Relative paths in the file are relative to the file.
+    let base = path.parent().unwrap_or(Path::new(""));
+    for p in [
+        &mut config.cert,
+        &mut config.key,
+        &mut config.ca,
+        &mut config.allow,
+        &mut config.ticket_keys,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    Ok(config)
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// Makes what is missing of the development PKI in `dir`.
+fn dev_pki(dir: &Path) -> anyhow::Result<Vec<&'static str>> {
+    use tether_pki::{Ca, Dir, IssueOptions, KeyKind};
+    let pki = Dir::new(dir);
+    let mut made = Vec::new();
+    let ca = if pki.ca_paths().cert.exists() {
+        pki.load_ca()?
+    } else {
+        let ca = Ca::init(KeyKind::EcdsaP256, &dev_ca_name())?;
+        pki.write_ca(&ca, false)?;
+        made.push("ca");
+        ca
+    };
+    let opts = IssueOptions::default();
+    let server = pki.server_paths(None)?;
+    if !server.cert.exists() {
+        let issued = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], &opts)?;
+        pki.write_issued(&server, &issued, false)?;
+        made.push("server");
+    }
+    let device = pki.client_paths(DEV_DEVICE)?;
+    if !device.cert.exists() {
+        let issued = ca.issue_client(DEV_DEVICE, &opts)?;
+        pki.write_issued(&device, &issued, false)?;
+        made.push(DEV_DEVICE);
+    }
+    Ok(made)
+}
+
+/// "tether dev CA 3f9c12ab": a CA name of its own, so that two development PKIs never share an
+/// issuer name.
+fn dev_ca_name() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let suffix = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32;
+    format!("tether dev CA {suffix:08x}")
+}
+
+/// The gateway configuration from the file and the flags, and what to print about it.
+struct Plan {
+    config: GatewayConfig,
+    auth: String,
+    dev: bool,
+}
+
+fn plan(args: &Args) -> anyhow::Result<Plan> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let cert = args.cert.clone().or(file.cert);
+    let key = args.key.clone().or(file.key);
+    let ca = args.ca.clone().or(file.ca);
+    let allow = args.allow.clone().or(file.allow);
+    let no_client_auth = args.no_client_auth || file.no_client_auth.unwrap_or(false);
+
+    let dev = cert.is_none() && key.is_none() && ca.is_none() && args.config.is_none();
+    let (cert, key, ca) = if dev {
+        let dir = Path::new(DEV_DIR);
+        let made = dev_pki(dir).context("cannot make the development PKI in ./tether-dev/")?;
+        if made.is_empty() {
+            say!(
+                "development PKI: {DEV_DIR}/ (ca, server for localhost and 127.0.0.1, {DEV_DEVICE})"
+            );
+        } else {
+            say!("development PKI: made {} in {DEV_DIR}/", made.join(", "));
+        }
+        (
+            dir.join("server.pem"),
+            dir.join("server.key"),
+            (!no_client_auth).then(|| dir.join("ca.pem")),
+        )
+    } else {
+        let (Some(cert), Some(key)) = (cert, key) else {
+            bail!(
+                "the server needs --cert FILE and --key FILE (or `cert` and `key` in the config \
+                 file); without certificate flags and without --config, tether serve makes a \
+                 development PKI in ./{DEV_DIR}/"
+            );
+        };
+        (cert, key, ca)
+    };
+    let identity = Identity::from_pem(&read(&cert, "certificate")?, &read(&key, "private key")?)
+        .with_context(|| {
+            format!(
+                "server certificate {} and key {}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+
+    let (client_auth, auth) = if no_client_auth {
+        if allow.is_some() {
+            bail!(
+                "--allow lists device ids from client certificates: it needs mTLS, not --no-client-auth"
+            );
+        }
+        (ClientAuthPolicy::ServerOnly, "server-only TLS".to_owned())
+    } else {
+        let Some(ca) = ca else {
+            bail!(
+                "mTLS needs the device CA: give --ca FILE (or `ca` in the config file), or \
+                 --no-client-auth for server-only TLS"
+            );
+        };
+        let trust = Trust::from_pem(&read(&ca, "device CA")?)
+            .with_context(|| format!("device CA {}", ca.display()))?;
+        let allow = allow.as_deref().map(AllowList::load).transpose()?;
+        let mut auth = format!("mTLS, device CA {}", ca.display());
+        if let Some(list) = &allow {
+            auth.push_str(&format!(", {} allowed device id(s)", list.len()));
+        }
+        (ClientAuthPolicy::Required { trust, allow }, auth)
+    };
+
+    let mut config = GatewayConfig::new(identity, client_auth);
+    if let Some(a) = args.listen.or(file.listen) {
+        config.listen = a;
+    }
+    if let Some(HttpAddr(a)) = args.http.or(file.http) {
+        config.http = a;
+    }
+    if let Some(v) = args.min_tls.or(file.min_tls) {
+        config.min_tls = v;
+    }
+    if let Some(d) = args.handshake_timeout.or(file.handshake_timeout) {
+        config.handshake_timeout = d;
+    }
+    if let Some(d) = args.idle_timeout.or(file.idle_timeout) {
+        config.idle_timeout = d;
+    }
+    if let Some(d) = args.drain_timeout.or(file.drain_timeout) {
+        config.drain_timeout = d;
+    }
+    if let Some(n) = args.max_connections.or(file.max_connections) {
+        config.max_connections = n.get();
+    }
+    if let Some(n) = args.max_per_ip.or(file.max_per_ip) {
+        config.max_per_ip = n.get();
+    }
+    if let Some(n) = args.max_frame.or(file.max_frame) {
+        config.max_frame = n.get();
+    }
+    let reload = args
+        .ticket_reload
+        .or(file.ticket_reload)
+        .unwrap_or(tether_gateway::config::DEFAULT_TICKET_RELOAD);
+    if let Some(path) = args.ticket_keys.clone().or(file.ticket_keys) {
+        config.tickets = TicketSource::File {
+            path,
+            reload_every: reload,
+        };
+    }
+    Ok(Plan { config, auth, dev })
+}
+
+/// The command a device can run to talk to a gateway that uses the development PKI: two
+/// frames (ECHO "hello", TIME) as raw bytes through openssl s_client, replies shown by od.
+fn device_command(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        ip if ip.is_ipv6() => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!(
+        "(printf '\\0\\0\\0\\1\\0\\0\\0\\5hello\\0\\0\\0\\3\\0\\0\\0\\0'; sleep 1) | openssl s_client \
+         -connect {ip}:{port} -CAfile {DEV_DIR}/ca.pem -cert {DEV_DIR}/{DEV_DEVICE}.pem \
+         -key {DEV_DIR}/{DEV_DEVICE}.key -verify_hostname localhost -quiet -no_ign_eof | od -A d -c",
+        port = addr.port()
+    )
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let plan = plan(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(plan))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(plan: Plan) -> anyhow::Result<()> {
+    let Plan { config, auth, dev } = plan;
+    let (min_tls, drain) = (config.min_tls, config.drain_timeout);
+    let gateway = Gateway::bind(config).await?;
+    let addr = gateway.local_addr();
+    if dev {
+        say!("a device talks to it with (ECHO \"hello\" and TIME as raw frames):");
+        say!("  {}", device_command(addr));
+    }
+    let http = match gateway.http_addr() {
+        Some(a) => format!("HTTP API on http://{a}"),
+        None => "no HTTP API".to_owned(),
+    };
+
+    // Installed before the "listening" line: a SIGTERM sent as soon as it is printed drains.
+    let mut signals = Signals::new()?;
+    let stop = gateway.shutdown_handle();
+    tokio::spawn(async move {
+        let first = signals.next().await;
+        say!(
+            "tether serve: {first}: draining (at most {}s; a second signal exits at once)",
+            drain.as_secs_f64()
+        );
+        stop.shutdown();
+        let second = signals.next().await;
+        eprintln!("tether serve: {second} again: exiting without draining");
+        std::process::exit(1);
+    });
+    say!(
+        "tether serve: listening on {addr} ({}, {auth}), {http}",
+        versions(min_tls)
+    );
+    gateway.run().await?;
+    say!("tether serve: stopped");
+    Ok(())
+}
+
+fn versions(min: TlsVersion) -> &'static str {
+    match min {
+        TlsVersion::Tls12 => "TLS 1.2-1.3",
+        TlsVersion::Tls13 => "TLS 1.3 only",
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), registered when made.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Waits for the next signal; returns its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}

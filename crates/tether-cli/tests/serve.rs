@@ -1,0 +1,517 @@
+//! `tether serve` end to end: the built binary as a process, on 127.0.0.1 ports it picks
+//! (`--listen 127.0.0.1:0`) and prints. Every process is killed by PID when its guard drops,
+//! also when a test fails; every temporary directory is removed.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tether::net::TcpTlsSocket;
+use tether::{ClientConfig, Identity, TicketKey, TlsVersion, Trust};
+use tether_wire::{Decoder, ErrorCode, Frame, FrameType};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+
+/// A running `tether serve`, killed (SIGKILL, by PID) and reaped on drop.
+struct Serve {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    tls: SocketAddr,
+    http: Option<SocketAddr>,
+}
+
+impl Serve {
+    /// Starts `tether serve ARGS` in `cwd` and waits for its "listening" line.
+    fn start(args: &[&str], cwd: &Path) -> Serve {
+        let mut child = Command::new(TETHER)
+            .arg("serve")
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tether serve");
+        let output = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut o = output.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        let mut serve = Serve {
+            child,
+            output,
+            tls: "0.0.0.0:0".parse().unwrap(),
+            http: None,
+        };
+        let line = serve.wait_for("tether serve: listening on ", Duration::from_secs(30));
+        let after = line.split("listening on ").nth(1).unwrap();
+        serve.tls = after.split_whitespace().next().unwrap().parse().unwrap();
+        serve.http = line
+            .split("HTTP API on http://")
+            .nth(1)
+            .map(|a| a.trim().parse().unwrap());
+        serve
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "tether serve exited ({status}) before printing {needle:?}:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} from tether serve after {timeout:?}:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -TERM PID`.
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tether serve still running after {timeout:?}:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn connect(&self, config: &ClientConfig) -> TcpTlsSocket {
+        tether::net::connect_named(&self.tls.to_string(), "localhost", config)
+            .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.output()))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA, a server certificate for localhost and 127.0.0.1, and device `device-1`, in `dir`.
+struct Files {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    device_cert: String,
+    device_key: String,
+    ca_pem: String,
+}
+
+fn files(dir: &Path) -> Files {
+    use tether_pki::{Ca, Dir, IssueOptions, KeyKind};
+    let ca = Ca::init(KeyKind::EcdsaP256, "serve test CA").unwrap();
+    let opts = IssueOptions::default();
+    let server = ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], &opts)
+        .unwrap();
+    let device = ca.issue_client("device-1", &opts).unwrap();
+    let pki = Dir::new(dir);
+    pki.write_ca(&ca, false).unwrap();
+    let server_paths = pki.server_paths(None).unwrap();
+    pki.write_issued(&server_paths, &server, false).unwrap();
+    Files {
+        ca: pki.ca_paths().cert,
+        cert: server_paths.cert,
+        key: server_paths.key,
+        device_cert: device.cert_pem,
+        device_key: device.key_pem,
+        ca_pem: ca.cert_pem().to_owned(),
+    }
+}
+
+impl Files {
+    fn tls_args(&self) -> Vec<String> {
+        [
+            ("--cert", &self.cert),
+            ("--key", &self.key),
+            ("--ca", &self.ca),
+        ]
+        .iter()
+        .flat_map(|(flag, p)| [flag.to_string(), p.to_str().unwrap().to_owned()])
+        .collect()
+    }
+
+    fn client(&self, version: Option<TlsVersion>) -> ClientConfig {
+        let mut b = ClientConfig::builder(Trust::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .identity(
+                Identity::from_pem(self.device_cert.as_bytes(), self.device_key.as_bytes())
+                    .unwrap(),
+            )
+            .handshake_timeout(Duration::from_secs(20));
+        if let Some(v) = version {
+            b = b.versions(v, v);
+        }
+        b.build().unwrap()
+    }
+}
+
+fn args<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect()
+}
+
+const LOCAL: [&str; 4] = ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+
+fn encode(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode_into(&mut out);
+    }
+    out
+}
+
+fn read_frames(s: &mut TcpTlsSocket, n: usize) -> Vec<Frame> {
+    let mut d = Decoder::default();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < n {
+        let k = s.read(&mut buf).expect("read replies");
+        assert!(k > 0, "closed after {} of {n} frames", got.len());
+        d.push(&buf[..k]);
+        while let Some(f) = d.next_frame().unwrap() {
+            got.push(f);
+        }
+    }
+    got
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        body.to_owned(),
+    )
+}
+
+/// Runs `tether serve ARGS` that must fail at start; returns its stderr.
+fn fails(args: &[&str], cwd: &Path) -> String {
+    let mut child = Command::new(TETHER)
+        .arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit by itself, quickly; killed by PID otherwise.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tether serve {args:?} did not exit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out: Output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded:\n{stdout}{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "not one line:\n{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    stderr.trim_end().to_owned()
+}
+
+#[test]
+fn dev_pki_prints_a_device_command_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(&LOCAL, dir.path());
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "device-1.pem",
+        "device-1.key",
+    ] {
+        assert!(dir.path().join("tether-dev").join(f).is_file(), "{f}");
+    }
+    let out = serve.output();
+    assert!(
+        out.contains("development PKI: made ca, server, device-1 in tether-dev/"),
+        "{out}"
+    );
+    let (status, body) = http_get(serve.http.unwrap(), "/health");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+
+    if testpeers::skip_or_fail("openssl") {
+        let command = out
+            .lines()
+            .find(|l| l.contains("openssl s_client"))
+            .unwrap()
+            .trim();
+        let ran = Command::new("sh")
+            .args(["-c", command])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&ran.stdout);
+        // od -c of the ECHO reply, then the TIME reply's header.
+        assert!(
+            shown.contains(
+                "\\0  \\0  \\0 001  \\0  \\0  \\0 005   h   e   l   l   o  \\0  \\0  \\0"
+            ),
+            "{command}\n{shown}\n{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        assert!(shown.contains("003  \\0  \\0  \\0  \\b"), "{shown}");
+    }
+
+    serve.sigterm();
+    assert!(serve.wait_exit(Duration::from_secs(15)).success());
+    assert!(serve.output().contains("tether serve: SIGTERM: draining"));
+
+    // A second start reuses the PKI.
+    let serve = Serve::start(&LOCAL, dir.path());
+    assert!(serve.output().contains("development PKI: tether-dev/"));
+}
+
+#[test]
+fn sigterm_with_a_frame_in_flight_answers_it_then_close_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let base = f.tls_args();
+    let mut serve = Serve::start(
+        &args(&base, &[&LOCAL[..], &["--drain-timeout", "5"]].concat()),
+        dir.path(),
+    );
+    let mut s = serve.connect(&f.client(None));
+    let first = Frame::new(FrameType::Echo, b"first".to_vec());
+    let second = Frame::new(FrameType::Reverse, b"in flight".to_vec());
+    let wire = encode(&[first.clone(), second]);
+    // One whole frame and the start of another, then SIGTERM, then the rest.
+    let split = first.encoded_len() + 6;
+    s.write_all(&wire[..split]).unwrap();
+    serve.sigterm();
+    serve.wait_for("SIGTERM: draining", Duration::from_secs(10));
+    s.write_all(&wire[split..]).unwrap();
+    let replies = read_frames(&mut s, 2);
+    assert_eq!(replies[0], first);
+    assert_eq!(
+        replies[1],
+        Frame::new(FrameType::Reverse, b"thgilf ni".to_vec())
+    );
+    let mut b = [0u8; 16];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "expected close_notify");
+    assert!(serve.wait_exit(Duration::from_secs(10)).success());
+    assert!(serve.output().contains("tether serve: stopped"));
+    // New connections are refused once it stopped.
+    assert!(TcpStream::connect(serve.tls).is_err());
+}
+
+#[test]
+fn two_processes_sharing_a_ticket_key_file_resume_each_others_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let keys = dir.path().join("tickets.key");
+    let mut bytes = TicketKey::generate().unwrap().to_bytes().to_vec();
+    bytes.extend(TicketKey::generate().unwrap().to_bytes());
+    std::fs::write(&keys, bytes).unwrap();
+    let base = f.tls_args();
+    let more = [&LOCAL[..], &["--ticket-keys", keys.to_str().unwrap()]].concat();
+    let first = Serve::start(&args(&base, &more), dir.path());
+    let second = Serve::start(&args(&base, &more), dir.path());
+    for version in [TlsVersion::Tls13, TlsVersion::Tls12] {
+        let client = f.client(Some(version));
+        let mut a = first.connect(&client);
+        a.write_all(&encode(&[Frame::new(FrameType::Echo, b"1".to_vec())]))
+            .unwrap();
+        read_frames(&mut a, 1);
+        assert!(!a.session().is_resumed());
+        a.close().unwrap();
+        let mut b = second.connect(&client);
+        assert!(
+            b.session().is_resumed(),
+            "{version:?}: not resumed on the second process"
+        );
+        b.write_all(&encode(&[Frame::new(FrameType::Echo, b"2".to_vec())]))
+            .unwrap();
+        assert_eq!(read_frames(&mut b, 1)[0].body, b"2");
+    }
+    let (_, metrics) = http_get(second.http.unwrap(), "/metrics");
+    assert!(
+        metrics.contains("\ntether_handshakes_resumed_total 2\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn config_file_keys_and_flags_that_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "# relative paths are relative to this file\n\
+         listen = \"127.0.0.1:0\"\n\
+         http = \"off\"\n\
+         cert = \"server.pem\"\n\
+         key = \"server.key\"\n\
+         ca = \"ca.pem\"\n\
+         max-frame = 16\n\
+         handshake-timeout = 2.5\n\
+         idle-timeout = 60\n\
+         min-tls = \"1.3\"\n",
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let serve = Serve::start(
+        &["--config", config.to_str().unwrap(), "--max-frame", "64"],
+        elsewhere.path(),
+    );
+    assert!(serve.http.is_none());
+    assert!(
+        serve.output().contains("(TLS 1.3 only, mTLS"),
+        "{}",
+        serve.output()
+    );
+    let mut s = serve.connect(&f.client(None));
+    assert_eq!(s.session().version(), Some(TlsVersion::Tls13));
+    // 40 bytes: over the file's 16, under the flag's 64.
+    let echo = Frame::new(FrameType::Echo, vec![b'x'; 40]);
+    s.write_all(&encode(std::slice::from_ref(&echo))).unwrap();
+    assert_eq!(read_frames(&mut s, 1)[0], echo);
+    s.write_all(&encode(&[Frame::new(FrameType::Echo, vec![b'y'; 100])]))
+        .unwrap();
+    let err = read_frames(&mut s, 1).remove(0);
+    assert_eq!(err.parse_error().unwrap().0, ErrorCode::TooLarge);
+}
+
+#[test]
+fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| {
+        std::fs::write(d.join(name), text).unwrap();
+        d.join(name).to_str().unwrap().to_owned()
+    };
+
+    let unknown = write(
+        "unknown.toml",
+        "listen = \"127.0.0.1:0\"\n\nbogus-key = 3\n",
+    );
+    let err = fails(&["--config", &unknown], d);
+    assert!(
+        err.contains("line 3") && err.contains("`bogus-key`"),
+        "{err}"
+    );
+
+    let bad_value = write("bad.toml", "# limits\nmax-connections = \"many\"\n");
+    let err = fails(&["--config", &bad_value], d);
+    assert!(
+        err.contains("line 2") && err.contains("max-connections"),
+        "{err}"
+    );
+
+    let bad_version = write("version.toml", "\n\nmin-tls = \"1.1\"\n");
+    let err = fails(&["--config", &bad_version], d);
+    assert!(
+        err.contains("line 3") && err.contains("min-tls") && err.contains("1.2 or 1.3"),
+        "{err}"
+    );
+
+    let zero = write("zero.toml", "max-per-ip = 0\n");
+    let err = fails(&["--config", &zero], d);
+    assert!(
+        err.contains("line 1") && err.contains("max-per-ip"),
+        "{err}"
+    );
+
+    let err = fails(&["--config", "no-such.toml"], d);
+    assert!(err.contains("cannot read config no-such.toml"), "{err}");
+
+    let err = fails(
+        &[
+            "--cert",
+            "missing.pem",
+            "--key",
+            "missing.key",
+            "--ca",
+            "ca.pem",
+        ],
+        d,
+    );
+    assert!(err.contains("cannot read certificate missing.pem"), "{err}");
+
+    let f = files(d);
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let base = f.tls_args();
+    let err = fails(&args(&base, &["--listen", &addr, "--http", "off"]), d);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+
+    let err = fails(
+        &[
+            "--cert",
+            f.cert.to_str().unwrap(),
+            "--key",
+            f.key.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(err.contains("--ca"), "{err}");
+}
