@@ -12,9 +12,11 @@
 //! - [`socket::TlsSocket`]: a socket over any [`socket::Transport`] (blocking or non-blocking),
 //!   with the std adapter for `TcpStream` in [`net`] (feature `std`).
 //! - [`Error`]: one categorised error type; each message says what happened and what to do.
+//! - `dtls` (feature `dtls`): DTLS 1.2/1.3 over UDP with the same trust, identities and errors:
+//!   `dtls::Session` (sans-IO, over dimpl) and `dtls::DtlsSocket`.
 //!
 //! Features: `std` (default: TcpStream adapter, system clock, TOFU file store, `io::Error`
-//! mapping), `mozilla-roots` (bundled Mozilla CA roots).
+//! mapping), `mozilla-roots` (bundled Mozilla CA roots), `dtls` (DTLS, implies `std`).
 //!
 //! ```
 //! # fn main() -> Result<(), tether::Error> {
@@ -66,6 +68,9 @@ pub mod trust;
 
 #[cfg(feature = "std")]
 pub mod net;
+
+#[cfg(feature = "dtls")]
+pub mod dtls;
 
 pub use config::{
     ClientConfig, ClientConfigBuilder, Identity, ServerConfig, ServerConfigBuilder, TlsVersion,

@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -292,35 +292,55 @@ impl ServerVerifier {
         server_name: &ServerName<'_>,
         now: UnixTime,
     ) -> Result<(), Error> {
-        if self.parts.trust.danger_any {
-            return Ok(());
-        }
-        if !self.parts.trust.roots.is_empty() {
-            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)
-                .map_err(crate::error::from_rustls)?;
-            let when = check_time(&self.parts.time, now, end_entity, intermediates);
-            rustls::client::verify_server_cert_signed_by_trust_anchor(
-                &parsed,
-                &self.parts.trust.roots,
-                intermediates,
-                when,
-                self.parts.provider.signature_verification_algorithms.all,
-            )
-            .map_err(crate::error::from_rustls)?;
-            rustls::client::verify_server_name(&parsed, server_name)
-                .map_err(crate::error::from_rustls)?;
-            let chain = core::iter::once(end_entity).chain(intermediates);
-            self.parts.trust.check_pins(chain, end_entity)?;
-        } else {
-            // Pins alone: only the leaf's key identifies the server.
-            self.parts
-                .trust
-                .check_pins(core::iter::once(end_entity), end_entity)?;
-        }
-        self.parts
-            .trust
-            .check_tofu(&server_name_string(server_name), end_entity)
+        verify_server_cert(
+            &self.parts.trust,
+            &self.parts.provider.signature_verification_algorithms,
+            &self.parts.time,
+            end_entity,
+            intermediates,
+            server_name,
+            now,
+        )
     }
+}
+
+/// Verifies a server's certificate for `server_name` at `now` with `trust`: with CA roots, the
+/// chain (leaf + `intermediates`) must lead to a root, be valid at the time `time` picks and
+/// name the server, and pins must match a key of the chain; with pins alone, the leaf's key
+/// must match one; then TOFU. The one code path for TLS (rustls' verifier) and DTLS.
+pub(crate) fn verify_server_cert(
+    trust: &Trust,
+    algorithms: &WebPkiSupportedAlgorithms,
+    time: &TimePolicy,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), Error> {
+    if trust.danger_any {
+        return Ok(());
+    }
+    if !trust.roots.is_empty() {
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)
+            .map_err(crate::error::from_rustls)?;
+        let when = check_time(time, now, end_entity, intermediates);
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &trust.roots,
+            intermediates,
+            when,
+            algorithms.all,
+        )
+        .map_err(crate::error::from_rustls)?;
+        rustls::client::verify_server_name(&parsed, server_name)
+            .map_err(crate::error::from_rustls)?;
+        let chain = core::iter::once(end_entity).chain(intermediates);
+        trust.check_pins(chain, end_entity)?;
+    } else {
+        // Pins alone: only the leaf's key identifies the server.
+        trust.check_pins(core::iter::once(end_entity), end_entity)?;
+    }
+    trust.check_tofu(&server_name_string(server_name), end_entity)
 }
 
 fn to_rustls(err: &Error) -> rustls::Error {
@@ -412,29 +432,50 @@ impl ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), Error> {
-        if self.trust.danger_any {
-            return Ok(());
-        }
-        if !self.trust.roots.is_empty() {
-            let cert = webpki::EndEntityCert::try_from(end_entity)
-                .map_err(|_| Error::Certificate(CertificateError::BadEncoding))?;
-            let when = check_time(&self.time, now, end_entity, intermediates);
-            cert.verify_for_usage(
-                self.provider.signature_verification_algorithms.all,
-                &self.trust.roots.roots,
-                intermediates,
-                when,
-                webpki::KeyUsage::client_auth(),
-                None,
-                None,
-            )
-            .map_err(|e| Error::Certificate(from_webpki(e)))?;
-            let chain = core::iter::once(end_entity).chain(intermediates);
-            self.trust.check_pins(chain, end_entity)
-        } else {
-            self.trust
-                .check_pins(core::iter::once(end_entity), end_entity)
-        }
+        verify_client_cert(
+            &self.trust,
+            &self.provider.signature_verification_algorithms,
+            &self.time,
+            end_entity,
+            intermediates,
+            now,
+        )
+    }
+}
+
+/// Verifies a client's certificate at `now` with `trust`: with CA roots, the chain (leaf +
+/// `intermediates`) must lead to a root, be valid at the time `time` picks and be issued for
+/// client authentication, and pins must match a key of the chain; with pins alone, the leaf's
+/// key must match one. The one code path for TLS (rustls' verifier) and DTLS.
+pub(crate) fn verify_client_cert(
+    trust: &Trust,
+    algorithms: &WebPkiSupportedAlgorithms,
+    time: &TimePolicy,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), Error> {
+    if trust.danger_any {
+        return Ok(());
+    }
+    if !trust.roots.is_empty() {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| Error::Certificate(CertificateError::BadEncoding))?;
+        let when = check_time(time, now, end_entity, intermediates);
+        cert.verify_for_usage(
+            algorithms.all,
+            &trust.roots.roots,
+            intermediates,
+            when,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| Error::Certificate(from_webpki(e)))?;
+        let chain = core::iter::once(end_entity).chain(intermediates);
+        trust.check_pins(chain, end_entity)
+    } else {
+        trust.check_pins(core::iter::once(end_entity), end_entity)
     }
 }
 
