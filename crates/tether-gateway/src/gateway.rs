@@ -84,21 +84,28 @@ pub struct Gateway {
     shared: Arc<Shared>,
     ticketer: Arc<Ticketer>,
     tickets: TicketSource,
+    /// The keys read from the ticket key file at bind (the reload compares against them).
+    loaded: Option<Keys>,
 }
 
-fn make_ticketer(source: &TicketSource) -> Result<Arc<Ticketer>, GatewayError> {
-    let ticketer = match source {
-        TicketSource::Generated { .. } => Ticketer::generate().map_err(GatewayError::Tls)?,
+/// Ticket keys from a file: current, previous.
+type Keys = (TicketKey, Option<TicketKey>);
+
+fn make_ticketer(source: &TicketSource) -> Result<(Arc<Ticketer>, Option<Keys>), GatewayError> {
+    Ok(match source {
+        TicketSource::Generated { .. } => (
+            Arc::new(Ticketer::generate().map_err(GatewayError::Tls)?),
+            None,
+        ),
         TicketSource::File { path, .. } => {
             let (current, previous) = load_ticket_keys(path)?;
             let t = Ticketer::with_key(previous.clone().unwrap_or_else(|| current.clone()));
             if previous.is_some() {
-                t.rotate(current);
+                t.rotate(current.clone());
             }
-            t
+            (Arc::new(t), Some((current, previous)))
         }
-    };
-    Ok(Arc::new(ticketer))
+    })
 }
 
 async fn listen(addr: SocketAddr, what: &str) -> Result<TcpListener, GatewayError> {
@@ -125,7 +132,7 @@ impl Gateway {
                 "max_connections and max_per_ip must be at least 1".into(),
             ));
         }
-        let ticketer = make_ticketer(&config.tickets)?;
+        let (ticketer, loaded) = make_ticketer(&config.tickets)?;
         let auth = match &config.client_auth {
             ClientAuthPolicy::Required { trust, .. } => ClientAuth::Required(trust.clone()),
             ClientAuthPolicy::ServerOnly => ClientAuth::None,
@@ -174,6 +181,7 @@ impl Gateway {
             shared,
             ticketer,
             tickets: config.tickets,
+            loaded,
         })
     }
 
@@ -216,11 +224,12 @@ impl Gateway {
             shared,
             ticketer,
             tickets,
+            loaded,
             ..
         } = self;
         let (http_stop, http_stopped) = oneshot::channel::<()>();
         let http_task = http.map(|l| tokio::spawn(http::serve(l, shared.clone(), http_stopped)));
-        let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets));
+        let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets, loaded));
 
         let mut stop = shared.shutdown.subscribe();
         let conn_shutdown = shared.shutdown.subscribe();
@@ -286,7 +295,7 @@ impl Gateway {
 }
 
 /// Installs new ticket keys: a generated key per period, or the key file's keys when it changes.
-async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource) {
+async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: Option<Keys>) {
     match source {
         TicketSource::Generated { rotate_every } => loop {
             tokio::time::sleep(rotate_every).await;
@@ -296,7 +305,7 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource) {
             }
         },
         TicketSource::File { path, reload_every } => {
-            let mut installed = load_ticket_keys(&path).ok();
+            let mut installed = loaded;
             loop {
                 tokio::time::sleep(reload_every).await;
                 match load_ticket_keys(&path) {

@@ -645,6 +645,45 @@ fn gateways_sharing_a_ticket_key_file_resume_each_others_sessions() {
 }
 
 #[test]
+fn a_rewritten_ticket_key_file_is_installed_while_running() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (
+        TicketKey::generate().unwrap(),
+        TicketKey::generate().unwrap(),
+    );
+    let shared = dir.path().join("tickets.key");
+    std::fs::write(&shared, old.to_bytes()).unwrap();
+    let only_new = dir.path().join("new.key");
+    std::fs::write(&only_new, new.to_bytes()).unwrap();
+    let with_keys = |p: &Path| {
+        let mut c = pki.config();
+        c.tickets = TicketSource::File {
+            path: p.to_owned(),
+            reload_every: Duration::from_millis(100),
+        };
+        c
+    };
+    let first = Running::start(with_keys(&shared));
+    let second = Running::start(with_keys(&only_new));
+    // The fleet rotates: the new key first, the old one second.
+    let mut rotated = new.to_bytes().to_vec();
+    rotated.extend(old.to_bytes());
+    std::fs::write(&shared, rotated).unwrap();
+    thread::sleep(Duration::from_millis(600));
+    // Tickets the first gateway seals now open on a gateway that knows only the new key.
+    let client = pki.device_client();
+    let mut a = first.connect(&client).unwrap();
+    a.write_all(&requests(b"after rotation")).unwrap();
+    read_frames(&mut a, 3);
+    let b = second.connect(&client).unwrap();
+    assert!(
+        b.session().is_resumed(),
+        "the rewritten key file was not installed"
+    );
+}
+
+#[test]
 fn openssl_s_client_talks_raw_frames_tls12_and_tls13() {
     if !testpeers::skip_or_fail("openssl") {
         return;
