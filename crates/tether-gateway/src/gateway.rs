@@ -287,8 +287,14 @@ impl Gateway {
         conns.shutdown().await;
         ticket_task.abort();
         let _ = http_stop.send(());
-        if let Some(task) = http_task {
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        if let Some(mut task) = http_task {
+            // Requests in progress get a moment; then the API stops with the gateway.
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
         Ok(())
     }
