@@ -413,14 +413,21 @@ fn config_file_keys_and_flags_that_override_them() {
          max-frame = 16\n\
          handshake-timeout = 2.5\n\
          idle-timeout = 60\n\
-         min-tls = \"1.3\"\n",
+         min-tls = \"1.3\"\n\
+         allow = \"ids.txt\"\n",
     )
     .unwrap();
+    std::fs::write(dir.path().join("ids.txt"), "# fleet\ndevice-1\n").unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
-    let serve = Serve::start(
+    let mut serve = Serve::start(
         &["--config", config.to_str().unwrap(), "--max-frame", "64"],
         elsewhere.path(),
+    );
+    assert!(
+        serve.output().contains("1 allowed device id(s)"),
+        "{}",
+        serve.output()
     );
     assert!(serve.http.is_none());
     assert!(
@@ -438,6 +445,14 @@ fn config_file_keys_and_flags_that_override_them() {
         .unwrap();
     let err = read_frames(&mut s, 1).remove(0);
     assert_eq!(err.parse_error().unwrap().0, ErrorCode::TooLarge);
+    // Ctrl-C drains like SIGTERM.
+    let status = Command::new("kill")
+        .args(["-INT", &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(serve.wait_exit(Duration::from_secs(15)).success());
+    assert!(serve.output().contains("tether serve: SIGINT: draining"));
 }
 
 #[test]
