@@ -329,20 +329,26 @@ fn proxy_loop(
     dropped: Arc<AtomicU64>,
 ) {
     let mut client: Option<SocketAddr> = None;
-    // A datagram held back in each direction, to be sent after the next one (reordering).
-    let mut held_up: Option<Vec<u8>> = None;
-    let mut held_down: Option<Vec<u8>> = None;
+    // A datagram held back in each direction: sent after the next one (reordered), or after
+    // HOLD if none comes (delayed).
+    let mut held_up: Option<Held> = None;
+    let mut held_down: Option<Held> = None;
     let mut buf = vec![0u8; 65536];
     // Bounded even if nobody stops it: a test never runs this long.
     let end = std::time::Instant::now() + Duration::from_secs(60);
+    let up = |d: &[u8]| {
+        let _ = back.send(d);
+    };
+    let down = |d: &[u8], to: Option<SocketAddr>| {
+        if let Some(c) = to {
+            let _ = front.send_to(d, c);
+        }
+    };
     while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < end {
         let mut idle = true;
         if let Ok((n, from)) = front.recv_from(&mut buf) {
             idle = false;
             client.get_or_insert(from);
-            let out = |d: &[u8]| {
-                let _ = back.send(d);
-            };
             pass(
                 &buf[..n],
                 faults,
@@ -350,25 +356,27 @@ fn proxy_loop(
                 &mut held_up,
                 &forwarded,
                 &dropped,
-                out,
+                up,
             );
         }
         if let Ok(n) = back.recv(&mut buf) {
             idle = false;
-            if let Some(c) = client {
-                let out = |d: &[u8]| {
-                    let _ = front.send_to(d, c);
-                };
-                pass(
-                    &buf[..n],
-                    faults,
-                    &mut rng,
-                    &mut held_down,
-                    &forwarded,
-                    &dropped,
-                    out,
-                );
-            }
+            let to = client;
+            pass(
+                &buf[..n],
+                faults,
+                &mut rng,
+                &mut held_down,
+                &forwarded,
+                &dropped,
+                |d| down(d, to),
+            );
+        }
+        if let Some(h) = held_up.take_if(|h| h.since.elapsed() >= HOLD) {
+            up(&h.datagram);
+        }
+        if let Some(h) = held_down.take_if(|h| h.since.elapsed() >= HOLD) {
+            down(&h.datagram, client);
         }
         if idle {
             thread::sleep(Duration::from_micros(200));
@@ -376,11 +384,19 @@ fn proxy_loop(
     }
 }
 
+/// How long the proxy holds a datagram back at most.
+const HOLD: Duration = Duration::from_millis(20);
+
+struct Held {
+    datagram: Vec<u8>,
+    since: std::time::Instant,
+}
+
 fn pass(
     d: &[u8],
     faults: Faults,
     rng: &mut Rng,
-    held: &mut Option<Vec<u8>>,
+    held: &mut Option<Held>,
     forwarded: &AtomicU64,
     dropped: &AtomicU64,
     out: impl Fn(&[u8]),
@@ -391,7 +407,10 @@ fn pass(
     }
     forwarded.fetch_add(1, Ordering::SeqCst);
     if held.is_none() && rng.chance(faults.reorder) {
-        *held = Some(d.to_vec());
+        *held = Some(Held {
+            datagram: d.to_vec(),
+            since: std::time::Instant::now(),
+        });
         return;
     }
     out(d);
@@ -399,6 +418,6 @@ fn pass(
         out(d);
     }
     if let Some(h) = held.take() {
-        out(&h);
+        out(&h.datagram);
     }
 }
