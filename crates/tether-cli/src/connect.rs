@@ -5,6 +5,10 @@
 //! key-exchange group, ALPN, resumption, the peer chain and the handshake time. With `--send`
 //! it writes a line and prints what comes back until the peer closes or `--timeout` passes.
 //!
+//! `--dtls` does the same over UDP with DTLS 1.2/1.3 (`--min-tls`/`--max-tls` pick the DTLS
+//! versions), with the same trust options and the same fields; DTLS peers present only their
+//! leaf certificate, and there is no ALPN or resumption. `--send` sends the line as one record.
+//!
 //! Exit status 0 only when the handshake succeeded and the peer was verified; otherwise one line
 //! on stderr says why, and the status is 1.
 
@@ -15,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use tether::dtls::{self, DtlsVersion};
 use tether::net::{FileTofuStore, TcpTlsSocket};
 use tether::{ClientConfig, Identity, Pin, TlsVersion, Trust};
 
@@ -62,6 +67,10 @@ pub struct Args {
     /// Connect a second time with the same session cache, to show resumption.
     #[arg(long)]
     reconnect: bool,
+    /// DTLS over UDP instead of TLS over TCP (versions 1.2 and 1.3, chosen with --min-tls and
+    /// --max-tls).
+    #[arg(long, conflicts_with_all = ["alpn", "reconnect"])]
+    dtls: bool,
 }
 
 fn parse_version(s: &str) -> Result<TlsVersion, String> {
@@ -78,7 +87,8 @@ fn read_file(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
-fn build_config(args: &Args) -> anyhow::Result<(ClientConfig, String)> {
+/// The trust the options describe, and a description of it for the output.
+fn build_trust(args: &Args) -> anyhow::Result<(Trust, String)> {
     let mut trust = Trust::new();
     let mut described = Vec::new();
     for ca in &args.ca {
@@ -105,6 +115,24 @@ fn build_config(args: &Args) -> anyhow::Result<(ClientConfig, String)> {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         bail!("--timeout must be a positive number of seconds");
     }
+    Ok((trust, described.join(" + ")))
+}
+
+/// The client certificate from --cert and --key, if given.
+fn identity(args: &Args) -> anyhow::Result<Option<Identity>> {
+    let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+        return Ok(None);
+    };
+    let id = Identity::from_pem(
+        &read_file(cert, "certificate")?,
+        &read_file(key, "private key")?,
+    )
+    .with_context(|| format!("client certificate {}", cert.display()))?;
+    Ok(Some(id))
+}
+
+fn build_config(args: &Args) -> anyhow::Result<(ClientConfig, String)> {
+    let (trust, described) = build_trust(args)?;
     let mut builder = ClientConfig::builder(trust)
         .versions(args.min_tls, args.max_tls)
         .handshake_timeout(Duration::from_secs_f64(args.timeout));
@@ -112,15 +140,10 @@ fn build_config(args: &Args) -> anyhow::Result<(ClientConfig, String)> {
         let protos: Vec<&[u8]> = args.alpn.iter().map(|p| p.as_bytes()).collect();
         builder = builder.alpn(&protos);
     }
-    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        let id = Identity::from_pem(
-            &read_file(cert, "certificate")?,
-            &read_file(key, "private key")?,
-        )
-        .with_context(|| format!("client certificate {}", cert.display()))?;
+    if let Some(id) = identity(args)? {
         builder = builder.identity(id);
     }
-    Ok((builder.build()?, described.join(" + ")))
+    Ok((builder.build()?, described))
 }
 
 fn host_of(target: &str) -> anyhow::Result<&str> {
@@ -135,6 +158,9 @@ fn host_of(target: &str) -> anyhow::Result<&str> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let host = host_of(&args.target)?.to_string();
     let name = args.sni.clone().unwrap_or(host);
+    if args.dtls {
+        return run_dtls(&args, &name);
+    }
     let (config, trust_desc) = build_config(&args)?;
 
     let mut socket = connect_once(&args, &name, &config, &trust_desc)?;
@@ -205,28 +231,137 @@ fn connect_once(
         Some(chain) => {
             say!("peer chain:");
             for (i, cert) in chain.iter().enumerate() {
-                match tether_pki::describe(cert.as_ref()) {
-                    Ok(info) => {
-                        say!("  [{i}] subject   {}", info.subject);
-                        say!("      issuer    {}", info.issuer);
-                        say!(
-                            "      valid     {} to {}",
-                            tether_pki::rfc3339(info.not_before),
-                            tether_pki::rfc3339(info.not_after)
-                        );
-                        if !info.sans.is_empty() {
-                            say!("      SANs      {}", info.sans.join(", "));
-                        }
-                        say!("      pin       {}", info.pin);
-                    }
-                    Err(e) => say!("  [{i}] (cannot be shown: {e})"),
-                }
+                show_certificate(i, cert.as_ref());
             }
         }
         None => say!("peer chain:     (not available)"),
     }
     std::io::stdout().flush().ok();
     Ok(socket)
+}
+
+/// One certificate of the peer chain, as `[i] subject / issuer / valid / SANs / pin`.
+fn show_certificate(i: usize, der: &[u8]) {
+    match tether_pki::describe(der) {
+        Ok(info) => {
+            say!("  [{i}] subject   {}", info.subject);
+            say!("      issuer    {}", info.issuer);
+            say!(
+                "      valid     {} to {}",
+                tether_pki::rfc3339(info.not_before),
+                tether_pki::rfc3339(info.not_after)
+            );
+            if !info.sans.is_empty() {
+                say!("      SANs      {}", info.sans.join(", "));
+            }
+            say!("      pin       {}", info.pin);
+        }
+        Err(e) => say!("  [{i}] (cannot be shown: {e})"),
+    }
+}
+
+fn parse_dtls_version(v: TlsVersion) -> DtlsVersion {
+    match v {
+        TlsVersion::Tls12 => DtlsVersion::Dtls12,
+        TlsVersion::Tls13 => DtlsVersion::Dtls13,
+    }
+}
+
+/// `tether connect --dtls`: the same checks and fields over UDP.
+fn run_dtls(args: &Args, name: &str) -> anyhow::Result<ExitCode> {
+    let (trust, trust_desc) = build_trust(args)?;
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let mut builder = dtls::ClientConfig::builder(trust)
+        .versions(
+            parse_dtls_version(args.min_tls),
+            parse_dtls_version(args.max_tls),
+        )
+        .handshake_timeout(timeout);
+    if let Some(id) = identity(args)? {
+        builder = builder.identity(id);
+    }
+    let config = builder.build()?;
+
+    let start = Instant::now();
+    let mut socket = dtls::connect_named(&args.target, name, &config)
+        .with_context(|| format!("{} over DTLS (server name {name:?})", args.target))?;
+    let total = start.elapsed();
+    let s = socket.session();
+    let peer = socket
+        .transport()
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| args.target.clone());
+    say!("connected to {peer} over UDP (server name {name:?})");
+    let field = |k: &str, v: String| say!("  {k:<14}{v}");
+    field("version", s.version().map_or("?".into(), |v| v.to_string()));
+    field(
+        "cipher suite",
+        s.cipher_suite().map_or("?".into(), |c| format!("{c:?}")),
+    );
+    field(
+        "key exchange",
+        s.kx_group().map_or("?".into(), |g| format!("{g:?}")),
+    );
+    field("ALPN", "(none: not offered over DTLS)".into());
+    field("resumed", "no".into());
+    field(
+        "handshake",
+        format!(
+            "{:.1} ms DTLS, {:.1} ms with UDP set-up",
+            s.handshake_duration().unwrap_or_default().as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3
+        ),
+    );
+    field("verification", format!("OK ({trust_desc}; name {name:?})"));
+    field(
+        "record limit",
+        format!("{} bytes per datagram", s.max_send_size()),
+    );
+    match s.peer_certificate() {
+        Some(cert) => {
+            say!("peer chain (DTLS peers present their leaf only):");
+            show_certificate(0, cert.as_ref());
+        }
+        None => say!("peer chain:     (not available)"),
+    }
+    std::io::stdout().flush().ok();
+    if let Some(text) = &args.send {
+        exchange_dtls(&mut socket, text, timeout)?;
+    }
+    let _ = socket.close();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exchange_dtls(
+    socket: &mut dtls::UdpDtlsSocket,
+    text: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    socket
+        .send(format!("{text}\n").as_bytes())
+        .context("sending --send text")?;
+    socket.set_io_timeout(Some(timeout));
+    say!("sent {} bytes in one record; reply:", text.len() + 1);
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(0) => {
+                say!("(server closed the connection with close_notify)");
+                return Ok(());
+            }
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+            }
+            Err(tether::Error::Timeout(_)) => {
+                say!("(no more data within {:.1} s)", timeout.as_secs_f64());
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("reading the reply"),
+        }
+    }
 }
 
 fn exchange(socket: &mut TcpTlsSocket, text: &str, timeout: Duration) -> anyhow::Result<()> {
