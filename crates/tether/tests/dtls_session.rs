@@ -530,3 +530,94 @@ fn sending_before_the_handshake_is_an_error() {
         Err(Error::Config(ConfigError::BadServerName(_)))
     ));
 }
+
+/// Hostile input: every datagram of real handshakes (both directions, each version), mutated
+/// (bit flips, truncation, extension, spliced headers) and replayed out of order into fresh
+/// sessions of the other side. No panic, no failure of the engine itself, and never Connected or
+/// data, since no mutated flight can authenticate.
+#[test]
+fn mutated_flights_never_panic_connect_or_deliver_data() {
+    let pki = Pki::new();
+    let mut rng = Rng::new(0x5eed);
+    for v in [V12, V13, BOTH] {
+        let client_config = client_config(&pki, v, true);
+        let server_config = server_config(&pki, v, true);
+        // Record one clean handshake.
+        let mut pair = Pair::new(&client_config, "localhost", &server_config);
+        let mut c2s = Vec::new();
+        let mut s2c = Vec::new();
+        for _ in 0..50 {
+            let mut moved = false;
+            while let Some(d) = pair.client.pop_datagram() {
+                c2s.push(d.clone());
+                let _ = pair.server.handle_datagram(pair.now, &d);
+                moved = true;
+            }
+            while let Some(d) = pair.server.pop_datagram() {
+                s2c.push(d.clone());
+                let _ = pair.client.handle_datagram(pair.now, &d);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        assert!(!pair.client.is_handshaking() && !pair.server.is_handshaking());
+        for round in 0..100 {
+            let mut server = Session::server(&server_config, Instant::ZERO).unwrap();
+            let mut client = Session::client(&client_config, "localhost", Instant::ZERO).unwrap();
+            let _ = client.pop_datagram();
+            for (to_server, flights) in [(true, &c2s), (false, &s2c)] {
+                for _ in 0..flights.len() * 2 {
+                    let mut d = flights[rng.next() as usize % flights.len()].clone();
+                    mutate(&mut d, &mut rng);
+                    let now = Instant::from_millis(round);
+                    let (s, r) = if to_server {
+                        let r = server.handle_datagram(now, &d);
+                        (&mut server, r)
+                    } else {
+                        let r = client.handle_datagram(now, &d);
+                        (&mut client, r)
+                    };
+                    if let Err(Error::Protocol(m)) = &r {
+                        assert!(!m.contains("internally"), "{v:?}: dimpl panicked: {m}");
+                    }
+                    assert!(s.is_handshaking(), "{v:?}: a mutated flight connected");
+                    assert_ne!(s.poll_event(), Some(Event::Connected));
+                    let mut buf = [0u8; 2048];
+                    assert!(!matches!(s.recv(&mut buf), Ok(Recv::Data(_))));
+                }
+            }
+        }
+    }
+}
+
+fn mutate(d: &mut Vec<u8>, rng: &mut Rng) {
+    match rng.next() % 6 {
+        0 => {
+            let i = rng.next() as usize % d.len();
+            d[i] ^= 1 << (rng.next() % 8);
+        }
+        1 => {
+            let n = rng.next() as usize % d.len();
+            d.truncate(n);
+        }
+        2 => {
+            let n = rng.next() as usize % 64;
+            d.extend((0..n).map(|_| rng.next() as u8));
+        }
+        3 => {
+            // A random byte in the record or handshake header.
+            let i = rng.next() as usize % d.len().min(26);
+            d[i] = rng.next() as u8;
+        }
+        4 => {
+            // A random length field.
+            if d.len() > 13 {
+                d[11] = rng.next() as u8;
+                d[12] = rng.next() as u8;
+            }
+        }
+        _ => {}
+    }
+}
