@@ -611,12 +611,10 @@ fn mutate(d: &mut Vec<u8>, rng: &mut Rng) {
             let i = rng.next() as usize % d.len().min(26);
             d[i] = rng.next() as u8;
         }
-        4 => {
-            // A random length field.
-            if d.len() > 13 {
-                d[11] = rng.next() as u8;
-                d[12] = rng.next() as u8;
-            }
+        // A random record length field.
+        4 if d.len() > 13 => {
+            d[11] = rng.next() as u8;
+            d[12] = rng.next() as u8;
         }
         _ => {}
     }
