@@ -377,3 +377,31 @@ fn openssl_client_with_a_certificate_from_another_ca_is_refused() {
     // s_client is told (alert unknown_ca), and never got to send application data.
     client.wait_for_output("alert", WAIT).unwrap();
 }
+
+#[test]
+fn openssl_client_without_a_certificate_is_refused_as_missing() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let config = server_config(&pki, V12, true);
+    let server = spawn("dtls-refusing-server", move || {
+        dtls::accept_one(udp, &config).map(|_| ())
+    });
+    let client = openssl_s_client(
+        port,
+        &SClientOpts {
+            ca_file: Some(pki.ca_pem.clone()),
+            version: Some(Version::Dtls12),
+            ..SClientOpts::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        server.join().unwrap_err(),
+        Error::Certificate(CertificateError::Missing)
+    );
+    client.wait_for_output("alert", WAIT).unwrap();
+}
