@@ -11,8 +11,8 @@
 //!   [`Identity`](crate::Identity) and [`ClientAuth`](crate::ClientAuth) as TLS, with a
 //!   [`DtlsVersion`] range, a handshake timeout, the path MTU and the retransmission timer.
 //! - [`DtlsSocket`]: a socket over any [`DatagramTransport`] (a connected std `UdpSocket` is
-//!   one), blocking with timeouts or non-blocking, in the shape of [`TlsSocket`]
-//!   (crate::socket::TlsSocket): [`connect`], [`DtlsSocket::send`], [`DtlsSocket::recv`],
+//!   one), blocking with timeouts or non-blocking, in the shape of
+//!   [`TlsSocket`](crate::socket::TlsSocket): [`connect`], [`DtlsSocket::send`], [`DtlsSocket::recv`],
 //!   [`DtlsSocket::close`]; [`accept_one`] serves one peer on a UDP socket (tests, tools).
 //!
 //! ```
@@ -81,14 +81,16 @@
 //! - Application data is never fragmented: a record must fit the path MTU
 //!   ([`Session::max_send_size`]); a larger `send` fails, nothing is truncated.
 
-mod config;
-mod session;
-mod socket;
+pub mod config;
+pub mod session;
+pub mod socket;
 mod wire;
 
 use core::fmt;
 
-pub use config::{ClientConfig, ClientConfigBuilder, ServerConfig, ServerConfigBuilder};
+pub use config::{
+    ClientConfig, ClientConfigBuilder, DEFAULT_MTU, ServerConfig, ServerConfigBuilder,
+};
 pub use session::Session;
 pub use socket::{
     DatagramTransport, DtlsSocket, UdpDtlsSocket, accept_one, connect, connect_named,
