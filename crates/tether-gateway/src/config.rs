@@ -215,7 +215,7 @@ pub fn load_ticket_keys(path: &Path) -> Result<(TicketKey, Option<TicketKey>), G
 /// Parses ticket keys: 48-byte keys back to back, first = current, second = previous.
 pub fn parse_ticket_keys(bytes: &[u8]) -> Result<(TicketKey, Option<TicketKey>), String> {
     let len = TicketKey::LEN;
-    if bytes.is_empty() || bytes.len() % len != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(len) {
         return Err(format!(
             "expected one or more {len}-byte keys (16-byte name, 32-byte key) back to back, \
              got {} bytes; make one with `head -c {len} /dev/urandom > FILE`",

@@ -87,10 +87,10 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
         // Check the header of the next frame now, so an oversized body is never buffered even
         // when the caller pushes more before asking for frames.
-        if let Some(header) = self.peek_header() {
-            if let Err(e) = self.check(header) {
-                self.fail(e);
-            }
+        if let Some(header) = self.peek_header()
+            && let Err(e) = self.check(header)
+        {
+            self.fail(e);
         }
     }
 

@@ -63,10 +63,10 @@ impl ClientSessionCache {
         let mut guard = self.inner.lock();
         let (map, order) = &mut *guard;
         if !map.contains_key(&key) {
-            if map.len() >= self.max_servers {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
+            if map.len() >= self.max_servers
+                && let Some(old) = order.pop_front()
+            {
+                map.remove(&old);
             }
             order.push_back(key.clone());
         }

@@ -181,13 +181,13 @@ fn handle_state<D>(
                 };
                 discard += rec.discard;
                 let mut payload = rec.payload;
-                if let Some(out) = work.read_out.as_deref_mut() {
-                    if bufs.plain.is_empty() {
-                        let n = payload.len().min(out.len() - work.read_n);
-                        out[work.read_n..work.read_n + n].copy_from_slice(&payload[..n]);
-                        work.read_n += n;
-                        payload = &payload[n..];
-                    }
+                if let Some(out) = work.read_out.as_deref_mut()
+                    && bufs.plain.is_empty()
+                {
+                    let n = payload.len().min(out.len() - work.read_n);
+                    out[work.read_n..work.read_n + n].copy_from_slice(&payload[..n]);
+                    work.read_n += n;
+                    payload = &payload[n..];
                 }
                 bufs.plain.extend_from_slice(payload);
             }
@@ -460,17 +460,17 @@ impl Session {
     }
 
     fn translate(&mut self, e: rustls::Error) -> Error {
-        if let Some(slot) = &self.slot {
-            if let Some(detail) = slot.lock().take() {
-                return detail;
-            }
+        if let Some(slot) = &self.slot
+            && let Some(detail) = slot.lock().take()
+        {
+            return detail;
         }
-        if let rustls::Error::General(msg) = &e {
-            if let Some(n) = msg.strip_prefix("BUFFER:") {
-                return Error::BufferTooSmall {
-                    needed: n.parse().unwrap_or(MAX_FRAGMENT + RECORD_OVERHEAD),
-                };
-            }
+        if let rustls::Error::General(msg) = &e
+            && let Some(n) = msg.strip_prefix("BUFFER:")
+        {
+            return Error::BufferTooSmall {
+                needed: n.parse().unwrap_or(MAX_FRAGMENT + RECORD_OVERHEAD),
+            };
         }
         match crate::error::from_rustls(e) {
             Error::Certificate(CertificateError::NameMismatch { .. })
@@ -561,10 +561,11 @@ impl Session {
     /// Checks deadlines at `now`; fails the session with [`Timeout::Handshake`] when the
     /// handshake has not completed in time.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        if let Some(deadline) = self.deadline {
-            if now >= deadline && self.error.is_none() {
-                self.fail(Error::Timeout(Timeout::Handshake));
-            }
+        if let Some(deadline) = self.deadline
+            && now >= deadline
+            && self.error.is_none()
+        {
+            self.fail(Error::Timeout(Timeout::Handshake));
         }
         if now > self.last_now {
             self.last_now = now;

@@ -313,10 +313,10 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
     fn blocked(&mut self, start: Instant) -> Result<(), Error> {
         let now = self.clock.now();
         self.session.handle_timeout(now)?;
-        if let Some(d) = self.deadline(start) {
-            if now >= d {
-                return Err(Error::Timeout(Timeout::Io));
-            }
+        if let Some(d) = self.deadline(start)
+            && now >= d
+        {
+            return Err(Error::Timeout(Timeout::Io));
         }
         if self.nonblocking {
             return Err(Error::Transport(TransportError::WouldBlock));

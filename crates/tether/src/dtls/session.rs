@@ -253,7 +253,11 @@ impl Session {
     /// Rounded up to the next microsecond: a timer reported back at this instant is due.
     fn tether_at(&self, t: std::time::Instant) -> Instant {
         let d = t.saturating_duration_since(self.std_base);
-        let up = if d.subsec_nanos() % 1000 == 0 { 0 } else { 1 };
+        let up = if d.subsec_nanos().is_multiple_of(1000) {
+            0
+        } else {
+            1
+        };
         self.base
             + Duration::from_micros(
                 u64::try_from(d.as_micros())
@@ -544,11 +548,11 @@ impl Session {
         if now > self.last_now {
             self.last_now = now;
         }
-        if let Some(deadline) = self.deadline {
-            if self.last_now >= deadline {
-                self.fail(Error::Timeout(Timeout::Handshake));
-                return self.check();
-            }
+        if let Some(deadline) = self.deadline
+            && self.last_now >= deadline
+        {
+            self.fail(Error::Timeout(Timeout::Handshake));
+            return self.check();
         }
         self.run(|d, t| d.handle_timeout(t));
         self.check()

@@ -283,10 +283,10 @@ impl<T: DatagramTransport, C: Clock> DtlsSocket<T, C> {
     fn blocked(&mut self, start: Instant) -> Result<(), Error> {
         let now = self.clock.now();
         self.session.handle_timeout(now)?;
-        if let Some(d) = self.deadline(start) {
-            if now >= d {
-                return Err(Error::Timeout(Timeout::Io));
-            }
+        if let Some(d) = self.deadline(start)
+            && now >= d
+        {
+            return Err(Error::Timeout(Timeout::Io));
         }
         self.flush_out()?;
         if self.nonblocking {
