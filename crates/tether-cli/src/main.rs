@@ -5,6 +5,7 @@
 //! - `tether connect HOST:PORT`: a diagnostic TLS client in the spirit of `openssl s_client`.
 //! - `tether demo`: a self-contained tour (throwaway PKI, a server, mTLS clients, resumption).
 //! - `tether serve`: the device gateway (TLS frame protocol, HTTP API, metrics, drain).
+//! - `tether bench ...`: a load tool for gateways (handshakes/s, idle sessions, ECHO latency).
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ macro_rules! say {
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod connect;
 mod demo;
 mod pki;
@@ -51,6 +53,8 @@ enum Command {
     /// The device gateway: mTLS device sessions speaking frames (ECHO, REVERSE, TIME), an HTTP
     /// API (/health, /devices, /metrics), shared ticket keys, drain on SIGTERM.
     Serve(serve::Args),
+    /// Load a TLS gateway: handshakes per second, idle sessions held, ECHO round trips.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Connect(args) => connect::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
