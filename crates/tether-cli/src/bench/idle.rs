@@ -24,7 +24,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use super::client::{Conn, Failure};
+use super::client::{Conn, Failure, Fin};
 use super::procfs::{self, Group, GroupSample};
 use super::report::{self, Errors, Table, round};
 use super::{Common, Plan, PlanOptions};
@@ -154,7 +154,7 @@ async fn hold(
             },
         }
     }
-    held.clean_close = conn.close().await.is_ok();
+    held.clean_close = conn.close_with(Fin::AfterServer).await.is_ok();
     held
 }
 
