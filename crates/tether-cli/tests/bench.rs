@@ -297,9 +297,10 @@ fn idle_holds_sessions_in_one_process_and_in_workers() {
     );
     assert_eq!(u(&v, "/errors/total"), 0, "{v:#}");
     assert_eq!(u(&v, "/clean_closes"), 60, "{v:#}");
-    // The gateway held a descriptor per session, and its RSS was sampled.
+    // The gateway held a descriptor per session, and its RSS was sampled. The "before" sample
+    // can still count the tool's probe connection, closing as it is taken: allow two of slack.
     assert!(
-        u(&v, "/server/fds_held") >= u(&v, "/server/fds_before") + 60,
+        u(&v, "/server/fds_held") + 2 >= u(&v, "/server/fds_before") + 60,
         "{v:#}"
     );
     assert!(u(&v, "/server/rss_kib_end") > 0, "{v:#}");
