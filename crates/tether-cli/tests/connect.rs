@@ -2,55 +2,12 @@
 //! Certificates come from `tether pki` (the built binary).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use testpeers::{SServerMode, SServerOpts, Version, free_port, openssl_s_server, skip_or_fail};
 
-fn tether(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .output()
-        .expect("run tether")
-}
+mod common;
 
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// `tether pki` makes a CA, a server certificate, a device certificate, and a second CA.
-fn pki(dir: &Path) {
-    let d = dir.to_str().unwrap();
-    let other = dir.join("other");
-    for args in [
-        vec!["pki", "init", "--dir", d],
-        vec![
-            "pki",
-            "issue",
-            "server",
-            "--dir",
-            d,
-            "--san",
-            "localhost",
-            "--san",
-            "127.0.0.1",
-        ],
-        vec!["pki", "issue", "client", "--dir", d, "--id", "device-1"],
-        vec![
-            "pki",
-            "init",
-            "--dir",
-            other.to_str().unwrap(),
-            "--cn",
-            "another CA",
-        ],
-    ] {
-        let o = tether(&args);
-        assert!(o.status.success(), "{args:?}: {:?}", text(&o));
-    }
-}
+use common::{pki, tether, text};
 
 fn s_server(dir: &Path, opts: SServerOpts) -> (testpeers::Peer, u16) {
     let port = free_port();

@@ -3,57 +3,16 @@
 //! Certificates come from `tether pki` (the built binary).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testpeers::{SServerMode, SServerOpts, Version, free_udp_port, openssl_s_server, skip_or_fail};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn tether(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .output()
-        .expect("run tether")
-}
+mod common;
 
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// A CA with a server certificate (localhost, 127.0.0.1), and a second, unrelated CA.
-fn pki(dir: &Path) {
-    let d = dir.to_str().unwrap();
-    let other = dir.join("other");
-    for args in [
-        vec!["pki", "init", "--dir", d],
-        vec![
-            "pki",
-            "issue",
-            "server",
-            "--dir",
-            d,
-            "--san",
-            "localhost",
-            "--san",
-            "127.0.0.1",
-        ],
-        vec![
-            "pki",
-            "init",
-            "--dir",
-            other.to_str().unwrap(),
-            "--cn",
-            "another CA",
-        ],
-    ] {
-        let o = tether(&args);
-        assert!(o.status.success(), "{args:?}: {:?}", text(&o));
-    }
-}
+use common::{pki, tether, text};
 
 fn s_server(dir: &Path, mode: SServerMode) -> (testpeers::Peer, u16) {
     let port = free_udp_port();
