@@ -39,6 +39,9 @@
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 mod gnutls;
+pub mod mosquitto;
+pub mod netns;
+pub mod nginx;
 mod openssl;
 mod peer;
 mod pki;

@@ -60,6 +60,8 @@ pub mod config;
 mod der;
 pub mod error;
 pub mod pin;
+pub mod provision;
+pub mod reconnect;
 pub mod resume;
 pub mod session;
 pub mod socket;
@@ -71,6 +73,15 @@ pub mod net;
 
 #[cfg(feature = "dtls")]
 pub mod dtls;
+
+#[cfg(feature = "embedded-io")]
+pub mod embedded;
+
+#[cfg(feature = "async")]
+pub mod asynch;
+
+#[cfg(feature = "smoltcp")]
+pub mod smoltcp;
 
 pub use config::{
     ClientConfig, ClientConfigBuilder, Identity, ServerConfig, ServerConfigBuilder, TlsVersion,
