@@ -10,7 +10,7 @@
 //! The configuration file is TOML; its keys are the flags' names without the dashes in front
 //! (`listen`, `http`, `cert`, `key`, `ca`, `allow`, `no-client-auth`, `ticket-keys`,
 //! `ticket-reload`, `handshake-timeout`, `idle-timeout`, `drain-timeout`, `max-connections`,
-//! `max-per-ip`, `max-frame`, `min-tls`). Relative paths in the
+//! `max-per-ip`, `max-frame`, `min-tls`, `log-level`). Relative paths in the
 //! file are relative to the file's directory. A flag given on the command line wins over the
 //! file. An unknown key or a bad value stops the start with one line naming the key and its
 //! line in the file.
@@ -81,7 +81,7 @@ pub struct Args {
     /// Seconds without input after which a connection is closed [default: 300].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     idle_timeout: Option<Duration>,
-    /// Open connections at most [default: 100000].
+    /// Open connections at most [default: 100000, lowered to fit the open-file limit].
     #[arg(long, value_name = "N")]
     max_connections: Option<NonZeroUsize>,
     /// Open connections from one IP address at most [default: 10000].
@@ -96,6 +96,26 @@ pub struct Args {
     /// Lowest TLS version accepted [default: 1.2].
     #[arg(long, value_name = "1.2|1.3", value_parser = parse_version)]
     min_tls: Option<TlsVersion>,
+    /// Log messages (to stderr) at this level and above: refused devices and drains at `info`,
+    /// accept failures (out of descriptors) at `warn`, each failed handshake at `debug`
+    /// [default: info].
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    log_level: Option<LogLevel>,
+}
+
+/// `--log-level`: `off`, `error`, `warn`, `info`, `debug` or `trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLevel(Option<tracing::Level>);
+
+fn parse_level(s: &str) -> Result<LogLevel, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(LogLevel(None));
+    }
+    s.parse::<tracing::Level>()
+        .map(|l| LogLevel(Some(l)))
+        .map_err(|_| {
+            format!("{s:?} is not a log level: use off, error, warn, info, debug or trace")
+        })
 }
 
 /// `--http ADDR` or `--http off`.
@@ -162,6 +182,24 @@ struct FileConfig {
     drain_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_version")]
     min_tls: Option<TlsVersion>,
+    #[serde(default, deserialize_with = "de_level")]
+    log_level: Option<LogLevel>,
+}
+
+struct LevelVisitor;
+
+impl Visitor<'_> for LevelVisitor {
+    type Value = LogLevel;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a log level: \"off\", \"error\", \"warn\", \"info\", \"debug\" or \"trace\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<LogLevel, E> {
+        parse_level(v).map_err(E::custom)
+    }
+}
+
+fn de_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogLevel>, D::Error> {
+    d.deserialize_str(LevelVisitor).map(Some)
 }
 
 struct SecsVisitor;
@@ -327,6 +365,50 @@ struct Plan {
     config: GatewayConfig,
     auth: String,
     dev: bool,
+    log_level: Option<tracing::Level>,
+    /// A note about the connection limit and the open-file limit, printed at start.
+    limit_note: Option<String>,
+}
+
+/// Descriptors kept for everything but device connections: the listeners, the HTTP API and its
+/// clients, the ticket-key file, the runtime's own.
+const RESERVED_FDS: u64 = 64;
+
+/// The process' soft limit of open files, if the system tells.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The connection limit: the flag or file value, else the default lowered to what the open-file
+/// limit allows (each connection is one descriptor). A note says when the limit was lowered or
+/// when the configured value cannot be reached.
+fn connection_limit(configured: Option<usize>, fd_limit: Option<u64>) -> (usize, Option<String>) {
+    let room = fd_limit.map(|l| l.saturating_sub(RESERVED_FDS).max(1) as usize);
+    match (configured, room) {
+        (None, Some(room)) if room < tether_gateway::config::DEFAULT_MAX_CONNECTIONS => (
+            room,
+            Some(format!(
+                "max connections {room}, to fit the open-file limit of {} (raise it with \
+                 `ulimit -n` for more)",
+                fd_limit.unwrap_or_default()
+            )),
+        ),
+        (None, _) => (tether_gateway::config::DEFAULT_MAX_CONNECTIONS, None),
+        (Some(n), Some(room)) if n > room => (
+            n,
+            Some(format!(
+                "warning: max connections {n} is more than the open-file limit of {} allows \
+                 (about {room}); accepts will fail beyond that: raise it with `ulimit -n`",
+                fd_limit.unwrap_or_default()
+            )),
+        ),
+        (Some(n), _) => (n, None),
+    }
 }
 
 fn plan(args: &Args) -> anyhow::Result<Plan> {
@@ -418,9 +500,10 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     if let Some(d) = args.drain_timeout.or(file.drain_timeout) {
         config.drain_timeout = d;
     }
-    if let Some(n) = args.max_connections.or(file.max_connections) {
-        config.max_connections = n.get();
-    }
+    let configured = args.max_connections.or(file.max_connections);
+    let (max_connections, limit_note) =
+        connection_limit(configured.map(NonZeroUsize::get), open_file_limit());
+    config.max_connections = max_connections;
     if let Some(n) = args.max_per_ip.or(file.max_per_ip) {
         config.max_per_ip = n.get();
     }
@@ -437,7 +520,18 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
             reload_every: reload,
         };
     }
-    Ok(Plan { config, auth, dev })
+    let log_level = args
+        .log_level
+        .or(file.log_level)
+        .unwrap_or(LogLevel(Some(tracing::Level::INFO)))
+        .0;
+    Ok(Plan {
+        config,
+        auth,
+        dev,
+        log_level,
+        limit_note,
+    })
 }
 
 /// The command a device can run to talk to a gateway that uses the development PKI: two
@@ -459,16 +553,37 @@ fn device_command(addr: SocketAddr) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = plan(&args)?;
+    if let Some(level) = plan.log_level {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(plan))?;
+    // The gateway (its accept loop) runs on a runtime worker, not on this thread: accepted
+    // connections are then usually served by the thread that accepted them, without a
+    // cross-thread wake-up per connection.
+    runtime
+        .block_on(tokio::spawn(serve(plan)))
+        .context("the gateway task failed")??;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(plan: Plan) -> anyhow::Result<()> {
-    let Plan { config, auth, dev } = plan;
+    let Plan {
+        config,
+        auth,
+        dev,
+        limit_note,
+        ..
+    } = plan;
+    if let Some(note) = limit_note {
+        say!("tether serve: {note}");
+    }
     let (min_tls, drain) = (config.min_tls, config.drain_timeout);
     let gateway = Gateway::bind(config).await?;
     let addr = gateway.local_addr();
@@ -547,5 +662,52 @@ impl Signals {
             let _ = tokio::signal::ctrl_c().await;
             "Ctrl-C"
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use tether_gateway::config::DEFAULT_MAX_CONNECTIONS;
+
+    #[test]
+    fn default_limit_follows_the_open_file_limit() {
+        let (n, note) = connection_limit(None, Some(20_000));
+        assert_eq!(n, 20_000 - RESERVED_FDS as usize);
+        assert!(note.unwrap().contains("open-file limit of 20000"));
+    }
+
+    #[test]
+    fn default_limit_kept_when_descriptors_are_plenty() {
+        assert_eq!(
+            connection_limit(None, Some(1 << 20)),
+            (DEFAULT_MAX_CONNECTIONS, None)
+        );
+        assert_eq!(
+            connection_limit(None, None),
+            (DEFAULT_MAX_CONNECTIONS, None)
+        );
+    }
+
+    #[test]
+    fn configured_limit_past_the_descriptors_is_kept_with_a_warning() {
+        let (n, note) = connection_limit(Some(50_000), Some(1024));
+        assert_eq!(n, 50_000);
+        assert!(note.unwrap().starts_with("warning: max connections 50000"));
+        assert_eq!(connection_limit(Some(100), Some(1024)), (100, None));
+    }
+
+    #[test]
+    fn log_levels_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_level("off"), Ok(LogLevel(None)));
+        assert_eq!(
+            parse_level("debug"),
+            Ok(LogLevel(Some(tracing::Level::DEBUG)))
+        );
+        assert!(
+            parse_level("loud")
+                .unwrap_err()
+                .contains("\"loud\" is not a log level")
+        );
     }
 }
