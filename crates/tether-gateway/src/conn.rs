@@ -164,7 +164,8 @@ async fn frame_loop(
         match pumped {
             Pumped::Idle => {}
             Pumped::More => continue,
-            Pumped::PeerClosed => return (CloseReason::PeerClosed, Some(LINGER)),
+            // The device said it is done: answer close_notify and close, no linger.
+            Pumped::PeerClosed => return (CloseReason::PeerClosed, Some(Duration::ZERO)),
             Pumped::TooLarge => return (CloseReason::FrameTooLarge, Some(LINGER)),
             Pumped::Failed(e) => {
                 tracing::debug!("session failed: {e}");

@@ -490,6 +490,36 @@ fn resumption_tls12_and_tls13() {
 }
 
 #[test]
+fn tls13_tickets_per_handshake() {
+    // Each TLS 1.3 ticket resumes once: after one full handshake, two client sessions made
+    // before either resumes show how many tickets the server sent.
+    for (tickets, want) in [
+        (None, [true, false]),
+        (Some(0), [false, false]),
+        (Some(2), [true, true]),
+    ] {
+        let mut b = ServerConfig::builder(identity("server"))
+            .client_auth(ClientAuth::Required(ca_trust()))
+            .versions(TlsVersion::Tls13, TlsVersion::Tls13);
+        if let Some(n) = tickets {
+            b = b.tls13_tickets(n);
+        }
+        let sc = b.build().unwrap();
+        let cc = client_config(V13, true);
+        let mut p = Pair::new(&cc, "localhost", &sc);
+        p.handshake().unwrap();
+        p.server_send(b"x");
+        p.run().unwrap();
+        let mut first = Pair::new(&cc, "localhost", &sc);
+        let mut second = Pair::new(&cc, "localhost", &sc);
+        first.handshake().unwrap();
+        second.handshake().unwrap();
+        let got = [first.client.is_resumed(), second.client.is_resumed()];
+        assert_eq!(got, want, "tls13_tickets({tickets:?})");
+    }
+}
+
+#[test]
 fn tickets_shared_between_servers_with_one_key() {
     let key = tether::TicketKey::from_bytes(&[42u8; 48]).unwrap();
     let mk = || {
