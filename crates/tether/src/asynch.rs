@@ -1,1 +1,377 @@
-//! (being written)
+//! An async TLS socket over `embedded_io_async` transports (feature `async`, no_std).
+//!
+//! [`AsyncTlsSocket`] is the async twin of [`TlsSocket`](crate::socket::TlsSocket): the same
+//! constructors (a transport, a [`ClientConfig`] or [`ServerConfig`], a server name, a
+//! [`Clock`]), the same [`Error`] categories, the same rule that `read` returns `Ok(0)` only
+//! after the peer's close_notify. The sans-IO [`Session`] does all of TLS; the socket only moves
+//! bytes between it and the transport. No executor, no std, no tokio: any runtime whose sockets
+//! implement `embedded_io_async::{Read, Write}` works (embassy-net, or tokio through
+//! `embedded_io_adapters::tokio_1::FromTokio` on a host).
+//!
+//! The socket implements `embedded_io_async::{ErrorType, Read, Write}` itself, so no_std async
+//! clients (rust-mqtt, reqwless, ...) run over TLS unchanged.
+//!
+//! # Driving it
+//!
+//! ```no_run
+//! # async fn demo<T>(tcp: T, ca_pem: &[u8], now_ms: fn() -> u64) -> Result<(), tether::Error>
+//! # where T: embedded_io_async::Read + embedded_io_async::Write {
+//! use embedded_io_async::{Read as _, Write as _};
+//! use tether::asynch::AsyncTlsSocket;
+//! use tether::{ClientConfig, Instant, TlsVersion, Trust};
+//!
+//! let config = ClientConfig::builder(Trust::from_pem(ca_pem)?)
+//!     .versions(TlsVersion::Tls12, TlsVersion::Tls13)
+//!     .build()?;
+//! let clock = move || Instant::from_millis(now_ms());
+//! // Handshake (certificate verified) before `connect` returns.
+//! let mut tls = AsyncTlsSocket::connect(tcp, &config, "broker.local", clock).await?;
+//! tls.write_all(b"hello").await?;
+//! tls.flush().await?;
+//! let mut buf = [0u8; 64];
+//! let n = tls.read(&mut buf).await?; // 0: the peer closed with close_notify
+//! tls.close().await?; // close_notify
+//! # let _ = n; Ok(()) }
+//! ```
+//!
+//! 1. [`client`](AsyncTlsSocket::client) / [`server`](AsyncTlsSocket::server) make the socket;
+//!    [`handshake`](AsyncTlsSocket::handshake) runs the handshake (or the first `read`/`write`
+//!    does). [`connect`](AsyncTlsSocket::connect) and [`accept`](AsyncTlsSocket::accept) do both.
+//! 2. [`read`](AsyncTlsSocket::read), [`write`](AsyncTlsSocket::write),
+//!    [`flush`](AsyncTlsSocket::flush) move application data.
+//! 3. [`close`](AsyncTlsSocket::close) sends close_notify and flushes the transport; take the
+//!    transport back with [`into_parts`](AsyncTlsSocket::into_parts) to close it.
+//!
+//! # Time and deadlines
+//!
+//! The clock is passed in as for the blocking socket (any `Fn() -> Instant`). The handshake
+//! deadline ([`ClientConfig`]'s handshake timeout) is checked each time the socket wakes: a
+//! handshake that is past its deadline when bytes arrive fails with
+//! [`Error::Timeout`]. An async transport cannot be told to give up on a pending read, so a
+//! silent peer is bounded by the caller's executor: wrap the call in its timeout
+//! (`embassy_time::with_timeout`, `tokio::time::timeout`). Dropping a pending call loses no
+//! data: bytes read go straight into the session, and encrypted output is kept until sent.
+//!
+//! # Writes
+//!
+//! By default each `write` becomes one TLS record, sent before `write` returns. Protocol
+//! clients that write a packet field by field (rust-mqtt does) would make one record per
+//! field: [`set_write_buffer`](AsyncTlsSocket::set_write_buffer) makes writes gather up to that
+//! many plaintext bytes, encrypted and sent when the buffer is full, on `flush`, `close`, or
+//! before a `read` has to wait for the peer.
+
+use alloc::vec::Vec;
+
+use embedded_io_async::{Read, Write};
+
+use crate::config::{ClientConfig, ServerConfig};
+use crate::embedded::transport_error;
+use crate::error::{Error, TransportError};
+use crate::session::{Recv, Session};
+use crate::time::Clock;
+
+/// The plaintext taken per encryption, and the buffer it needs.
+const WRITE_CHUNK: usize = 16 * 1024;
+const WRITE_BUF: usize = WRITE_CHUNK + 64;
+
+/// A TLS socket over an `embedded_io_async` transport. See the [module docs](self).
+#[derive(Debug)]
+pub struct AsyncTlsSocket<T, C: Clock> {
+    transport: T,
+    session: Session,
+    clock: C,
+    /// Encrypted bytes waiting for the transport, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Plaintext gathered by `write` when a write buffer is set.
+    pending: Vec<u8>,
+    write_buffer: usize,
+    read_chunk: usize,
+    eof: bool,
+}
+
+impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
+    /// A client socket over `transport`; the handshake runs on the first call that needs it
+    /// (or call [`handshake`](Self::handshake)).
+    pub fn client(
+        transport: T,
+        config: &ClientConfig,
+        server_name: &str,
+        clock: C,
+    ) -> Result<Self, Error> {
+        let session = Session::client(config, server_name, clock.now())?;
+        Ok(Self::with_session(transport, session, clock))
+    }
+
+    /// A client socket that completes the handshake (the server is verified) before returning.
+    pub async fn connect(
+        transport: T,
+        config: &ClientConfig,
+        server_name: &str,
+        clock: C,
+    ) -> Result<Self, Error> {
+        let mut s = Self::client(transport, config, server_name, clock)?;
+        s.handshake().await?;
+        Ok(s)
+    }
+
+    /// A server socket over an accepted `transport`.
+    pub fn server(transport: T, config: &ServerConfig, clock: C) -> Result<Self, Error> {
+        let session = Session::server(config, clock.now())?;
+        Ok(Self::with_session(transport, session, clock))
+    }
+
+    /// A server socket that completes the handshake before returning.
+    pub async fn accept(transport: T, config: &ServerConfig, clock: C) -> Result<Self, Error> {
+        let mut s = Self::server(transport, config, clock)?;
+        s.handshake().await?;
+        Ok(s)
+    }
+
+    /// A socket around an existing session.
+    pub fn with_session(transport: T, session: Session, clock: C) -> Self {
+        AsyncTlsSocket {
+            transport,
+            session,
+            clock,
+            out: Vec::new(),
+            out_pos: 0,
+            pending: Vec::new(),
+            write_buffer: 0,
+            read_chunk: 4096,
+            eof: false,
+        }
+    }
+
+    /// How many bytes each transport read asks for (default 4096).
+    pub fn set_read_chunk(&mut self, bytes: usize) {
+        self.read_chunk = bytes.max(64);
+    }
+
+    /// Gather up to `bytes` of plaintext from `write` calls into one record (0, the default:
+    /// every `write` is sent at once). Gathered data is sent when the buffer is full, on
+    /// [`flush`](Self::flush) and [`close`](Self::close), and before a `read` waits for the
+    /// peer. At most 16 KiB.
+    pub fn set_write_buffer(&mut self, bytes: usize) {
+        self.write_buffer = bytes.min(WRITE_CHUNK);
+    }
+
+    /// The session: negotiated version, suite, peer certificates...
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably (do not read or write TLS bytes through it).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Takes the socket apart (after [`close`](Self::close), to close the transport).
+    pub fn into_parts(self) -> (T, Session) {
+        (self.transport, self.session)
+    }
+
+    /// True until the handshake has completed.
+    pub fn is_handshaking(&self) -> bool {
+        self.session.is_handshaking()
+    }
+
+    /// Moves the session's pending bytes to the transport until none are left.
+    async fn flush_out(&mut self) -> Result<(), Error> {
+        loop {
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+                if !self.session.wants_transmit() {
+                    self.out = Vec::new();
+                    return Ok(());
+                }
+                self.out.resize(WRITE_BUF, 0);
+                let n = self.session.poll_transmit(&mut self.out);
+                self.out.truncate(n);
+            }
+            match self.transport.write(&self.out[self.out_pos..]).await {
+                Ok(0) => return Err(Error::Transport(TransportError::Reset)),
+                Ok(n) => self.out_pos += n,
+                Err(e) => match transport_error(e) {
+                    // A transport that gave up waiting: try again (the handshake deadline is
+                    // checked by the next read).
+                    TransportError::WouldBlock => {
+                        self.session.handle_timeout(self.clock.now())?;
+                    }
+                    e => return Err(Error::Transport(e)),
+                },
+            }
+        }
+    }
+
+    /// Reads once from the transport into the session.
+    async fn read_once(&mut self) -> Result<(), Error> {
+        if self.eof {
+            return Ok(());
+        }
+        let chunk = self.read_chunk;
+        let buf = self.session.input_buffer(chunk);
+        let r = self.transport.read(buf).await;
+        let now = self.clock.now();
+        let eof = matches!(r, Ok(0));
+        let (n, result) = match r {
+            Ok(n) => (n, Ok(())),
+            Err(e) => match transport_error(e) {
+                TransportError::WouldBlock => (0, Ok(())),
+                e => (0, Err(Error::Transport(e))),
+            },
+        };
+        if let Err(e) = self.session.commit_input(now, n) {
+            // Tell the peer why (the alert the session queued), best effort.
+            let _ = self.flush_out().await;
+            return Err(e);
+        }
+        if eof {
+            self.eof = true;
+            self.session.handle_eof();
+        }
+        result
+    }
+
+    /// Drives the handshake to completion.
+    pub async fn handshake(&mut self) -> Result<(), Error> {
+        loop {
+            self.flush_out().await?;
+            if let Some(e) = self.session.error() {
+                return Err(e.clone());
+            }
+            if !self.session.is_handshaking() {
+                return Ok(());
+            }
+            // At EOF the session has failed (the peer closed during the handshake): the
+            // next turn returns that error.
+            self.read_once().await?;
+        }
+    }
+
+    /// Reads decrypted data. `Ok(0)` means the peer closed cleanly (close_notify); a transport
+    /// EOF without it is [`Error::Truncated`].
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.session.is_handshaking() {
+            self.handshake().await?;
+        }
+        loop {
+            match self.session.recv(buf)? {
+                Recv::Data(n) => return Ok(n),
+                Recv::Closed => return Ok(0),
+                Recv::Pending => {}
+            }
+            // About to wait for the peer: what we owe it goes first (gathered writes, TLS 1.3
+            // key update replies).
+            self.send_pending().await?;
+            self.flush_out().await?;
+            self.read_once().await?;
+        }
+    }
+
+    /// Encrypts the gathered plaintext into `out` and sends it.
+    async fn send_pending(&mut self) -> Result<(), Error> {
+        self.flush_out().await?;
+        let mut taken = 0;
+        while taken < self.pending.len() {
+            let n = self.encrypt_and_send_from_pending(taken).await?;
+            taken += n;
+        }
+        // An idle socket holds no buffers.
+        self.pending = Vec::new();
+        Ok(())
+    }
+
+    async fn encrypt_and_send_from_pending(&mut self, from: usize) -> Result<usize, Error> {
+        let pending = core::mem::take(&mut self.pending);
+        let r = self.encrypt_and_send(&pending[from..]).await;
+        self.pending = pending;
+        r
+    }
+
+    /// Encrypts one record's worth of `data` and sends it; returns how much was taken.
+    async fn encrypt_and_send(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.flush_out().await?;
+        self.out.resize(WRITE_BUF, 0);
+        let sent = self
+            .session
+            .send(&data[..data.len().min(WRITE_CHUNK)], &mut self.out)?;
+        self.out.truncate(sent.written);
+        self.out_pos = 0;
+        self.flush_out().await?;
+        Ok(sent.consumed)
+    }
+
+    /// Encrypts and sends `data` (or, with a write buffer, gathers it); returns how much was
+    /// taken (at most 16 KiB per call).
+    pub async fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        if self.session.is_handshaking() {
+            self.handshake().await?;
+        }
+        if let Some(e) = self.session.error() {
+            return Err(e.clone());
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if self.write_buffer == 0 {
+            return self.encrypt_and_send(data).await;
+        }
+        if self.pending.len() >= self.write_buffer {
+            self.send_pending().await?;
+        }
+        let room = self.write_buffer - self.pending.len();
+        let n = room.min(data.len());
+        self.pending.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    /// Sends everything taken so far, then flushes the transport.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.send_pending().await?;
+        self.flush_out().await?;
+        self.transport
+            .flush()
+            .await
+            .map_err(|e| Error::Transport(transport_error(e)))
+    }
+
+    /// Sends what is still gathered, then close_notify, and flushes the transport. The
+    /// transport stays open: take it back with [`into_parts`](Self::into_parts) to close it.
+    pub async fn close(&mut self) -> Result<(), Error> {
+        if !self.session.is_handshaking() && !self.session.is_failed() {
+            self.send_pending().await?;
+        }
+        self.session.close();
+        self.flush().await
+    }
+}
+
+impl<T, C: Clock> embedded_io_async::ErrorType for AsyncTlsSocket<T, C> {
+    type Error = Error;
+}
+
+impl<T: Read + Write, C: Clock> Read for AsyncTlsSocket<T, C> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        AsyncTlsSocket::read(self, buf).await
+    }
+}
+
+impl<T: Read + Write, C: Clock> Write for AsyncTlsSocket<T, C> {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
+        AsyncTlsSocket::write(self, buf).await
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        AsyncTlsSocket::flush(self).await
+    }
+}

@@ -399,7 +399,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[cfg(feature = "std")]
+// Unconditional (core::error::Error is in core since Rust 1.81): embedded-io's `Error` trait
+// requires it without std.
 impl core::error::Error for Error {}
 
 impl From<ConfigError> for Error {
