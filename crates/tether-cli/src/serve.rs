@@ -568,7 +568,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // connections are then usually served by the thread that accepted them, without a
     // cross-thread wake-up per connection.
     runtime
-        .block_on(tokio::spawn(serve(plan)))
+        .block_on(runtime.spawn(serve(plan)))
         .context("the gateway task failed")??;
     Ok(ExitCode::SUCCESS)
 }
