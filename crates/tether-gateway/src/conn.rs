@@ -200,6 +200,15 @@ async fn frame_loop(
             return (CloseReason::Drain, Some(linger.min(LINGER)));
         }
 
+        // Anything still queued (session tickets after the handshake) goes out before waiting.
+        if conn.session().wants_transmit() {
+            match tokio::time::timeout(shared.idle_timeout, conn.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(DriveError::Tls(_))) => return (CloseReason::TlsError, None),
+                Ok(Err(DriveError::Io(_))) | Err(_) => return (CloseReason::Transport, None),
+            }
+        }
+
         tokio::select! {
             biased;
             input = conn.read_input() => match input {

@@ -144,43 +144,44 @@ impl TlsConn {
         if !self.session.wants_transmit() {
             return Ok(());
         }
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            let n = self.session.poll_transmit(&mut buf);
-            if n == 0 {
-                return Ok(());
-            }
-            self.write_raw(&buf[..n]).await?;
-        }
+        // Everything queued, in one write.
+        let mut buf = vec![0u8; self.session.transmit_len()];
+        let n = self.session.poll_transmit(&mut buf);
+        self.write_raw(&buf[..n]).await
     }
 
     /// Completes the handshake (the caller bounds it in time).
+    ///
+    /// What the session queues after the handshake (TLS 1.3 session tickets) is left queued:
+    /// it goes out in the same write as the first replies or the close_notify, or by
+    /// [`flush`](Self::flush) before the connection waits for input.
     pub(crate) async fn handshake(&mut self) -> Result<(), DriveError> {
         loop {
-            self.flush().await?;
             if let Some(e) = self.session.error() {
                 return Err(DriveError::Tls(e.clone()));
             }
             if !self.session.is_handshaking() {
                 return Ok(());
             }
+            self.flush().await?;
             self.read_input().await?;
         }
     }
 
-    /// Encrypts `data` and writes it, after anything already queued.
+    /// Encrypts `data` and writes it, after anything already queued (in the same write).
     pub(crate) async fn send(&mut self, mut data: &[u8]) -> Result<(), DriveError> {
         while !data.is_empty() {
-            // Nothing may be queued when `send` runs, so that all of `out` is for records.
-            self.flush().await?;
+            let queued = self.session.transmit_len();
             let chunk = data.len().min(SEND_CHUNK);
-            let mut out = vec![0u8; chunk + chunk.div_ceil(MAX_RECORD) * RECORD_OVERHEAD];
+            let mut out =
+                vec![0u8; queued + chunk + chunk.div_ceil(MAX_RECORD) * RECORD_OVERHEAD];
+            let queued = self.session.poll_transmit(&mut out);
             let sent = self
                 .session
-                .send(&data[..chunk], &mut out)
+                .send(&data[..chunk], &mut out[queued..])
                 .map_err(DriveError::Tls)?;
             data = &data[sent.consumed..];
-            self.write_raw(&out[..sent.written]).await?;
+            self.write_raw(&out[..queued + sent.written]).await?;
             if sent.consumed == 0 && sent.written == 0 {
                 return Err(DriveError::Tls(tether::Error::Closed));
             }

@@ -592,6 +592,12 @@ impl Session {
         self.tx_pos < self.tx.len()
     }
 
+    /// How many bytes [`poll_transmit`](Self::poll_transmit) has to give: a buffer this size
+    /// takes them all in one call (and one write to the transport).
+    pub fn transmit_len(&self) -> usize {
+        self.tx.len() - self.tx_pos
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.connected_event {
