@@ -308,7 +308,10 @@ fn nonblocking_client() {
         };
         assert_eq!(&buf[..n], b"non-blocking hello");
         while !poll(sock.close()) {}
-        assert!(would_block > 0);
+        // (How often a call would block depends on scheduling: a loaded machine can have every
+        // answer waiting before the next call. The would-block above, with nothing sent, is
+        // the deterministic check.)
+        let _ = would_block;
         assert_eq!(srv.join().unwrap(), vec![b"non-blocking hello".to_vec()]);
     }
 }

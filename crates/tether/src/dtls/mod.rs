@@ -14,6 +14,8 @@
 //!   one), blocking with timeouts or non-blocking, in the shape of
 //!   [`TlsSocket`](crate::socket::TlsSocket): [`connect`], [`DtlsSocket::send`], [`DtlsSocket::recv`],
 //!   [`DtlsSocket::close`]; [`accept_one`] serves one peer on a UDP socket (tests, tools).
+//! - [`Acceptor`] (module [`listen`]): stateless cookies for a listener that serves many peers
+//!   on one UDP socket: no per-peer memory until a peer echoes a cookie.
 //!
 //! ```
 //! # fn main() -> Result<(), tether::Error> {
@@ -82,6 +84,7 @@
 //!   ([`Session::max_send_size`]); a larger `send` fails, nothing is truncated.
 
 pub mod config;
+pub mod listen;
 pub mod session;
 pub mod socket;
 mod wire;
@@ -91,6 +94,7 @@ use core::fmt;
 pub use config::{
     ClientConfig, ClientConfigBuilder, DEFAULT_MTU, ServerConfig, ServerConfigBuilder,
 };
+pub use listen::{Accept, Acceptor, DropReason};
 pub use session::Session;
 pub use socket::{
     DatagramTransport, DtlsSocket, UdpDtlsSocket, accept_one, connect, connect_named,

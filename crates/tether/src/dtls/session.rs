@@ -188,9 +188,19 @@ impl Session {
 
     /// A server session, for one client.
     pub fn server(config: &ServerConfig, now: Instant) -> Result<Session, Error> {
+        Session::server_with(config, built_dimpl(&config.built), now)
+    }
+
+    /// A server session whose engine runs on `engine` (a per-peer config of a stateless
+    /// listener) instead of the config's own.
+    pub(crate) fn server_with(
+        config: &ServerConfig,
+        engine: Arc<dimpl::Config>,
+        now: Instant,
+    ) -> Result<Session, Error> {
         let built = &config.built;
         let std_base = std::time::Instant::now();
-        let dtls = guarded(|| new_dimpl(built, std_base))?;
+        let dtls = guarded(|| new_dimpl_with(built, engine, std_base))?;
         let peer = match &config.verify {
             Some(v) => Peer::Client(v.clone()),
             None => Peer::AnonymousClient,
@@ -313,12 +323,23 @@ impl Session {
     /// Collects dimpl's output until its next timer. After a failure only datagrams (its alert)
     /// are kept; after a verification failure nothing more is.
     fn drain(&mut self) {
-        let mut buf = alloc::vec![0u8; self.mtu.max(2048)];
+        // On the stack for the usual MTU: no allocation per datagram.
+        let mut stack = [0u8; 2048];
+        let mut heap = if self.mtu > stack.len() {
+            alloc::vec![0u8; self.mtu]
+        } else {
+            Vec::new()
+        };
         for _ in 0..100_000 {
+            let buf: &mut [u8] = if heap.is_empty() {
+                &mut stack
+            } else {
+                &mut heap
+            };
             if self.poisoned {
                 return;
             }
-            let out = match self.poll_one(&mut buf) {
+            let out = match self.poll_one(buf) {
                 Ok(o) => o,
                 Err(e) => {
                     self.poisoned = true;
@@ -334,7 +355,7 @@ impl Session {
                         (t.saturating_duration_since(self.last_now) < IDLE).then_some(t);
                     return;
                 }
-                Out::Grow(n) => buf.resize(n, 0),
+                Out::Grow(n) => heap.resize(n.max(heap.len()), 0),
                 Out::Packet(p) => {
                     if let Some(seq) = wire::max_epoch0_sequence(&p) {
                         self.epoch0_sequence =
@@ -585,6 +606,13 @@ impl Session {
         d
     }
 
+    /// Puts datagrams back at the front of the send queue, in order.
+    pub(crate) fn requeue(&mut self, datagrams: Vec<Vec<u8>>) {
+        for d in datagrams.into_iter().rev() {
+            self.out.push_front(d);
+        }
+    }
+
     /// True when [`poll_datagram`](Self::poll_datagram) has a datagram to give.
     pub fn wants_transmit(&self) -> bool {
         !self.out.is_empty()
@@ -746,9 +774,20 @@ impl Session {
     }
 }
 
+fn built_dimpl(built: &Built) -> Arc<dimpl::Config> {
+    built.dimpl.clone()
+}
+
 fn new_dimpl(built: &Built, now: std::time::Instant) -> dimpl::Dtls {
+    new_dimpl_with(built, built.dimpl.clone(), now)
+}
+
+fn new_dimpl_with(
+    built: &Built,
+    config: Arc<dimpl::Config>,
+    now: std::time::Instant,
+) -> dimpl::Dtls {
     let (min, max) = built.versions;
-    let config = built.dimpl.clone();
     let cert = built.certificate.clone();
     match (min, max) {
         (DtlsVersion::Dtls12, DtlsVersion::Dtls12) => dimpl::Dtls::new_12(config, cert, now),

@@ -110,6 +110,8 @@ pub struct DtlsSocket<T: DatagramTransport, C: Clock> {
     nonblocking: bool,
     io_timeout: Option<Duration>,
     read_timeout_set: Option<Option<Duration>>,
+    /// The receive buffer: allocated (and zeroed) once, on the first receive.
+    rx_buf: Vec<u8>,
 }
 
 impl<T: DatagramTransport, C: Clock> DtlsSocket<T, C> {
@@ -154,6 +156,7 @@ impl<T: DatagramTransport, C: Clock> DtlsSocket<T, C> {
             nonblocking: false,
             io_timeout: None,
             read_timeout_set: None,
+            rx_buf: Vec::new(),
         }
     }
 
@@ -262,11 +265,13 @@ impl<T: DatagramTransport, C: Clock> DtlsSocket<T, C> {
                 self.read_timeout_set = Some(bound);
             }
         }
-        let mut buf = alloc::vec![0u8; MAX_DATAGRAM];
-        match self.transport.recv(&mut buf) {
+        if self.rx_buf.len() != MAX_DATAGRAM {
+            self.rx_buf = alloc::vec![0u8; MAX_DATAGRAM];
+        }
+        match self.transport.recv(&mut self.rx_buf) {
             Ok(n) => {
                 let now = self.clock.now();
-                let r = self.session.handle_datagram(now, &buf[..n]);
+                let r = self.session.handle_datagram(now, &self.rx_buf[..n]);
                 if r.is_err() {
                     // Tell the peer why (the alert the session queued), best effort.
                     let _ = self.flush_out();

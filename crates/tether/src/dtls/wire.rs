@@ -132,6 +132,208 @@ pub(super) fn client_hello_versions(datagram: &[u8]) -> Option<alloc::vec::Vec<u
     Some(alloc::vec![legacy])
 }
 
+const EXT_COOKIE: u16 = 44;
+const EXT_PADDING: u16 = 21;
+
+/// Where the fields a stateless listener needs sit in a datagram that starts with a whole,
+/// unfragmented, plaintext ClientHello (offsets into the datagram).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ClientHello {
+    /// End of the record that holds the ClientHello (what follows it is ignored).
+    pub record_end: usize,
+    /// The client's random.
+    pub random: [u8; 32],
+    /// The legacy (DTLS 1.2 HelloVerifyRequest) cookie, without its length byte.
+    pub legacy_cookie: core::ops::Range<usize>,
+    /// The cipher suite list, without its length.
+    pub suites: core::ops::Range<usize>,
+    /// Offset of the extensions' u16 length, if there are extensions.
+    pub extensions_len_at: Option<usize>,
+    /// The whole cookie extension (DTLS 1.3 HelloRetryRequest cookie), header included.
+    pub cookie_extension: Option<core::ops::Range<usize>>,
+    /// The whole padding extension, header included.
+    pub padding_extension: Option<core::ops::Range<usize>>,
+}
+
+impl ClientHello {
+    /// True when the client echoes a cookie (either kind).
+    pub fn has_cookie(&self) -> bool {
+        !self.legacy_cookie.is_empty() || self.cookie_extension.is_some()
+    }
+}
+
+fn u16_at(d: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_be_bytes([
+        *d.get(at)?,
+        *d.get(at + 1)?,
+    ])))
+}
+
+fn u24_at(d: &[u8], at: usize) -> Option<usize> {
+    let b = d.get(at..at + 3)?;
+    Some(usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
+}
+
+/// Parses the ClientHello at the start of `datagram`: a plaintext handshake record of epoch 0
+/// holding one whole, unfragmented ClientHello whose lengths all agree. `None` otherwise.
+pub(super) fn client_hello(datagram: &[u8]) -> Option<ClientHello> {
+    let h = datagram.get(..HEADER)?;
+    if h[0] != HANDSHAKE || h[1] != 0xfe || h[3..5] != [0, 0] {
+        return None;
+    }
+    let record_end = HEADER + u16_at(datagram, 11)?;
+    let record = datagram.get(..record_end)?;
+    // Handshake header: type(1) length(3) message_seq(2) fragment_offset(3) fragment_length(3).
+    if *record.get(HEADER)? != CLIENT_HELLO {
+        return None;
+    }
+    let length = u24_at(record, HEADER + 1)?;
+    if u24_at(record, HEADER + 6)? != 0 || u24_at(record, HEADER + 9)? != length {
+        return None;
+    }
+    let body_at = HEADER + 12;
+    if body_at + length != record_end {
+        return None;
+    }
+    // legacy_version(2) random(32) session_id<1> cookie<1> cipher_suites<2> compression<1>
+    // extensions<2>
+    let mut random = [0u8; 32];
+    random.copy_from_slice(record.get(body_at + 2..body_at + 34)?);
+    let mut at = body_at + 34;
+    at += 1 + usize::from(*record.get(at)?);
+    let cookie_len = usize::from(*record.get(at)?);
+    let legacy_cookie = at + 1..at + 1 + cookie_len;
+    at = legacy_cookie.end;
+    let suites_len = u16_at(record, at)?;
+    let suites = at + 2..at + 2 + suites_len;
+    at = suites.end;
+    at += 1 + usize::from(*record.get(at)?);
+    if at > record_end {
+        return None;
+    }
+    let mut hello = ClientHello {
+        record_end,
+        random,
+        legacy_cookie,
+        suites,
+        extensions_len_at: None,
+        cookie_extension: None,
+        padding_extension: None,
+    };
+    if at == record_end {
+        return Some(hello);
+    }
+    let ext_len = u16_at(record, at)?;
+    hello.extensions_len_at = Some(at);
+    at += 2;
+    if at + ext_len != record_end {
+        return None;
+    }
+    while at < record_end {
+        let kind = u16_at(record, at)?;
+        let len = u16_at(record, at + 2)?;
+        let end = at + 4 + len;
+        if end > record_end {
+            return None;
+        }
+        match kind as u16 {
+            EXT_COOKIE => hello.cookie_extension = Some(at..end),
+            EXT_PADDING => hello.padding_extension = Some(at..end),
+            _ => {}
+        }
+        at = end;
+    }
+    Some(hello)
+}
+
+fn put_u16(d: &mut [u8], at: usize, v: usize) {
+    let v = u16::try_from(v).unwrap_or(u16::MAX).to_be_bytes();
+    if let Some(s) = d.get_mut(at..at + 2) {
+        s.copy_from_slice(&v);
+    }
+}
+
+fn put_u24(d: &mut [u8], at: usize, v: usize) {
+    let v = u32::try_from(v).unwrap_or(u32::MAX).to_be_bytes();
+    if let Some(s) = d.get_mut(at..at + 3) {
+        s.copy_from_slice(&v[1..]);
+    }
+}
+
+/// The client's first ClientHello, rebuilt from its second (the one that echoes our cookie):
+/// the same record without the cookie, with message_seq and record sequence 0.
+///
+/// DTLS 1.2 (RFC 6347 4.2.1): the legacy cookie emptied (neither the first ClientHello nor
+/// the HelloVerifyRequest enters the handshake hash, so only its random matters). DTLS 1.3
+/// (RFC 8446 4.1.2): the cookie extension removed and, when the client pads its ClientHello
+/// to a fixed size (RFC 7685, as dimpl does), the padding grown back by as much; the first
+/// ClientHello enters the transcript, so this must give back its exact bytes, which holds
+/// for clients that change nothing but the cookie and the padding between the two.
+pub(super) fn first_client_hello(
+    datagram: &[u8],
+    hello: &ClientHello,
+) -> Option<alloc::vec::Vec<u8>> {
+    let record = datagram.get(..hello.record_end)?;
+    let mut out = alloc::vec::Vec::with_capacity(record.len());
+    let removed;
+    if let Some(ext) = hello.cookie_extension.clone() {
+        let grow = hello
+            .padding_extension
+            .clone()
+            .filter(|p| p.start > ext.start);
+        removed = if grow.is_some() { 0 } else { ext.len() };
+        out.extend_from_slice(record.get(..ext.start)?);
+        match grow {
+            Some(p) => {
+                out.extend_from_slice(record.get(ext.end..p.start)?);
+                // The padding header with the longer length, then zeros.
+                out.extend_from_slice(&(EXT_PADDING).to_be_bytes());
+                let len = p.len() - 4 + ext.len();
+                out.extend_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+                out.resize(out.len() + len, 0);
+                out.extend_from_slice(record.get(p.end..)?);
+            }
+            None => out.extend_from_slice(record.get(ext.end..)?),
+        }
+        if let Some(at) = hello.extensions_len_at {
+            let n = u16_at(&out, at)?.checked_sub(removed)?;
+            put_u16(&mut out, at, n);
+        }
+    } else {
+        let c = hello.legacy_cookie.clone();
+        removed = c.len();
+        out.extend_from_slice(record.get(..c.start - 1)?);
+        out.push(0);
+        out.extend_from_slice(record.get(c.end..)?);
+    }
+    // Record header: sequence 0, shorter length; handshake header: shorter, message_seq 0.
+    let body = u16_at(&out, 11)?.checked_sub(removed)?;
+    put_u16(&mut out, 11, body);
+    if let Some(seq) = out.get_mut(5..11) {
+        seq.fill(0);
+    }
+    let length = u24_at(&out, HEADER + 1)?.checked_sub(removed)?;
+    put_u24(&mut out, HEADER + 1, length);
+    put_u16(&mut out, HEADER + 4, 0);
+    put_u24(&mut out, HEADER + 9, length);
+    Some(out)
+}
+
+/// True when `datagram` holds a HelloVerifyRequest or a HelloRetryRequest (a ServerHello
+/// with the RFC 8446 4.1.3 random): a server asking for a cookie.
+pub(super) fn is_cookie_request(datagram: &[u8]) -> bool {
+    const HRR_RANDOM: [u8; 8] = [0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11];
+    records(datagram).any(|r| {
+        r.content_type == HANDSHAKE
+            && match r.fragment.first() {
+                Some(&HELLO_VERIFY_REQUEST) => true,
+                // type(1) length(3) seq(2) off(3) flen(3) version(2) random(32)
+                Some(&SERVER_HELLO) => r.fragment.get(14..22) == Some(&HRR_RANDOM[..]),
+                _ => false,
+            }
+    })
+}
+
 /// The description of a plaintext (epoch 0) alert other than close_notify and
 /// user_canceled at the start of `datagram`.
 pub(super) fn plaintext_fatal_alert(datagram: &[u8]) -> Option<u8> {
