@@ -59,6 +59,29 @@
 //! field: [`set_write_buffer`](AsyncTlsSocket::set_write_buffer) makes writes gather up to that
 //! many plaintext bytes, encrypted and sent when the buffer is full, on `flush`, `close`, or
 //! before a `read` has to wait for the peer.
+//!
+//! # MQTT over TLS
+//!
+//! `examples/mqtt_tls.rs` and `tests/mqtt.rs` run the no_std MQTT client
+//! [rust-mqtt](https://docs.rs/rust-mqtt) 0.6 over this socket against mosquitto (client
+//! certificates required; the client capped at TLS 1.2, then at TLS 1.3). The order matters:
+//! finish the TLS handshake with [`connect`](AsyncTlsSocket::connect) first, then hand the
+//! socket to the MQTT client. A TLS failure then comes back as a categorised [`Error`]
+//! (rust-mqtt only keeps an `ErrorKind` from its transport).
+//!
+//! Why rust-mqtt and not minimq: rust-mqtt takes any `embedded_io_async::{Read, Write}`
+//! transport and nothing else, so it runs over this socket as is, and it has no clock of its
+//! own (keep-alive is the caller's loop). minimq up to 0.10 drives its own socket through an
+//! `embedded-nal` `TcpClientStack` (on smoltcp through smoltcp-nal) and has no TLS, so TLS
+//! would have to be wrapped into a network stack; 0.13 moved to `embedded-io-async` but reads
+//! time from `embassy-time`'s global driver, which ties a device to embassy and breaks tether's
+//! rule that time is passed in.
+//!
+//! There is no plaintext fallback anywhere in tether: a handshake that fails (certificate,
+//! version, alert, timeout) is an error, and the socket never writes application bytes that
+//! are not inside a TLS record (the MQTT test proves it with a recording relay and the
+//! broker's log of its plain port). Nor is there a version fallback: the versions offered are
+//! exactly the configured range.
 
 use alloc::vec::Vec;
 
