@@ -294,9 +294,7 @@ fn error_kind_table() {
             ErrorKind::InvalidData,
         ),
         (
-            Error::PinMismatch {
-                presented: pin,
-            },
+            Error::PinMismatch { presented: pin },
             ErrorKind::InvalidData,
         ),
         (
