@@ -6,6 +6,8 @@
 //! - `tether demo`: a self-contained tour (throwaway PKI, a server, mTLS clients, resumption).
 //! - `tether serve`: the device gateway (TLS frame protocol, HTTP API, metrics, drain).
 //! - `tether bench ...`: a load tool for gateways (handshakes/s, idle sessions, ECHO latency).
+//! - `tether provision HOST:PORT --base ADDR`: the Renode commands that write a device's gateway
+//!   endpoint into its memory.
 
 use std::process::ExitCode;
 
@@ -28,6 +30,7 @@ mod bench;
 mod connect;
 mod demo;
 mod pki;
+mod provision;
 mod serve;
 
 #[derive(Debug, Parser)]
@@ -55,6 +58,14 @@ enum Command {
     Serve(serve::Args),
     /// Load a TLS gateway: handshakes per second, idle sessions held, ECHO round trips.
     Bench(bench::Args),
+    /// Print the Renode `sysbus WriteDoubleWord` commands that write a gateway endpoint
+    /// (u32 length + "host:port") into device memory.
+    ///
+    /// The blob is a u32 little-endian length, then the UTF-8 "host:port", zero-padded to a
+    /// whole 32-bit word. Each word is printed as `sysbus WriteDoubleWord ADDR VALUE` (its first
+    /// byte is the low byte), the length word first at --base. A device reads it back with
+    /// tether::provision::read_endpoint.
+    Provision(provision::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +76,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Provision(args) => provision::run(args),
     };
     match result {
         Ok(code) => code,
