@@ -376,6 +376,14 @@ impl<'n, 's, D: Device, N: Fn() -> u64, S: FnMut(u64)> TcpTransport<'n, 's, D, N
         self.close_timeout_ms = ms;
     }
 
+    /// Gives the stack back without closing: the TCP connection stays open (no reset), so the
+    /// stack can serve other sockets meanwhile; [`TcpTransport::new`] with the returned handle
+    /// picks the connection up again. Timeouts set on this transport are not kept.
+    pub fn release(self) -> SocketHandle {
+        let this = core::mem::ManuallyDrop::new(self);
+        this.handle
+    }
+
     /// The socket's handle in the stack.
     pub fn handle(&self) -> SocketHandle {
         self.handle
