@@ -407,6 +407,8 @@ pub(crate) struct ClientVerifier {
     pub provider: Arc<CryptoProvider>,
     pub time: TimePolicy,
     pub subjects: Vec<DistinguishedName>,
+    /// Chains already verified against these roots (`None`: no cache).
+    pub verified: Option<VerifiedChains>,
 }
 
 impl ClientVerifier {
@@ -415,18 +417,52 @@ impl ClientVerifier {
         mandatory: bool,
         provider: Arc<CryptoProvider>,
         time: TimePolicy,
+        cache_size: usize,
     ) -> Self {
         let subjects = trust.roots.subjects();
+        let verified = (cache_size > 0 && !trust.roots.is_empty() && !trust.danger_any)
+            .then(|| VerifiedChains::new(cache_size));
         ClientVerifier {
             trust,
             mandatory,
             provider,
             time,
             subjects,
+            verified,
         }
     }
 
     fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        let Some(cache) = &self.verified else {
+            return self.verify_fully(end_entity, intermediates, now);
+        };
+        let key = VerifiedChains::key(end_entity, intermediates);
+        if cache.contains(&key) {
+            // The same bytes verified before against the same roots: their signatures and
+            // usages cannot have changed. The time can: every certificate must still be
+            // valid now (else the full path below gives the exact error). Pins are checked
+            // as always.
+            let when = check_time(&self.time, now, end_entity, intermediates).as_secs();
+            let in_window = core::iter::once(end_entity).chain(intermediates).all(|c| {
+                crate::der::validity(c.as_ref())
+                    .is_some_and(|(not_before, not_after)| not_before <= when && when <= not_after)
+            });
+            if in_window {
+                let chain = core::iter::once(end_entity).chain(intermediates);
+                return self.trust.check_pins(chain, end_entity);
+            }
+        }
+        self.verify_fully(end_entity, intermediates, now)?;
+        cache.insert(key);
+        Ok(())
+    }
+
+    fn verify_fully(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -440,6 +476,64 @@ impl ClientVerifier {
             intermediates,
             now,
         )
+    }
+}
+
+/// A bounded set of client certificate chains that verified against one verifier's roots,
+/// by SHA-256 of the chain: a device that reconnects with the same certificate skips the
+/// chain's signature check (one ECDSA verify per CA level), never the handshake signature
+/// that proves it holds the key. Oldest entries go first when it is full.
+#[derive(Debug)]
+pub(crate) struct VerifiedChains {
+    capacity: usize,
+    inner: spin::Mutex<VerifiedInner>,
+}
+
+#[derive(Debug, Default)]
+struct VerifiedInner {
+    set: alloc::collections::BTreeSet<[u8; 32]>,
+    order: alloc::collections::VecDeque<[u8; 32]>,
+}
+
+impl VerifiedChains {
+    fn new(capacity: usize) -> VerifiedChains {
+        VerifiedChains {
+            capacity,
+            inner: spin::Mutex::new(VerifiedInner::default()),
+        }
+    }
+
+    /// SHA-256 over each certificate's length and bytes, leaf first.
+    fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for cert in core::iter::once(end_entity).chain(intermediates) {
+            ctx.update(&(cert.as_ref().len() as u64).to_be_bytes());
+            ctx.update(cert.as_ref());
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+
+    fn contains(&self, key: &[u8; 32]) -> bool {
+        self.inner.lock().set.contains(key)
+    }
+
+    fn insert(&self, key: [u8; 32]) {
+        let mut inner = self.inner.lock();
+        if inner.set.insert(key) {
+            inner.order.push_back(key);
+            while inner.order.len() > self.capacity {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().set.len()
     }
 }
 
@@ -520,4 +614,71 @@ impl ClientCertVerifier for ClientVerifier {
     }
 
     verify_signatures_with!(provider);
+}
+
+#[cfg(test)]
+mod verified_cache_tests {
+    use super::*;
+
+    fn der(pem: &[u8]) -> CertificateDer<'static> {
+        CertificateDer::pem_slice_iter(pem).next().unwrap().unwrap()
+    }
+
+    fn verifier(cache: usize) -> ClientVerifier {
+        let trust = Trust::from_pem(include_bytes!("../tests/data/ca.pem")).unwrap();
+        let provider = crate::config::provider_with(None, None).unwrap();
+        ClientVerifier::new(trust, true, provider, TimePolicy::System, cache)
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(core::time::Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn a_verified_chain_is_remembered_but_its_times_and_issuer_still_count() {
+        let v = verifier(8);
+        let client = der(include_bytes!("../tests/data/client.pem"));
+        let (not_before, not_after) = crate::der::validity(client.as_ref()).unwrap();
+        let now = at(not_before + 60);
+        v.verify(&client, &[], now).unwrap();
+        assert_eq!(v.verified.as_ref().unwrap().len(), 1);
+        // Again: a hit, still fine, nothing added.
+        v.verify(&client, &[], now).unwrap();
+        assert_eq!(v.verified.as_ref().unwrap().len(), 1);
+        // Cached, but expired now: refused with the exact reason.
+        assert_eq!(
+            v.verify(&client, &[], at(not_after + 1)),
+            Err(Error::Certificate(CertificateError::Expired))
+        );
+        assert_eq!(
+            v.verify(&client, &[], at(not_before - 1)),
+            Err(Error::Certificate(CertificateError::NotValidYet))
+        );
+        // Another CA's client is never cached, and refused every time.
+        let other = der(include_bytes!("../tests/data/other-client.pem"));
+        for _ in 0..2 {
+            assert_eq!(
+                v.verify(&other, &[], now),
+                Err(Error::Certificate(CertificateError::UnknownIssuer))
+            );
+        }
+        assert_eq!(v.verified.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_can_be_off() {
+        let v = verifier(1);
+        let client = der(include_bytes!("../tests/data/client.pem"));
+        let server = der(include_bytes!("../tests/data/server.pem"));
+        let now = at(crate::der::validity(client.as_ref()).unwrap().0 + 60);
+        v.verify(&client, &[], now).unwrap();
+        // The server certificate is not for client auth: refused, not cached.
+        assert!(v.verify(&server, &[], now).is_err());
+        assert_eq!(v.verified.as_ref().unwrap().len(), 1);
+        // A chain with an (unused) extra certificate is another key; the oldest goes.
+        v.verify(&client, core::slice::from_ref(&client), now)
+            .unwrap();
+        assert_eq!(v.verified.as_ref().unwrap().len(), 1);
+        assert!(verifier(0).verified.is_none());
+    }
 }
