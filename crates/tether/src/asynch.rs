@@ -49,8 +49,14 @@
 //! handshake that is past its deadline when bytes arrive fails with
 //! [`Error::Timeout`]. An async transport cannot be told to give up on a pending read, so a
 //! silent peer is bounded by the caller's executor: wrap the call in its timeout
-//! (`embassy_time::with_timeout`, `tokio::time::timeout`). Dropping a pending call loses no
-//! data: bytes read go straight into the session, and encrypted output is kept until sent.
+//! (`embassy_time::with_timeout`, `tokio::time::timeout`).
+//!
+//! Cancellation (a timeout or `select!` dropping a pending call), given a cancel-safe
+//! transport: `read`, `flush`, `handshake` and `close` are cancel-safe (bytes read go straight
+//! into the session, encrypted output waits in the socket until sent, and the next call carries
+//! on). `write` with a write buffer only gathers, so it is cancel-safe too. `write` without one
+//! is not: once it has encrypted the data, dropping it before it returns loses the count, and a
+//! caller that writes the same bytes again sends them twice.
 //!
 //! # Writes
 //!
@@ -111,6 +117,8 @@ pub struct AsyncTlsSocket<T, C: Clock> {
     write_buffer: usize,
     read_chunk: usize,
     eof: bool,
+    /// A transport read into the session's input buffer is under way (or was cancelled).
+    reading: bool,
 }
 
 impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
@@ -163,6 +171,7 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
             write_buffer: 0,
             read_chunk: 4096,
             eof: false,
+            reading: false,
         }
     }
 
@@ -195,7 +204,9 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
     }
 
     /// Takes the socket apart (after [`close`](Self::close), to close the transport).
-    pub fn into_parts(self) -> (T, Session) {
+    pub fn into_parts(mut self) -> (T, Session) {
+        // A failure here is the session's own and stays in it.
+        let _ = self.settle();
         (self.transport, self.session)
     }
 
@@ -240,7 +251,9 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
         }
         let chunk = self.read_chunk;
         let buf = self.session.input_buffer(chunk);
+        self.reading = true;
         let r = self.transport.read(buf).await;
+        self.reading = false;
         let now = self.clock.now();
         let eof = matches!(r, Ok(0));
         let (n, result) = match r {
@@ -262,8 +275,19 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
         result
     }
 
+    /// After a read that was cancelled while waiting for the transport: gives the session's
+    /// input buffer back (nothing was read into it) before the session is used again.
+    fn settle(&mut self) -> Result<(), Error> {
+        if self.reading {
+            self.reading = false;
+            self.session.commit_input(self.clock.now(), 0)?;
+        }
+        Ok(())
+    }
+
     /// Drives the handshake to completion.
     pub async fn handshake(&mut self) -> Result<(), Error> {
+        self.settle()?;
         loop {
             self.flush_out().await?;
             if let Some(e) = self.session.error() {
@@ -284,6 +308,7 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.settle()?;
         if self.session.is_handshaking() {
             self.handshake().await?;
         }
@@ -301,42 +326,58 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
         }
     }
 
-    /// Encrypts the gathered plaintext into `out` and sends it.
+    /// Encrypts the gathered plaintext and sends it. Cancel-safe: between awaits, every byte
+    /// is either still gathered or encrypted in `out`.
     async fn send_pending(&mut self) -> Result<(), Error> {
-        self.flush_out().await?;
-        let mut taken = 0;
-        while taken < self.pending.len() {
-            let n = self.encrypt_and_send_from_pending(taken).await?;
-            taken += n;
+        loop {
+            self.flush_out().await?;
+            if self.pending.is_empty() {
+                // An idle socket holds no buffers.
+                self.pending = Vec::new();
+                return Ok(());
+            }
+            // Taken out and put back with no await in between.
+            let mut pending = core::mem::take(&mut self.pending);
+            let r = self.encrypt(&pending);
+            if let Ok(consumed) = r {
+                pending.drain(..consumed);
+            }
+            self.pending = pending;
+            r?;
         }
-        // An idle socket holds no buffers.
-        self.pending = Vec::new();
-        Ok(())
     }
 
-    async fn encrypt_and_send_from_pending(&mut self, from: usize) -> Result<usize, Error> {
-        let pending = core::mem::take(&mut self.pending);
-        let r = self.encrypt_and_send(&pending[from..]).await;
-        self.pending = pending;
-        r
+    /// Encrypts one record's worth of `data` into `out` (which must be empty); returns how
+    /// much was taken. No await: the session and `out` change together.
+    fn encrypt(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.out.resize(WRITE_BUF, 0);
+        let sent = match self
+            .session
+            .send(&data[..data.len().min(WRITE_CHUNK)], &mut self.out)
+        {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.out.clear();
+                return Err(e);
+            }
+        };
+        self.out.truncate(sent.written);
+        self.out_pos = 0;
+        Ok(sent.consumed)
     }
 
     /// Encrypts one record's worth of `data` and sends it; returns how much was taken.
     async fn encrypt_and_send(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.send_pending().await?;
+        let consumed = self.encrypt(data)?;
         self.flush_out().await?;
-        self.out.resize(WRITE_BUF, 0);
-        let sent = self
-            .session
-            .send(&data[..data.len().min(WRITE_CHUNK)], &mut self.out)?;
-        self.out.truncate(sent.written);
-        self.out_pos = 0;
-        self.flush_out().await?;
-        Ok(sent.consumed)
+        Ok(consumed)
     }
 
     /// Encrypts and sends `data` (or, with a write buffer, gathers it); returns how much was
     /// taken (at most 16 KiB per call).
     pub async fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.settle()?;
         if self.session.is_handshaking() {
             self.handshake().await?;
         }
@@ -360,6 +401,7 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
 
     /// Sends everything taken so far, then flushes the transport.
     pub async fn flush(&mut self) -> Result<(), Error> {
+        self.settle()?;
         self.send_pending().await?;
         self.flush_out().await?;
         self.transport
@@ -371,6 +413,7 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
     /// Sends what is still gathered, then close_notify, and flushes the transport. The
     /// transport stays open: take it back with [`into_parts`](Self::into_parts) to close it.
     pub async fn close(&mut self) -> Result<(), Error> {
+        self.settle()?;
         if !self.session.is_handshaking() && !self.session.is_failed() {
             self.send_pending().await?;
         }

@@ -352,3 +352,43 @@ async fn write_buffer_gathers_small_writes_into_one_record() {
             .unwrap();
     }
 }
+
+/// A read dropped while waiting (here by a timeout, as `select!` would) loses nothing: the
+/// next read gets the data, and the gathered write made before it was sent.
+#[tokio::test]
+async fn a_cancelled_read_loses_nothing() {
+    let pki = Pki::new();
+    let server_config = pki.server_config(BOTH, false);
+    let (listener, port) = listen().await;
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = within(listener.accept()).await.unwrap();
+        let mut sock = within(AsyncTlsSocket::accept(
+            FromTokio::new(tcp),
+            &server_config,
+            StdClock::new(),
+        ))
+        .await
+        .unwrap();
+        let line = read_line(&mut sock).await.unwrap();
+        // Answer only once the client's first read has been cancelled.
+        within(go_rx).await.unwrap();
+        within(sock.write_all(format!("re: {line}").as_bytes()))
+            .await
+            .unwrap();
+        within(sock.close()).await.unwrap();
+    });
+    let mut sock = connect(port, &pki.client_config(BOTH, false))
+        .await
+        .unwrap();
+    sock.set_write_buffer(512);
+    // Gathered, not sent yet: the read below must send it before it waits.
+    within(sock.write_all(b"question\n")).await.unwrap();
+    let mut buf = [0u8; 64];
+    let cancelled = tokio::time::timeout(Duration::from_millis(50), sock.read(&mut buf)).await;
+    assert!(cancelled.is_err(), "nothing was sent yet: {cancelled:?}");
+    go_tx.send(()).unwrap();
+    assert_eq!(read_line(&mut sock).await.unwrap(), "re: question\n");
+    assert_eq!(within(sock.read(&mut buf)).await.unwrap(), 0);
+    server.await.unwrap();
+}
