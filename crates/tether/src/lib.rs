@@ -14,9 +14,20 @@
 //! - [`Error`]: one categorised error type; each message says what happened and what to do.
 //! - `dtls` (feature `dtls`): DTLS 1.2/1.3 over UDP with the same trust, identities and errors:
 //!   `dtls::Session` (sans-IO, over dimpl) and `dtls::DtlsSocket`.
+//! - `embedded` (feature `embedded-io`, no_std): `TlsSocket` over any `embedded_io::{Read,
+//!   Write}` stream, and `TlsSocket` as an embedded-io stream itself; [`Error`] implements
+//!   `embedded_io::Error`.
+//! - `asynch` (feature `async`, no_std): `AsyncTlsSocket` over `embedded_io_async` transports,
+//!   itself `embedded_io_async::{Read, Write}`, so no_std async clients (rust-mqtt: MQTT over
+//!   TLS, see `examples/mqtt_tls.rs`) run over it.
+//! - [`provision`] (no_std, always): the gateway endpoint blob a device reads from memory
+//!   (`u32` length + `"host:port"`), its reader and writer (`tether provision` prints it as
+//!   Renode commands).
 //!
 //! Features: `std` (default: TcpStream adapter, system clock, TOFU file store, `io::Error`
-//! mapping), `mozilla-roots` (bundled Mozilla CA roots), `dtls` (DTLS, implies `std`).
+//! mapping), `mozilla-roots` (bundled Mozilla CA roots), `dtls` (DTLS, implies `std`),
+//! `embedded-io` (blocking embedded-io adapters), `async` (the async socket, implies
+//! `embedded-io`).
 //!
 //! ```
 //! # fn main() -> Result<(), tether::Error> {
