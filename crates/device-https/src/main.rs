@@ -201,6 +201,8 @@ fn main() -> ExitCode {
         }
     };
     let fd = device.as_raw_fd();
+    // The clock's origin: the device's "boot".
+    let _ = now_ms();
     let seed = seed();
     let mac = seed.to_le_bytes();
     // Locally administered, unicast.
@@ -238,7 +240,7 @@ fn main() -> ExitCode {
         max_response: args.max_response,
     };
     let mut log = |a: std::fmt::Arguments<'_>| {
-        let _ = writeln!(std::io::stderr(), "device-https: {a}");
+        let _ = writeln!(std::io::stderr(), "device-https: [{:>5} ms] {a}", now_ms());
     };
     match flow::run(&mut stack, tcp, &config, &plan, &mut log) {
         Ok(outcome) => {

@@ -321,6 +321,9 @@ impl Dnsmasq {
             "--keep-in-foreground".to_owned(),
             "--log-facility=-".to_owned(),
             "--log-dhcp".to_owned(),
+            // No ping of an address before offering it: that check holds the first offers
+            // back for seconds on a fresh link.
+            "--no-ping".to_owned(),
             "--conf-file=/dev/null".to_owned(),
             "--no-resolv".to_owned(),
             "--no-hosts".to_owned(),
@@ -354,5 +357,54 @@ impl Dnsmasq {
             wait_bound(&peer, Transport::Udp, 53, crate::START_TIMEOUT)?;
         }
         Ok(DnsmasqPeer { peer, _dir: dir })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(name: &str) -> bool {
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|w| w == name)
+    }
+
+    #[test]
+    fn drop_deletes_the_namespace_and_kills_what_runs_inside_even_on_panic() {
+        if !skip_or_fail_netns(&["ip"]) {
+            return;
+        }
+        let seen = std::sync::Mutex::new((String::new(), 0u32, 0u32));
+        let result = std::panic::catch_unwind(|| {
+            let ns = Netns::new("selftest").unwrap();
+            ns.tap("tap0", "10.99.0.1/24").unwrap();
+            assert!(listed(ns.name()));
+            // One process guarded by a Peer, one left behind without a guard.
+            let guarded = ns.spawn("sleep", "sleep", &["30"]).unwrap();
+            let stray = ns.command("sleep").arg("30").spawn().unwrap();
+            *seen.lock().unwrap() = (ns.name().to_owned(), guarded.pid(), stray.id());
+            // Wait until both are inside.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ns.pids().len() < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(ns.pids().len(), 2, "{:?}", ns.pids());
+            // No guard: dropping a Child neither kills nor waits.
+            drop(stray);
+            panic!("a failing test");
+        });
+        assert!(result.is_err());
+        let (name, guarded, stray) = seen.into_inner().unwrap();
+        assert!(!listed(&name), "{name} still listed");
+        assert!(!process_alive(guarded));
+        // The stray one is killed by the namespace's drop (it stays a zombie, unreaped: not
+        // alive).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_alive(stray) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!process_alive(stray));
     }
 }
