@@ -328,3 +328,65 @@ fn error_kind_table() {
         assert!(!err.to_string().is_empty());
     }
 }
+
+/// An embedded-io stream whose reads give up after a while with `ErrorKind::TimedOut`, as
+/// HAL sockets with a receive timeout do (a std socket's timeout is `WouldBlock`, which
+/// embedded-io has no kind for).
+struct GivesUp(TcpStream);
+
+impl embedded_io::ErrorType for GivesUp {
+    type Error = ErrorKind;
+}
+
+impl embedded_io::Read for GivesUp {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        std::io::Read::read(&mut self.0, buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ErrorKind::TimedOut,
+            k => k.into(),
+        })
+    }
+}
+
+impl embedded_io::Write for GivesUp {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        std::io::Write::write(&mut self.0, buf).map_err(|e| e.kind().into())
+    }
+    fn flush(&mut self) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+}
+
+/// A peer that accepts TCP and never answers: the transport's timed-out reads are retried
+/// and the handshake deadline (checked between them) ends the handshake with
+/// `Timeout(Handshake)`, `TimedOut` to embedded-io code.
+#[test]
+fn handshake_deadline_is_checked_between_timed_out_reads() {
+    let pki = Pki::new();
+    let (listener, port) = listen();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let silent = spawn("silent-peer", move || {
+        let tcp = accept_within(&listener, WAIT);
+        // Hold the connection open, saying nothing, until the client is done.
+        let _ = done_rx.recv_timeout(WAIT);
+        drop(tcp);
+    });
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    let config = ClientConfig::builder(pki.trust())
+        .handshake_timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = TlsSocket::connect(
+        EmbeddedIo(GivesUp(tcp)),
+        &config,
+        "localhost",
+        StdClock::new(),
+    )
+    .err()
+    .expect("a silent peer must time out");
+    done_tx.send(()).unwrap();
+    silent.join();
+    assert_eq!(err, Error::Timeout(Timeout::Handshake));
+    assert_eq!(err.kind(), ErrorKind::TimedOut);
+}
