@@ -23,11 +23,14 @@
 //! - [`provision`] (no_std, always): the gateway endpoint blob a device reads from memory
 //!   (`u32` length + `"host:port"`), its reader and writer (`tether provision` prints it as
 //!   Renode commands).
+//! - `smoltcp` (feature `smoltcp`, no_std): blocking `TlsSocket` over a smoltcp 0.14 TCP socket,
+//!   the interface polled with the device's `now_ms`/`sleep_ms` callbacks (DHCP + DNS + HTTPS:
+//!   `crates/device-https`).
 //!
 //! Features: `std` (default: TcpStream adapter, system clock, TOFU file store, `io::Error`
 //! mapping), `mozilla-roots` (bundled Mozilla CA roots), `dtls` (DTLS, implies `std`),
 //! `embedded-io` (blocking embedded-io adapters), `async` (the async socket, implies
-//! `embedded-io`).
+//! `embedded-io`), `smoltcp` (smoltcp TCP sockets as transports).
 //!
 //! ```
 //! # fn main() -> Result<(), tether::Error> {
