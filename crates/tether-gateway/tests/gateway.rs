@@ -507,6 +507,34 @@ fn per_ip_limit_closes_extra_connections_and_counts_them() {
 }
 
 #[test]
+fn global_limit_closes_extra_connections_and_counts_them() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.max_connections = 3;
+    let gw = Running::start(config);
+    let client = pki.device_client();
+    let held: Vec<_> = (0..3).map(|_| gw.connect(&client).unwrap()).collect();
+    // A fourth and a fifth: closed at once, before any handshake.
+    assert!(gw.connect(&client).is_err());
+    assert!(gw.connect(&client).is_err());
+    let m = gw.metrics();
+    assert_eq!(
+        m["tether_connections_rejected_total{reason=\"global_limit\"}"],
+        2.0
+    );
+    assert_eq!(m["tether_connections_open"], 3.0);
+    // A slot freed is a slot for the next device.
+    drop(held);
+    wait_until("the closes to be counted", Duration::from_secs(5), || {
+        gw.metrics()["tether_connections_open"] == 0.0
+    });
+    let before = now_ms();
+    let mut s = gw.connect(&client).unwrap();
+    s.write_all(&requests(b"after the limit")).unwrap();
+    check_replies(b"after the limit", &read_frames(&mut s, 3), before);
+}
+
+#[test]
 fn http_api_health_devices_metrics_and_drain() {
     let pki = pki();
     let mut gw = Running::start(pki.config());
