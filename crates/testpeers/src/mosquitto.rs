@@ -119,6 +119,12 @@ impl Mosquitto {
     /// Writes the configuration, starts `mosquitto -c`, and waits until its listeners are
     /// bound (without connecting to them, so they see no probe connection).
     pub fn start(opts: &MosquittoOpts) -> Result<Mosquitto, PeerError> {
+        if opts.plain_port == Some(opts.tls_port) {
+            return Err(PeerError::new(format!(
+                "mosquitto: the TLS and plain listeners were both given port {}; pick two ports",
+                opts.tls_port
+            )));
+        }
         let dir = tempfile::Builder::new()
             .prefix("testpeers-mosquitto-")
             .tempdir()

@@ -38,12 +38,24 @@ use tokio::net::TcpStream;
 use relay::{Relay, contains, tls_records};
 use support::{BOTH, Pki, WAIT, only};
 
+/// Two free ports, distinct.
+fn two_ports() -> (u16, u16) {
+    let a = free_port();
+    loop {
+        let b = free_port();
+        if b != a {
+            return (a, b);
+        }
+    }
+}
+
 /// A broker with a TLS listener (certificate from `pki`, client certificates from `pki`'s CA
 /// required, TLS 1.2 minimum) and a plain listener.
 fn broker(pki: &Pki) -> Mosquitto {
+    let (tls_port, plain_port) = two_ports();
     Mosquitto::start(&MosquittoOpts {
-        tls_port: free_port(),
-        plain_port: Some(free_port()),
+        tls_port,
+        plain_port: Some(plain_port),
         cert: pki.server.cert.clone(),
         key: pki.server.key.clone(),
         ca: pki.ca_pem.clone(),
@@ -175,9 +187,10 @@ async fn broker_from_another_ca_is_refused() {
     let pki = Pki::new();
     let other = Pki::with_ca_name("tether test CA");
     // The broker trusts our device CA but presents a certificate from the other CA.
+    let (tls_port, plain_port) = two_ports();
     let broker = Mosquitto::start(&MosquittoOpts {
-        tls_port: free_port(),
-        plain_port: Some(free_port()),
+        tls_port,
+        plain_port: Some(plain_port),
         cert: other.server.cert.clone(),
         key: other.server.key.clone(),
         ca: pki.ca_pem.clone(),
