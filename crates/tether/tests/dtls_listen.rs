@@ -197,3 +197,23 @@ fn garbage_and_fragments_are_dropped() {
         );
     }
 }
+
+#[test]
+#[ignore = "a measurement, not a test: cargo test --release -- --ignored --nocapture cost"]
+fn cost_of_a_cookie_request() {
+    let pki = Pki::new();
+    let now = Instant::ZERO;
+    let mut acceptor = Acceptor::new(&server_config(&pki, BOTH, true), now).unwrap();
+    let mut client = Session::client(&client_config(&pki, BOTH, true), "localhost", now).unwrap();
+    let hello = client.pop_datagram().unwrap();
+    let n = 200;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let from = SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16));
+        assert!(matches!(
+            acceptor.accept(now, from, &hello),
+            Accept::Reply(_)
+        ));
+    }
+    eprintln!("cookie request: {:?} each", t.elapsed() / n);
+}

@@ -332,9 +332,6 @@ pub struct ServerConfig {
     pub(crate) built: Arc<Built>,
     /// How client certificates are verified; `None`: none is asked for.
     pub(crate) verify: Option<Arc<Verify>>,
-    /// What the engine config was built from, for the per-peer engine configs of a stateless
-    /// listener ([`super::listen`]).
-    common: Arc<Common>,
 }
 
 /// Builds a DTLS [`ServerConfig`].
@@ -376,20 +373,6 @@ impl ServerConfig {
     /// True when clients must present a certificate.
     pub fn requires_client_certificate(&self) -> bool {
         self.verify.is_some()
-    }
-
-    /// An engine config for one peer of a stateless listener: the engine's own cookie
-    /// exchange on, and its random generator seeded with `seed`, a keyed hash of the peer's
-    /// address and ClientHello (see [`super::listen`]), so that an engine made for the
-    /// peer's first ClientHello and one made for its second agree on the cookie.
-    pub(crate) fn peer_engine_config(&self, seed: u64) -> Result<Arc<dimpl::Config>, Error> {
-        dimpl_config(
-            self.common
-                .dimpl_builder()
-                .require_client_certificate(self.verify.is_some())
-                .use_server_cookie(true)
-                .dangerously_set_rng_seed(seed),
-        )
     }
 }
 
@@ -435,6 +418,9 @@ impl ServerConfigBuilder {
         let dimpl = dimpl_config(
             self.common
                 .dimpl_builder()
+                // Cookies a stateless listener can check (see `listen`); the same as
+                // dimpl's own outside an `Acceptor`.
+                .with_crypto_provider(super::listen::engine_provider())
                 .require_client_certificate(trust.is_some())
                 .use_server_cookie(self.cookie),
         )?;
@@ -447,7 +433,6 @@ impl ServerConfigBuilder {
                 mtu: self.common.mtu,
             }),
             verify: trust.map(|t| Arc::new(Verify::new(t, &self.common))),
-            common: Arc::new(self.common),
         })
     }
 }

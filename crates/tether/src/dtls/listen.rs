@@ -18,30 +18,28 @@
 //!
 //! # How, with dimpl
 //!
-//! dimpl's server keeps its engine (its transcript, buffers, a random cookie secret) from the
-//! first ClientHello on, and cannot take a cookie someone else checked. So the acceptor gives
-//! each peer an engine of its own whose random generator is seeded with a keyed hash:
-//! `seed = HMAC-SHA256(secret, peer address and port, client random, cipher suites)` (first
-//! 8 bytes; `secret` is 32 random bytes, replaced every [`ROTATE_EVERY`], the previous one
-//! still accepted). The first ClientHello goes to a throwaway engine with that seed: it answers
-//! with its cookie request (a HelloVerifyRequest or a HelloRetryRequest), which is sent, and the
-//! engine is dropped. A ClientHello that echoes a cookie gets a new engine with the same seed,
-//! which first replays the peer's first ClientHello (rebuilt from the second: the cookie taken
-//! out, see `wire::first_client_hello`), and so stands exactly where the throwaway engine
-//! stood: its cookie secret is the same, its HelloRetryRequest (in the DTLS 1.3 transcript) is
-//! byte for byte the one the peer saw. A cookie made for another address, another random or
-//! with an older secret fails the engine's check, and the datagram is dropped.
+//! dimpl's server keeps its engine (transcript, buffers, a random cookie secret) from the first
+//! ClientHello on, and cannot be handed a ClientHello someone else checked. Two things make it
+//! stateless here:
 //!
-//! The cookie thus binds the peer's address and port, its ClientHello and the secret, as RFC
-//! 6347 4.2.1 asks; memory is held only for peers that echo a valid cookie. The price is CPU:
-//! each cookie request builds an engine config, which checks the crypto provider, measured at
-//! about 250 µs of one core here, where an HMAC alone would take 1 µs (dimpl has no way to be
-//! handed a cookie secret).
+//! - **The cookie is ours.** Server configs run dimpl with a crypto provider whose HMAC, while
+//!   an [`Acceptor`] drives an engine, computes dimpl's cookie (an HMAC-SHA256 over the client
+//!   random) with the key `HMAC-SHA256(secret, peer address and port, client random, cipher
+//!   suites)` instead of the engine's random secret (`secret` is 32 random bytes, replaced every
+//!   [`ROTATE_EVERY`], the previous one still accepted). Everywhere else (key schedules, PRF,
+//!   engines outside an acceptor) it is the plain HMAC. So the acceptor checks a cookie with
+//!   one HMAC, before any engine exists, and the cookie binds the address, the ClientHello and
+//!   the secret as RFC 6347 4.2.1 asks.
+//! - **The first ClientHello is replayed.** A first ClientHello goes to a throwaway engine,
+//!   whose cookie request is sent; the engine is dropped. For a ClientHello with a valid cookie,
+//!   a new engine first takes the peer's first ClientHello, rebuilt from the second (the cookie
+//!   taken out, see `wire::first_client_hello`), and answers it exactly as the throwaway engine
+//!   did (the same cookie, so in DTLS 1.3 the same HelloRetryRequest in the transcript); then
+//!   it takes the second.
 //!
-//! The seed also drives the engine's other non-cryptographic randomness (its timer jitter,
-//! DTLS 1.2 explicit nonces, its server random): they are unique per peer and ClientHello and
-//! unpredictable without the secret; key exchange keys come from the operating system's
-//! generator, as always.
+//! Memory is held only for peers that echo a valid cookie. A first ClientHello costs one
+//! engine (a few hundred microseconds of one core, the server's private key is parsed again);
+//! a forged cookie costs an HMAC.
 //!
 //! Limits: a DTLS 1.3 client that changes anything but the cookie and the padding between its
 //! two ClientHellos (e.g. a new key share, which this server never asks for) cannot be served
@@ -175,31 +173,41 @@ impl Acceptor {
         };
         let record = &datagram[..hello.record_end];
         if !hello.has_cookie() {
-            let seed = seed(&self.current, from, record, &hello);
-            return self.cookie_request(now, seed, record);
+            let key = peer_key(&self.current, from, record, &hello);
+            return self.cookie_request(now, key, &hello, record);
         }
+        let Some(echoed) = echoed_cookie(record, &hello) else {
+            return Accept::Drop(DropReason::BadCookie);
+        };
+        let secrets = [Some(self.current), self.previous];
+        let Some(key) = secrets.iter().flatten().find_map(|secret| {
+            let key = peer_key(secret, from, record, &hello);
+            let expected = cookie(&key, &hello.random);
+            subtle_eq(&expected, echoed).then_some(key)
+        }) else {
+            return Accept::Drop(DropReason::BadCookie);
+        };
         let Some(first) = wire::first_client_hello(datagram, &hello) else {
             return Accept::Drop(DropReason::NotClientHello);
         };
-        let secrets = [Some(self.current), self.previous];
-        for secret in secrets.iter().flatten() {
-            let seed = seed(secret, from, record, &hello);
-            if let Some(session) = self.session(now, seed, &first, record) {
-                return Accept::Session(Box::new(session));
-            }
+        match self.session(now, key, &hello, &first, record) {
+            Some(s) => Accept::Session(Box::new(s)),
+            None => Accept::Drop(DropReason::Refused),
         }
-        Accept::Drop(DropReason::BadCookie)
     }
 
-    /// The cookie request of a throwaway engine seeded with `seed` (or its alert).
-    fn cookie_request(&self, now: Instant, seed: u64, hello: &[u8]) -> Accept {
-        let Ok(engine) = self.config.peer_engine_config(seed) else {
+    /// The cookie request of a throwaway engine (or its alert).
+    fn cookie_request(
+        &self,
+        now: Instant,
+        key: [u8; 32],
+        hello: &wire::ClientHello,
+        record: &[u8],
+    ) -> Accept {
+        let Ok(mut s) = Session::server(&self.config, now) else {
             return Accept::Drop(DropReason::Refused);
         };
-        let Ok(mut s) = Session::server_with(&self.config, engine, now) else {
-            return Accept::Drop(DropReason::Refused);
-        };
-        let failed = s.handle_datagram(now, hello).is_err();
+        let failed = with_cookie_key(key, hello.random, || s.handle_datagram(now, record)).is_err();
         let out: Vec<Vec<u8>> = core::iter::from_fn(|| s.pop_datagram()).collect();
         if failed {
             // An alert (e.g. protocol_version), unprotected: stateless too.
@@ -216,21 +224,26 @@ impl Acceptor {
         Accept::Reply(out)
     }
 
-    /// A session that replayed `first` and took `second`, if the cookie in `second` is the
-    /// one an engine seeded with `seed` asks for.
-    fn session(&self, now: Instant, seed: u64, first: &[u8], second: &[u8]) -> Option<Session> {
-        let engine = self.config.peer_engine_config(seed).ok()?;
-        let mut s = Session::server_with(&self.config, engine, now).ok()?;
-        s.handle_datagram(now, first).ok()?;
+    /// A session that replayed `first` and took `second` (whose cookie was checked).
+    fn session(
+        &self,
+        now: Instant,
+        key: [u8; 32],
+        hello: &wire::ClientHello,
+        first: &[u8],
+        second: &[u8],
+    ) -> Option<Session> {
+        let mut s = Session::server(&self.config, now).ok()?;
+        with_cookie_key(key, hello.random, || s.handle_datagram(now, first)).ok()?;
         let replayed: Vec<Vec<u8>> = core::iter::from_fn(|| s.pop_datagram()).collect();
         if replayed.is_empty() || !replayed.iter().all(|d| wire::is_cookie_request(d)) {
             return None;
         }
-        s.handle_datagram(now, second).ok()?;
-        // A DTLS 1.2 engine answers a bad cookie with another HelloVerifyRequest.
+        with_cookie_key(key, hello.random, || s.handle_datagram(now, second)).ok()?;
         let mut answer = Vec::new();
         while let Some(d) = s.pop_datagram() {
             if wire::is_cookie_request(&d) {
+                // The engine did not take the cookie: refuse rather than loop.
                 return None;
             }
             answer.push(d);
@@ -243,8 +256,30 @@ impl Acceptor {
     }
 }
 
-/// The engine seed for this peer and ClientHello under `secret`.
-fn seed(secret: &[u8; 32], from: SocketAddr, record: &[u8], hello: &wire::ClientHello) -> u64 {
+/// The cookie the peer echoes: the DTLS 1.2 legacy cookie, or the DTLS 1.3 cookie
+/// extension's content (its u16 length, then the cookie).
+fn echoed_cookie<'a>(record: &'a [u8], hello: &wire::ClientHello) -> Option<&'a [u8]> {
+    if let Some(ext) = hello.cookie_extension.clone() {
+        // type(2) length(2) cookie<2>
+        let data = record.get(ext.start + 4..ext.end)?;
+        let len = usize::from(u16::from_be_bytes([*data.first()?, *data.get(1)?]));
+        return data.get(2..).filter(|c| c.len() == len);
+    }
+    record.get(hello.legacy_cookie.clone())
+}
+
+/// Equality in time independent of where the bytes differ.
+fn subtle_eq(a: &[u8; 32], b: &[u8]) -> bool {
+    b.len() == a.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The key of this peer's cookie under `secret`.
+fn peer_key(
+    secret: &[u8; 32],
+    from: SocketAddr,
+    record: &[u8],
+    hello: &wire::ClientHello,
+) -> [u8; 32] {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let mut ctx = ring::hmac::Context::with_key(&key);
     ctx.update(b"tether dtls cookie v1");
@@ -255,8 +290,74 @@ fn seed(secret: &[u8; 32], from: SocketAddr, record: &[u8], hello: &wire::Client
     ctx.update(&from.port().to_be_bytes());
     ctx.update(&hello.random);
     ctx.update(record.get(hello.suites.clone()).unwrap_or(&[]));
-    let tag = ctx.sign();
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&tag.as_ref()[..8]);
-    u64::from_be_bytes(s)
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+/// dimpl's cookie under `key`: HMAC-SHA256(key, client random).
+fn cookie(key: &[u8; 32], random: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(
+        ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), random).as_ref(),
+    );
+    out
+}
+
+std::thread_local! {
+    /// While an acceptor drives an engine: (client random, cookie key).
+    static COOKIE_KEY: core::cell::Cell<Option<([u8; 32], [u8; 32])>> =
+        const { core::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the cookie key of this peer installed for the engine's HMAC.
+fn with_cookie_key<R>(key: [u8; 32], random: [u8; 32], f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            COOKIE_KEY.with(|c| c.set(None));
+        }
+    }
+    COOKIE_KEY.with(|c| c.set(Some((random, key))));
+    let _reset = Reset;
+    f()
+}
+
+/// dimpl's HMAC, except for the cookie computation while an acceptor drives an engine: an
+/// HMAC-SHA256 of the client random (32 bytes) is then keyed with the peer's cookie key
+/// instead of the engine's random secret. Nothing else HMACs exactly the client random (PRF
+/// and HKDF inputs are labels, seeds, secrets and hashes), and outside an acceptor it is the
+/// plain HMAC.
+#[derive(Debug)]
+struct CookieHmac;
+
+static COOKIE_HMAC: CookieHmac = CookieHmac;
+
+impl dimpl::crypto::HmacProvider for CookieHmac {
+    fn hmac(
+        &self,
+        hash: dimpl::HashAlgorithm,
+        key: &[u8],
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, dimpl::CryptoError> {
+        let inner = dimpl::crypto::rust_crypto::default_provider().hmac_provider;
+        if hash == dimpl::HashAlgorithm::SHA256
+            && key.len() == 32
+            && let Some((random, cookie_key)) = COOKIE_KEY.with(core::cell::Cell::get)
+            && data == random
+            && out.len() >= 32
+        {
+            out[..32].copy_from_slice(&cookie(&cookie_key, &random));
+            return Ok(32);
+        }
+        inner.hmac(hash, key, data, out)
+    }
+}
+
+/// The crypto provider of server engines: dimpl's RustCrypto provider with [`CookieHmac`].
+pub(crate) fn engine_provider() -> dimpl::crypto::CryptoProvider {
+    let mut p = dimpl::crypto::rust_crypto::default_provider();
+    p.hmac_provider = &COOKIE_HMAC;
+    p
 }

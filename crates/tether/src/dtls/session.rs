@@ -188,19 +188,9 @@ impl Session {
 
     /// A server session, for one client.
     pub fn server(config: &ServerConfig, now: Instant) -> Result<Session, Error> {
-        Session::server_with(config, built_dimpl(&config.built), now)
-    }
-
-    /// A server session whose engine runs on `engine` (a per-peer config of a stateless
-    /// listener) instead of the config's own.
-    pub(crate) fn server_with(
-        config: &ServerConfig,
-        engine: Arc<dimpl::Config>,
-        now: Instant,
-    ) -> Result<Session, Error> {
         let built = &config.built;
         let std_base = std::time::Instant::now();
-        let dtls = guarded(|| new_dimpl_with(built, engine, std_base))?;
+        let dtls = guarded(|| new_dimpl(built, std_base))?;
         let peer = match &config.verify {
             Some(v) => Peer::Client(v.clone()),
             None => Peer::AnonymousClient,
@@ -774,20 +764,9 @@ impl Session {
     }
 }
 
-fn built_dimpl(built: &Built) -> Arc<dimpl::Config> {
-    built.dimpl.clone()
-}
-
 fn new_dimpl(built: &Built, now: std::time::Instant) -> dimpl::Dtls {
-    new_dimpl_with(built, built.dimpl.clone(), now)
-}
-
-fn new_dimpl_with(
-    built: &Built,
-    config: Arc<dimpl::Config>,
-    now: std::time::Instant,
-) -> dimpl::Dtls {
     let (min, max) = built.versions;
+    let config = built.dimpl.clone();
     let cert = built.certificate.clone();
     match (min, max) {
         (DtlsVersion::Dtls12, DtlsVersion::Dtls12) => dimpl::Dtls::new_12(config, cert, now),
