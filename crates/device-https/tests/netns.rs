@@ -265,6 +265,9 @@ fn certificate_from_another_ca_is_rejected_and_nothing_is_sent() {
     );
     assert!(!run.stdout.contains("HTTP"), "{}", run.stdout);
     assert_eq!(lab.requests(), 0, "no HTTP request reached nginx");
+    // The device told nginx why, with a fatal alert, before closing.
+    let log = lab.nginx.as_ref().unwrap().error_log();
+    assert!(log.contains("alert unknown ca"), "{log}");
 }
 
 #[test]

@@ -234,8 +234,8 @@ pub type TlsStream<'n, 's, D, N, S> = TlsSocket<TcpTransport<'n, 's, D, N, S>, M
 ///
 /// Blocking by default: `read` waits until data, end of stream or the read timeout; `write`
 /// until the socket's send buffer has room or the write timeout; the interface is polled all
-/// the while. Dropping it without [`Transport::shutdown`] aborts the connection (a TCP reset),
-/// so the socket can be used again.
+/// the while. Dropping it without [`Transport::shutdown`] sends what is queued (a failed
+/// handshake's alert) and then resets the connection, so the socket can be used again.
 pub struct TcpTransport<'n, 's, D: Device, N: Fn() -> u64, S: FnMut(u64)> {
     stack: &'n mut Stack<'s, D, N, S>,
     handle: SocketHandle,
@@ -540,18 +540,29 @@ impl<D: Device, N: Fn() -> u64, S: FnMut(u64)> Transport for TcpTransport<'_, '_
 }
 
 impl<D: Device, N: Fn() -> u64, S: FnMut(u64)> Drop for TcpTransport<'_, '_, D, N, S> {
+    /// After a graceful close the socket is in FinWait2/TimeWait (or Closed): left as it is.
+    /// An open connection dropped without close is closed: what is still queued (e.g. the
+    /// fatal alert of a failed handshake) is sent first, within the close timeout (blocking
+    /// mode), then the connection is reset so that the socket can be used again.
     fn drop(&mut self) {
         let handle = self.handle;
         let sock = self.stack.tcp(handle);
-        // After a graceful close the socket is in FinWait2/TimeWait (or Closed): leave it. An
-        // open connection dropped without close is reset, so the socket can be reused.
-        if !matches!(
+        if matches!(
             sock.state(),
             tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2 | tcp::State::Listen
         ) {
-            sock.abort();
-            self.stack.poll();
+            return;
         }
+        if sock.send_queue() > 0 && sock.may_send() && !self.nonblocking {
+            sock.close();
+            let deadline = self.stack.now_ms().saturating_add(self.close_timeout_ms);
+            let _ = self.stack.wait_for(Some(deadline), |s| {
+                let sock = s.tcp(handle);
+                (sock.send_queue() == 0 || !sock.is_open()).then_some(())
+            });
+        }
+        self.stack.tcp(handle).abort();
+        self.stack.poll();
     }
 }
 
