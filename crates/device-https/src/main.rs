@@ -4,9 +4,9 @@
 //! DNS (falling back to configured addresses when DNS fails), opens TLS 1.3 with tether over a
 //! smoltcp TCP socket, verifies the server against a CA file and/or an SPKI pin, sends
 //! `GET /v1/models`, reads the whole response, closes with close_notify, and prints the status
-//! and the body. This is the moteOS flow (seeds/000) with verification on and a fraction of
-//! its memory: TCP buffers of 4 KiB + 2 KiB instead of 2 x 16 KiB, and TLS buffers only while
-//! a record is in flight.
+//! and the body. This is the moteOS flow (seeds/000) with verification on, and with smaller
+//! fixed buffers: the TCP buffers are the caller's choice (4 KiB + 2 KiB here, moteOS used
+//! 2 x 16 KiB), and tether holds TLS record buffers only while a record is in flight.
 //!
 //! The network flow (`flow.rs`, `http.rs`) uses only smoltcp and `tether::smoltcp`, as on a
 //! microcontroller; this file is the host part: the TAP device, the clock (`now_ms`), the sleep
@@ -81,7 +81,8 @@ struct Args {
     #[arg(long, value_name = "FILE", required_unless_present = "pin")]
     ca: Option<PathBuf>,
     /// Trust a server key by its SPKI pin, `sha256/BASE64` (as `tether pki pin` prints it).
-    /// Repeatable; with --ca as well, both are configured.
+    /// Repeatable. With --ca as well, the chain must verify against the CA and a key in it
+    /// must match a pin.
     #[arg(long, value_name = "PIN")]
     pin: Vec<String>,
     /// An address to connect to when DNS fails (times out or has no answer). Repeatable.
