@@ -2,8 +2,8 @@
 //! queues, ARP included), each driven by its own thread with `now_ms` / `sleep_ms` callbacks:
 //! a tether server over smoltcp and a tether client over smoltcp. Verified TLS 1.3 echo,
 //! close_notify seen by the peer, a large transfer over a link that loses frames, TCP refused /
-//! unanswered / unaddressable, a rejected certificate, a pin, truncation, the I/O timeout and
-//! non-blocking reads.
+//! unanswered / unaddressable, a rejected certificate, a pin, truncation, a reset, read and
+//! write timeouts, non-blocking reads.
 //!
 //! Every thread is joined; every wait has a deadline (a broken adapter fails a test, it does
 //! not hang it).
@@ -578,4 +578,77 @@ fn read_timeout_and_non_blocking_reads() {
     let report = server.join().unwrap().unwrap();
     assert_eq!(report.received, b"still here");
     assert_eq!(report.end, Ok(()));
+}
+
+#[test]
+fn a_peer_that_stops_reading_makes_writes_time_out() {
+    let (client_port, server_port) = wire();
+    // The server completes the handshake, then reads nothing until the client gives up.
+    let server = server(server_port, |tls| {
+        let mut buf = [0u8; 1];
+        // One byte, then silence: the buffers fill up.
+        let r = tls.read(&mut buf);
+        let deadline = now_ms() + WAIT_MS;
+        while tls.transport_mut().state() == tcp::State::Established && now_ms() < deadline {
+            let stack = tls.transport_mut().stack();
+            stack.poll();
+            stack.sleep(Some(now_ms() + 10));
+        }
+        ServerReport {
+            received: buf.to_vec(),
+            end: r.map(|_| ()),
+        }
+    });
+    let (mut stack, handle) = client_stack(client_port);
+    let config = client_config(ca_trust());
+    let mut tls = tether::smoltcp::connect(
+        &mut stack,
+        handle,
+        &config,
+        "localhost",
+        (SERVER_IP, PORT),
+        49_161,
+        WAIT_MS,
+    )
+    .unwrap();
+    tls.set_io_timeout(Some(Duration::from_millis(300)));
+    let err = tls.write_all(&vec![7u8; 1 << 20]).unwrap_err();
+    assert_eq!(err, Error::Timeout(Timeout::Io));
+    drop(tls);
+    let report = server.join().unwrap().unwrap();
+    assert_eq!(report.end, Ok(()));
+    assert_eq!(report.received, [7]);
+}
+
+#[test]
+fn a_reset_from_the_peer_is_a_transport_error() {
+    let (client_port, server_port) = wire();
+    let server = server(server_port, |tls| {
+        let r = tls.write_all(b"then a reset");
+        // Abort the TCP connection under the TLS socket: a reset, no close_notify, no FIN.
+        let handle = tls.transport_mut().handle();
+        let stack = tls.transport_mut().stack();
+        stack.sockets.get_mut::<tcp::Socket>(handle).abort();
+        stack.poll();
+        ServerReport {
+            received: Vec::new(),
+            end: r,
+        }
+    });
+    let (mut stack, handle) = client_stack(client_port);
+    let config = client_config(ca_trust());
+    let mut tls = tether::smoltcp::connect(
+        &mut stack,
+        handle,
+        &config,
+        "localhost",
+        (SERVER_IP, PORT),
+        49_162,
+        WAIT_MS,
+    )
+    .unwrap();
+    tls.set_io_timeout(Some(Duration::from_millis(WAIT_MS)));
+    server.join().unwrap().unwrap().end.unwrap();
+    let report = read_to_end(&mut tls);
+    assert_eq!(report.end, Err(Error::Transport(TransportError::Reset)));
 }
