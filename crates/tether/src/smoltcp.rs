@@ -96,9 +96,9 @@ pub const DEFAULT_CLOSE_TIMEOUT_MS: u64 = 2_000;
 ///
 /// `now_ms` must never go backwards. `sleep_ms(ms)` may return early (the best ones return when
 /// the network interrupt fires or a frame arrives); the stack never asks for more than
-/// [`max_sleep_ms`](Self::set_max_sleep_ms) nor past smoltcp's next timer. The fields are public: between
-/// connections, use the interface and the sockets directly (DHCP, DNS, other sockets), and
-/// [`poll`](Self::poll) / [`wait_for`](Self::wait_for) to move packets.
+/// [`max_sleep_ms`](Self::set_max_sleep_ms) nor past smoltcp's next timer. The fields are
+/// public: between connections, use the interface and the sockets directly (DHCP, DNS, other
+/// sockets), and [`poll`](Self::poll) / [`wait_for`](Self::wait_for) to move packets.
 pub struct Stack<'s, D: Device, N: Fn() -> u64, S: FnMut(u64)> {
     /// The smoltcp interface.
     pub iface: Interface,
