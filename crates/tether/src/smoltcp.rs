@@ -1,4 +1,4 @@
-//! TLS over a [smoltcp](::smoltcp) 0.14 TCP socket, blocking, driven by `now_ms` and `sleep_ms`
+//! TLS over a smoltcp 0.14 TCP socket, blocking, driven by `now_ms` and `sleep_ms`
 //! callbacks (feature `smoltcp`, `no_std` + `alloc`).
 //!
 //! A device without an operating system has no blocking sockets: it has a smoltcp
