@@ -26,6 +26,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_MAX_PER_IP: usize = 10_000;
 /// Default interval at which a ticket key file is read again (a changed file is installed).
 pub const DEFAULT_TICKET_RELOAD: Duration = Duration::from_secs(60);
+/// Default limit of DTLS sessions in their handshake at once.
+pub const DEFAULT_DTLS_MAX_HANDSHAKING: usize = 4096;
 /// Default rotation interval of generated ticket keys (no key file).
 pub const DEFAULT_TICKET_ROTATION: Duration = Duration::from_secs(6 * 3600);
 
@@ -61,6 +63,39 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// Where session-ticket keys come from.
     pub tickets: TicketSource,
+    /// The DTLS listener (UDP): by default on the TLS listener's address and port.
+    pub dtls: DtlsListen,
+    /// DTLS sessions in their handshake at most; a valid-cookie ClientHello over the limit is
+    /// dropped (the client retransmits).
+    pub dtls_max_handshaking: usize,
+}
+
+/// Where the DTLS listener listens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DtlsListen {
+    /// UDP on the TLS listener's address and port (the default). When the identity cannot
+    /// serve DTLS (DTLS needs an ECDSA P-256/P-384 key), the gateway logs a warning and runs
+    /// without it.
+    #[default]
+    SameAsTls,
+    /// UDP on this address (port 0: a free port). An identity that cannot serve DTLS is an
+    /// error.
+    At(SocketAddr),
+    /// No DTLS listener.
+    Off,
+}
+
+impl DtlsListen {
+    /// Parses `off`, `same` (the TLS listener's address) or an address `IP:PORT`.
+    pub fn parse(s: &str) -> Result<DtlsListen, String> {
+        match s.trim() {
+            "off" | "none" | "no" => Ok(DtlsListen::Off),
+            "same" | "default" => Ok(DtlsListen::SameAsTls),
+            a => a.parse().map(DtlsListen::At).map_err(|_| {
+                format!("{a:?} is not a DTLS listen address: use IP:PORT, `same` (the TLS listener's address) or `off`")
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -77,13 +112,15 @@ impl fmt::Debug for GatewayConfig {
             .field("max_frame", &self.max_frame)
             .field("drain_timeout", &self.drain_timeout)
             .field("tickets", &self.tickets)
+            .field("dtls", &self.dtls)
+            .field("dtls_max_handshaking", &self.dtls_max_handshaking)
             .finish_non_exhaustive()
     }
 }
 
 impl GatewayConfig {
-    /// A configuration with every default: listen on 127.0.0.1:8081, HTTP API on
-    /// 127.0.0.1:8080, TLS 1.2 minimum, 5 s handshake timeout, 300 s idle timeout,
+    /// A configuration with every default: listen on 127.0.0.1:8081 (TLS over TCP and DTLS over
+    /// UDP), HTTP API on 127.0.0.1:8080, TLS 1.2 minimum, 5 s handshake timeout, 300 s idle timeout,
     /// generated ticket keys.
     pub fn new(identity: Identity, client_auth: ClientAuthPolicy) -> GatewayConfig {
         GatewayConfig {
@@ -99,6 +136,8 @@ impl GatewayConfig {
             max_frame: tether_wire::DEFAULT_MAX_BODY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             tickets: TicketSource::default(),
+            dtls: DtlsListen::SameAsTls,
+            dtls_max_handshaking: DEFAULT_DTLS_MAX_HANDSHAKING,
         }
     }
 }

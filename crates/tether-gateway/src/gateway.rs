@@ -9,10 +9,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{ClientAuthPolicy, GatewayConfig, TicketSource, load_ticket_keys};
+use crate::config::{ClientAuthPolicy, DtlsListen, GatewayConfig, TicketSource, load_ticket_keys};
 use crate::metrics::Metrics;
 use crate::registry::{DeviceInfo, Limits, Registry};
-use crate::{GatewayError, conn, http};
+use crate::{GatewayError, conn, dtls, http};
 
 /// Listen backlog: room for a burst of devices reconnecting at once (the kernel caps it at
 /// `net.core.somaxconn`).
@@ -78,6 +78,8 @@ impl ShutdownHandle {
 #[derive(Debug)]
 pub struct Gateway {
     listener: TcpListener,
+    dtls: Option<dtls::Listener>,
+    dtls_addr: Option<SocketAddr>,
     http: Option<TcpListener>,
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
@@ -149,6 +151,13 @@ impl Gateway {
         let local_addr = listener
             .local_addr()
             .map_err(|e| GatewayError::io("cannot read the TLS listener's address".into(), e))?;
+        let dtls = bind_dtls(&config, local_addr).await?;
+        let dtls_addr = match &dtls {
+            Some(l) => Some(l.socket.local_addr().map_err(|e| {
+                GatewayError::io("cannot read the DTLS listener's address".into(), e)
+            })?),
+            None => None,
+        };
         let (http, http_addr) = match config.http {
             Some(addr) => {
                 let l = listen(addr, "HTTP API").await?;
@@ -175,6 +184,8 @@ impl Gateway {
         });
         Ok(Gateway {
             listener,
+            dtls,
+            dtls_addr,
             http,
             local_addr,
             http_addr,
@@ -188,6 +199,11 @@ impl Gateway {
     /// The TLS listener's address (with the real port when the configured port was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The DTLS listener's address (UDP), if it has one.
+    pub fn dtls_addr(&self) -> Option<SocketAddr> {
+        self.dtls_addr
     }
 
     /// The HTTP API's address, if it has one.
@@ -220,6 +236,7 @@ impl Gateway {
     pub async fn run(self) -> Result<(), GatewayError> {
         let Gateway {
             listener,
+            dtls,
             http,
             shared,
             ticketer,
@@ -231,6 +248,8 @@ impl Gateway {
         let http_task = http.map(|l| tokio::spawn(http::serve(l, shared.clone(), http_stopped)));
         let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets, loaded));
 
+        let dtls_task =
+            dtls.map(|l| tokio::spawn(dtls::serve(l, shared.clone(), shared.shutdown.subscribe())));
         let mut stop = shared.shutdown.subscribe();
         let conn_shutdown = shared.shutdown.subscribe();
         let mut conns = JoinSet::new();
@@ -285,6 +304,16 @@ impl Gateway {
             );
         }
         conns.shutdown().await;
+        if let Some(mut task) = dtls_task {
+            // The DTLS listener serves what it holds, sends close_notify and returns.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left.max(Duration::from_millis(500)), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
         ticket_task.abort();
         let _ = http_stop.send(());
         if let Some(mut task) = http_task {
@@ -298,6 +327,73 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Binds the DTLS listener the configuration asks for (`None`: off, or not possible with
+/// this identity on the default address).
+async fn bind_dtls(
+    config: &GatewayConfig,
+    tls_addr: SocketAddr,
+) -> Result<Option<dtls::Listener>, GatewayError> {
+    let addr = match config.dtls {
+        DtlsListen::Off => return Ok(None),
+        DtlsListen::SameAsTls => tls_addr,
+        DtlsListen::At(a) => a,
+    };
+    let explicit = matches!(config.dtls, DtlsListen::At(_));
+    let auth = match &config.client_auth {
+        ClientAuthPolicy::Required { trust, .. } => ClientAuth::Required(trust.clone()),
+        ClientAuthPolicy::ServerOnly => ClientAuth::None,
+    };
+    let min = match config.min_tls {
+        TlsVersion::Tls13 => tether::dtls::DtlsVersion::Dtls13,
+        _ => tether::dtls::DtlsVersion::Dtls12,
+    };
+    let dtls_config = match tether::dtls::ServerConfig::builder(config.identity.clone())
+        .versions(min, tether::dtls::DtlsVersion::Dtls13)
+        .handshake_timeout(config.handshake_timeout)
+        .client_auth(auth)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) if !explicit => {
+            tracing::warn!(
+                "no DTLS listener: the server identity cannot serve DTLS ({e}); \
+                 give the gateway an ECDSA certificate, or set the DTLS listener off"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(GatewayError::Config(format!(
+                "the DTLS listener on {addr} cannot use the server identity: {e}"
+            )));
+        }
+    };
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| GatewayError::io(format!("cannot listen on {addr} (DTLS, UDP)"), e))?;
+    // One socket takes every device's datagrams: a burst of them (devices reconnecting, a
+    // fleet reporting at once) must wait in the kernel rather than be dropped there.
+    for (what, r) in [
+        (
+            "receive",
+            rustix::net::sockopt::set_socket_recv_buffer_size(&socket, dtls::SOCKET_BUFFER),
+        ),
+        (
+            "send",
+            rustix::net::sockopt::set_socket_send_buffer_size(&socket, dtls::SOCKET_BUFFER),
+        ),
+    ] {
+        if let Err(e) = r {
+            tracing::warn!("DTLS listener: cannot set the {what} buffer size: {e}");
+        }
+    }
+    Ok(Some(dtls::Listener {
+        socket,
+        config: dtls_config,
+        max_handshaking: config.dtls_max_handshaking.max(1),
+        max_sessions: config.max_connections,
+    }))
 }
 
 /// Installs new ticket keys: a generated key per period, or the key file's keys when it changes.

@@ -39,6 +39,7 @@
 pub mod config;
 mod conn;
 mod driver;
+mod dtls;
 mod gateway;
 mod http;
 pub mod metrics;
@@ -47,9 +48,9 @@ mod registry;
 use std::fmt;
 use std::io;
 
-pub use config::{AllowList, ClientAuthPolicy, GatewayConfig, TicketSource};
+pub use config::{AllowList, ClientAuthPolicy, DtlsListen, GatewayConfig, TicketSource};
 pub use gateway::{Devices, Gateway, ShutdownHandle};
-pub use metrics::Metrics;
+pub use metrics::{DtlsDrop, Metrics, TransportMetrics};
 pub use registry::DeviceInfo;
 
 /// Why a gateway could not start.

@@ -16,7 +16,17 @@
 //! | `tether_frames_total` | counter | `direction` = `in`, `out`; `type` = `echo`, `reverse`, `time`, `error`, `unknown` |
 //! | `tether_bytes_total` | counter | `direction`: TLS bytes on the wire |
 //! | `tether_payload_bytes_total` | counter | `direction`: frame bytes (headers and bodies) |
+//! | `tether_dtls_datagrams_total` | counter | `direction` |
+//! | `tether_dtls_datagrams_dropped_total` | counter | `reason` (see [`DtlsDrop`]) |
+//! | `tether_dtls_cookie_requests_total` | counter | |
+//! | `tether_dtls_sessions_handshaking` | gauge | |
+//! | `tether_dtls_peer_table_slots` | gauge | |
 //! | `tether_draining` | gauge | 1 while draining |
+//!
+//! The session series (connections, handshakes, failures, latency, frames, bytes) exist once
+//! per listener: without a `transport` label for TLS (their names and labels predate DTLS),
+//! and with `transport="dtls"` as the first label for the DTLS listener (sum over the family
+//! for both).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -281,9 +291,60 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The gateway's counters. Shared by every connection; read by `/metrics`.
+/// Why the DTLS listener dropped a datagram without passing it to a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DtlsDrop {
+    /// From an address without a session, and not a whole ClientHello: garbage, a stray
+    /// record of a session that ended, a fragmented ClientHello.
+    Garbage,
+    /// A ClientHello whose cookie does not verify (spoofed, expired, another address).
+    BadCookie,
+    /// A ClientHello the DTLS engine refused outright.
+    Refused,
+    /// A new session was due but `dtls_max_handshaking` sessions were handshaking.
+    HandshakeLimit,
+    /// A new session was due but `max_connections` DTLS sessions were open.
+    SessionLimit,
+    /// The gateway is draining: no new sessions.
+    Draining,
+}
+
+impl DtlsDrop {
+    /// Every reason, in metrics order.
+    pub const ALL: [DtlsDrop; 6] = [
+        DtlsDrop::Garbage,
+        DtlsDrop::BadCookie,
+        DtlsDrop::Refused,
+        DtlsDrop::HandshakeLimit,
+        DtlsDrop::SessionLimit,
+        DtlsDrop::Draining,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DtlsDrop::Garbage => "garbage",
+            DtlsDrop::BadCookie => "bad_cookie",
+            DtlsDrop::Refused => "refused",
+            DtlsDrop::HandshakeLimit => "handshake_limit",
+            DtlsDrop::SessionLimit => "session_limit",
+            DtlsDrop::Draining => "draining",
+        }
+    }
+
+    fn index(self) -> usize {
+        DtlsDrop::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("every reason is in ALL")
+    }
+}
+
+/// The counters of one transport (TLS over TCP, or DTLS over UDP): read them with
+/// [`Metrics::tls`] and [`Metrics::dtls`].
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub struct TransportMetrics {
     open: AtomicU64,
     accepted: AtomicU64,
     rejected: [AtomicU64; 2],
@@ -300,6 +361,28 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     payload_in: AtomicU64,
     payload_out: AtomicU64,
+}
+
+/// The DTLS listener's own counters (datagrams, cookies, the peer table).
+#[derive(Debug, Default)]
+struct DtlsListenerMetrics {
+    dropped: [AtomicU64; 6],
+    cookie_requests: AtomicU64,
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    handshaking: AtomicU64,
+    table_slots: AtomicU64,
+}
+
+/// The gateway's counters. Shared by every connection; read by `/metrics`.
+///
+/// Series without a `transport` label are the TLS listener's (as before DTLS existed); the
+/// DTLS listener's carry `transport="dtls"`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    tls: TransportMetrics,
+    dtls: TransportMetrics,
+    dtls_listener: DtlsListenerMetrics,
     draining: AtomicU64,
 }
 
@@ -310,7 +393,7 @@ fn kind_index(k: FrameKind) -> usize {
         .expect("every kind is in ALL")
 }
 
-impl Metrics {
+impl TransportMetrics {
     pub(crate) fn opened(&self) {
         self.open.fetch_add(1, Relaxed);
         self.accepted.fetch_add(1, Relaxed);
@@ -370,11 +453,7 @@ impl Metrics {
         self.bytes_out.fetch_add(n as u64, Relaxed);
     }
 
-    pub(crate) fn set_draining(&self) {
-        self.draining.store(1, Relaxed);
-    }
-
-    /// Connections open now (handshaking or established).
+    /// Connections (sessions) open now, handshaking or established.
     pub fn open_connections(&self) -> u64 {
         self.open.load(Relaxed)
     }
@@ -407,32 +486,190 @@ impl Metrics {
     pub fn closes(&self, why: CloseReason) -> u64 {
         self.closed[why.index()].load(Relaxed)
     }
+}
+
+impl Metrics {
+    /// The TLS listener's counters.
+    pub fn tls(&self) -> &TransportMetrics {
+        &self.tls
+    }
+
+    /// The DTLS listener's session counters (the same series as TLS, `transport="dtls"`).
+    pub fn dtls(&self) -> &TransportMetrics {
+        &self.dtls
+    }
+
+    pub(crate) fn opened(&self) {
+        self.tls.opened();
+    }
+
+    pub(crate) fn closed_slot(&self) {
+        self.tls.closed_slot();
+    }
+
+    pub(crate) fn rejected(&self, why: RejectReason) {
+        self.tls.rejected(why);
+    }
+
+    pub(crate) fn connection_closed(&self, why: CloseReason) {
+        self.tls.connection_closed(why);
+    }
+
+    pub(crate) fn handshake_ok(&self, took: Duration, resumed: bool) {
+        self.tls.handshake_ok(took, resumed);
+    }
+
+    pub(crate) fn handshake_failed(&self, why: FailReason) {
+        self.tls.handshake_failed(why);
+    }
+
+    pub(crate) fn frame_in(&self, k: FrameKind, bytes: usize) {
+        self.tls.frame_in(k, bytes);
+    }
+
+    pub(crate) fn frame_out(&self, k: FrameKind, bytes: usize) {
+        self.tls.frame_out(k, bytes);
+    }
+
+    pub(crate) fn wire_in(&self, n: usize) {
+        self.tls.wire_in(n);
+    }
+
+    pub(crate) fn wire_out(&self, n: usize) {
+        self.tls.wire_out(n);
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(1, Relaxed);
+    }
+
+    pub(crate) fn dtls_dropped(&self, why: DtlsDrop) {
+        self.dtls_listener.dropped[why.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn dtls_cookie_request(&self) {
+        self.dtls_listener.cookie_requests.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn dtls_datagram_in(&self, bytes: usize) {
+        self.dtls_listener.datagrams_in.fetch_add(1, Relaxed);
+        self.dtls.wire_in(bytes);
+    }
+
+    pub(crate) fn dtls_datagram_out(&self, bytes: usize) {
+        self.dtls_listener.datagrams_out.fetch_add(1, Relaxed);
+        self.dtls.wire_out(bytes);
+    }
+
+    pub(crate) fn set_dtls_table(&self, handshaking: usize, slots: usize) {
+        self.dtls_listener
+            .handshaking
+            .store(handshaking as u64, Relaxed);
+        self.dtls_listener.table_slots.store(slots as u64, Relaxed);
+    }
+
+    /// TLS connections open now (handshaking or established).
+    pub fn open_connections(&self) -> u64 {
+        self.tls.open_connections()
+    }
+
+    /// TLS handshakes that completed (and passed the allow-list).
+    pub fn handshakes_ok(&self) -> u64 {
+        self.tls.handshakes_ok()
+    }
+
+    /// TLS handshakes that resumed an earlier session.
+    pub fn handshakes_resumed(&self) -> u64 {
+        self.tls.handshakes_resumed()
+    }
+
+    /// Failed TLS handshakes for `why`.
+    pub fn handshake_failures(&self, why: FailReason) -> u64 {
+        self.tls.handshake_failures(why)
+    }
+
+    /// TLS connections closed at accept for `why`.
+    pub fn rejections(&self, why: RejectReason) -> u64 {
+        self.tls.rejections(why)
+    }
+
+    /// Established TLS connections that ended for `why`.
+    pub fn closes(&self, why: CloseReason) -> u64 {
+        self.tls.closes(why)
+    }
+
+    /// Datagrams the DTLS listener received.
+    pub fn dtls_datagrams_in(&self) -> u64 {
+        self.dtls_listener.datagrams_in.load(Relaxed)
+    }
+
+    /// Stateless cookie requests the DTLS listener sent.
+    pub fn dtls_cookie_requests(&self) -> u64 {
+        self.dtls_listener.cookie_requests.load(Relaxed)
+    }
+
+    /// DTLS sessions in their handshake now.
+    pub fn dtls_handshaking(&self) -> u64 {
+        self.dtls_listener.handshaking.load(Relaxed)
+    }
+
+    /// Slots allocated in the DTLS listener's peer table.
+    pub fn dtls_peer_table_slots(&self) -> u64 {
+        self.dtls_listener.table_slots.load(Relaxed)
+    }
+
+    /// Datagrams the DTLS listener dropped for `why`.
+    pub fn dtls_drops(&self, why: DtlsDrop) -> u64 {
+        self.dtls_listener.dropped[why.index()].load(Relaxed)
+    }
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
+        let mut out = String::with_capacity(12 * 1024);
         let w = &mut out;
         let get = |a: &AtomicU64| a.load(Relaxed);
+        // TLS series keep their label sets; DTLS series add `transport="dtls"` first.
+        let both = [(&self.tls, ""), (&self.dtls, "transport=\"dtls\",")];
+        // A series: NAME{labels} with the transport label, or NAME alone.
+        let series = |name: &str, t: &str, labels: &str| -> String {
+            let l = format!("{t}{labels}");
+            let l = l.trim_end_matches(',');
+            if l.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}{{{l}}}")
+            }
+        };
 
         header(
             w,
             "tether_connections_open",
             "gauge",
-            "TLS connections open now (handshaking or established).",
+            "Connections (DTLS: sessions) open now, handshaking or established.",
         );
-        let _ = writeln!(w, "tether_connections_open {}", get(&self.open));
+        for (m, t) in both {
+            let _ = writeln!(
+                w,
+                "{} {}",
+                series("tether_connections_open", t, ""),
+                get(&m.open)
+            );
+        }
 
         header(
             w,
             "tether_connections_accepted_total",
             "counter",
-            "TCP connections accepted on the TLS listener.",
+            "TCP connections accepted on the TLS listener; DTLS: sessions made after a valid cookie.",
         );
-        let _ = writeln!(
-            w,
-            "tether_connections_accepted_total {}",
-            get(&self.accepted)
-        );
+        for (m, t) in both {
+            let _ = writeln!(
+                w,
+                "{} {}",
+                series("tether_connections_accepted_total", t, ""),
+                get(&m.accepted)
+            );
+        }
 
         header(
             w,
@@ -440,7 +677,7 @@ impl Metrics {
             "counter",
             "Connections closed at accept because a connection limit was reached.",
         );
-        for (r, a) in RejectReason::ALL.iter().zip(&self.rejected) {
+        for (r, a) in RejectReason::ALL.iter().zip(&self.tls.rejected) {
             let _ = writeln!(
                 w,
                 "tether_connections_rejected_total{{reason=\"{}\"}} {}",
@@ -455,91 +692,16 @@ impl Metrics {
             "counter",
             "Established device connections that ended, by reason.",
         );
-        for (r, a) in CloseReason::ALL.iter().zip(&self.closed) {
-            let _ = writeln!(
-                w,
-                "tether_connections_closed_total{{reason=\"{}\"}} {}",
-                r.name(),
-                get(a)
-            );
-        }
-
-        let failed: u64 = self.failures.iter().map(get).sum();
-        header(
-            w,
-            "tether_handshakes_total",
-            "counter",
-            "TLS handshakes by result (ok: completed and allowed).",
-        );
-        let _ = writeln!(
-            w,
-            "tether_handshakes_total{{result=\"ok\"}} {}",
-            get(&self.handshakes_ok)
-        );
-        let _ = writeln!(w, "tether_handshakes_total{{result=\"failed\"}} {failed}");
-
-        header(
-            w,
-            "tether_handshakes_resumed_total",
-            "counter",
-            "Completed handshakes that resumed an earlier session (ticket or session id).",
-        );
-        let _ = writeln!(
-            w,
-            "tether_handshakes_resumed_total {}",
-            get(&self.handshakes_resumed)
-        );
-
-        header(
-            w,
-            "tether_handshake_failures_total",
-            "counter",
-            "Failed handshakes by category (tether error category, or policy) and reason.",
-        );
-        for (r, a) in FailReason::ALL.iter().zip(&self.failures) {
-            let _ = writeln!(
-                w,
-                "tether_handshake_failures_total{{category=\"{}\",reason=\"{}\"}} {}",
-                r.category(),
-                r.name(),
-                get(a)
-            );
-        }
-
-        header(
-            w,
-            "tether_handshake_duration_seconds",
-            "histogram",
-            "Time from TCP accept to a completed TLS handshake.",
-        );
-        for (le, a) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                w,
-                "tether_handshake_duration_seconds_bucket{{le=\"{le}\"}} {}",
-                get(a)
-            );
-        }
-        let count = get(&self.latency_count);
-        let _ = writeln!(
-            w,
-            "tether_handshake_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let sum = get(&self.latency_sum_us) as f64 / 1e6;
-        let _ = writeln!(w, "tether_handshake_duration_seconds_sum {sum}");
-        let _ = writeln!(w, "tether_handshake_duration_seconds_count {count}");
-
-        header(
-            w,
-            "tether_frames_total",
-            "counter",
-            "Frames received (in) and sent (out), by type.",
-        );
-        for (dir, arr) in [("in", &self.frames_in), ("out", &self.frames_out)] {
-            for (k, a) in FrameKind::ALL.iter().zip(arr) {
+        for (m, t) in both {
+            for (r, a) in CloseReason::ALL.iter().zip(&m.closed) {
                 let _ = writeln!(
                     w,
-                    "tether_frames_total{{direction=\"{dir}\",type=\"{}\"}} {}",
-                    k.name(),
+                    "{} {}",
+                    series(
+                        "tether_connections_closed_total",
+                        t,
+                        &format!("reason=\"{}\"", r.name())
+                    ),
                     get(a)
                 );
             }
@@ -547,20 +709,126 @@ impl Metrics {
 
         header(
             w,
+            "tether_handshakes_total",
+            "counter",
+            "Handshakes by result (ok: completed and allowed).",
+        );
+        for (m, t) in both {
+            let failed: u64 = m.failures.iter().map(get).sum();
+            let _ = writeln!(
+                w,
+                "{} {}",
+                series("tether_handshakes_total", t, "result=\"ok\""),
+                get(&m.handshakes_ok)
+            );
+            let _ = writeln!(
+                w,
+                "{} {failed}",
+                series("tether_handshakes_total", t, "result=\"failed\"")
+            );
+        }
+
+        header(
+            w,
+            "tether_handshakes_resumed_total",
+            "counter",
+            "Completed handshakes that resumed an earlier session (ticket or session id).",
+        );
+        for (m, t) in both {
+            let _ = writeln!(
+                w,
+                "{} {}",
+                series("tether_handshakes_resumed_total", t, ""),
+                get(&m.handshakes_resumed)
+            );
+        }
+
+        header(
+            w,
+            "tether_handshake_failures_total",
+            "counter",
+            "Failed handshakes by category (tether error category, or policy) and reason.",
+        );
+        for (m, t) in both {
+            for (r, a) in FailReason::ALL.iter().zip(&m.failures) {
+                let _ = writeln!(
+                    w,
+                    "{} {}",
+                    series(
+                        "tether_handshake_failures_total",
+                        t,
+                        &format!("category=\"{}\",reason=\"{}\"", r.category(), r.name())
+                    ),
+                    get(a)
+                );
+            }
+        }
+
+        header(
+            w,
+            "tether_handshake_duration_seconds",
+            "histogram",
+            "Time from TCP accept (DTLS: the ClientHello with a valid cookie) to a completed handshake.",
+        );
+        for (m, t) in both {
+            let name = "tether_handshake_duration_seconds_bucket";
+            for (le, a) in LATENCY_BUCKETS.iter().zip(&m.latency_buckets) {
+                let _ = writeln!(w, "{} {}", series(name, t, &format!("le=\"{le}\"")), get(a));
+            }
+            let count = get(&m.latency_count);
+            let _ = writeln!(w, "{} {count}", series(name, t, "le=\"+Inf\""));
+            let sum = get(&m.latency_sum_us) as f64 / 1e6;
+            let _ = writeln!(
+                w,
+                "{} {sum}",
+                series("tether_handshake_duration_seconds_sum", t, "")
+            );
+            let _ = writeln!(
+                w,
+                "{} {count}",
+                series("tether_handshake_duration_seconds_count", t, "")
+            );
+        }
+
+        header(
+            w,
+            "tether_frames_total",
+            "counter",
+            "Frames received (in) and sent (out), by type.",
+        );
+        for (m, t) in both {
+            for (dir, arr) in [("in", &m.frames_in), ("out", &m.frames_out)] {
+                for (k, a) in FrameKind::ALL.iter().zip(arr) {
+                    let _ = writeln!(
+                        w,
+                        "{} {}",
+                        series(
+                            "tether_frames_total",
+                            t,
+                            &format!("direction=\"{dir}\",type=\"{}\"", k.name())
+                        ),
+                        get(a)
+                    );
+                }
+            }
+        }
+
+        header(
+            w,
             "tether_bytes_total",
             "counter",
-            "TLS bytes on the wire, received (in) and sent (out).",
+            "TLS/DTLS bytes on the wire, received (in) and sent (out).",
         );
-        let _ = writeln!(
-            w,
-            "tether_bytes_total{{direction=\"in\"}} {}",
-            get(&self.bytes_in)
-        );
-        let _ = writeln!(
-            w,
-            "tether_bytes_total{{direction=\"out\"}} {}",
-            get(&self.bytes_out)
-        );
+        for (m, t) in both {
+            for (dir, a) in [("in", &m.bytes_in), ("out", &m.bytes_out)] {
+                let _ = writeln!(
+                    w,
+                    "{} {}",
+                    series("tether_bytes_total", t, &format!("direction=\"{dir}\"")),
+                    get(a)
+                );
+            }
+        }
 
         header(
             w,
@@ -568,16 +836,81 @@ impl Metrics {
             "counter",
             "Frame bytes (headers and bodies) received (in) and sent (out).",
         );
-        let _ = writeln!(
+        for (m, t) in both {
+            for (dir, a) in [("in", &m.payload_in), ("out", &m.payload_out)] {
+                let _ = writeln!(
+                    w,
+                    "{} {}",
+                    series(
+                        "tether_payload_bytes_total",
+                        t,
+                        &format!("direction=\"{dir}\"")
+                    ),
+                    get(a)
+                );
+            }
+        }
+
+        let d = &self.dtls_listener;
+        header(
             w,
-            "tether_payload_bytes_total{{direction=\"in\"}} {}",
-            get(&self.payload_in)
+            "tether_dtls_datagrams_total",
+            "counter",
+            "UDP datagrams received (in) and sent (out) by the DTLS listener.",
         );
         let _ = writeln!(
             w,
-            "tether_payload_bytes_total{{direction=\"out\"}} {}",
-            get(&self.payload_out)
+            "tether_dtls_datagrams_total{{direction=\"in\"}} {}",
+            get(&d.datagrams_in)
         );
+        let _ = writeln!(
+            w,
+            "tether_dtls_datagrams_total{{direction=\"out\"}} {}",
+            get(&d.datagrams_out)
+        );
+        header(
+            w,
+            "tether_dtls_datagrams_dropped_total",
+            "counter",
+            "Datagrams the DTLS listener dropped before any session, by reason.",
+        );
+        for (r, a) in DtlsDrop::ALL.iter().zip(&d.dropped) {
+            let _ = writeln!(
+                w,
+                "tether_dtls_datagrams_dropped_total{{reason=\"{}\"}} {}",
+                r.name(),
+                get(a)
+            );
+        }
+        header(
+            w,
+            "tether_dtls_cookie_requests_total",
+            "counter",
+            "Stateless cookie requests sent (HelloVerifyRequest, HelloRetryRequest).",
+        );
+        let _ = writeln!(
+            w,
+            "tether_dtls_cookie_requests_total {}",
+            get(&d.cookie_requests)
+        );
+        header(
+            w,
+            "tether_dtls_sessions_handshaking",
+            "gauge",
+            "DTLS sessions in their handshake now.",
+        );
+        let _ = writeln!(
+            w,
+            "tether_dtls_sessions_handshaking {}",
+            get(&d.handshaking)
+        );
+        header(
+            w,
+            "tether_dtls_peer_table_slots",
+            "gauge",
+            "Slots allocated in the DTLS listener's table of peers (memory held per address).",
+        );
+        let _ = writeln!(w, "tether_dtls_peer_table_slots {}", get(&d.table_slots));
 
         header(
             w,

@@ -26,7 +26,9 @@ pub struct DeviceInfo {
     pub device_id: Option<String>,
     /// The device's address and port as the gateway sees it.
     pub remote_addr: String,
-    /// `TLSv1.2` or `TLSv1.3`.
+    /// `tls` (TLS over TCP) or `dtls` (DTLS over UDP).
+    pub transport: String,
+    /// `TLSv1.2`, `TLSv1.3`, `DTLSv1.2` or `DTLSv1.3`.
     pub tls_version: String,
     /// The IANA name of the cipher suite.
     pub cipher_suite: String,
@@ -46,6 +48,9 @@ pub struct DeviceInfo {
 
 #[derive(Debug)]
 struct Entry {
+    /// Insertion order (`/devices` lists the oldest first).
+    order: u64,
+    transport: &'static str,
     device_id: Option<String>,
     remote: SocketAddr,
     version: String,
@@ -59,7 +64,11 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     entries: Mutex<HashMap<u64, Entry>>,
+    next_order: AtomicU64,
 }
+
+/// Registry keys of DTLS sessions: apart from the TLS listener's connection numbers.
+pub(crate) const DTLS_IDS: u64 = 1 << 63;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -76,11 +85,28 @@ pub(crate) struct NewDevice {
 
 impl Registry {
     pub(crate) fn insert(self: &Arc<Self>, id: u64, d: NewDevice) -> RegistryGuard {
+        self.insert_for(id, d, "tls")
+    }
+
+    /// A DTLS session (`id` at or above [`DTLS_IDS`]).
+    pub(crate) fn insert_dtls(self: &Arc<Self>, id: u64, d: NewDevice) -> RegistryGuard {
+        self.insert_for(id, d, "dtls")
+    }
+
+    fn insert_for(
+        self: &Arc<Self>,
+        id: u64,
+        d: NewDevice,
+        transport: &'static str,
+    ) -> RegistryGuard {
         let stats = Arc::new(ConnStats::default());
         let since = tether_pki::rfc3339(tether_pki::time::OffsetDateTime::now_utc());
+        let order = self.next_order.fetch_add(1, Relaxed);
         lock(&self.entries).insert(
             id,
             Entry {
+                order,
+                transport,
                 device_id: d.device_id,
                 remote: d.remote,
                 version: d.version,
@@ -100,13 +126,14 @@ impl Registry {
     pub(crate) fn list(&self) -> Vec<DeviceInfo> {
         let entries = lock(&self.entries);
         let mut out: Vec<(u64, DeviceInfo)> = entries
-            .iter()
-            .map(|(id, e)| {
+            .values()
+            .map(|e| {
                 (
-                    *id,
+                    e.order,
                     DeviceInfo {
                         device_id: e.device_id.clone(),
                         remote_addr: e.remote.to_string(),
+                        transport: e.transport.to_owned(),
                         tls_version: e.version.clone(),
                         cipher_suite: e.suite.clone(),
                         resumed: e.resumed,
@@ -120,7 +147,7 @@ impl Registry {
             })
             .collect();
         drop(entries);
-        // Oldest connection first.
+        // Oldest session first.
         out.sort_by_key(|(id, _)| *id);
         out.into_iter().map(|(_, d)| d).collect()
     }

@@ -154,14 +154,11 @@ impl Acceptor {
         if now.saturating_duration_since(self.rotated) < self.rotate_every {
             return;
         }
-        match random_secret() {
-            Ok(s) => {
-                self.previous = Some(self.current);
-                self.current = s;
-                self.rotated = now;
-            }
-            // Keep the old secret; try again on the next call.
-            Err(_) => {}
+        // On failure the old secret stays; the next call tries again.
+        if let Ok(s) = random_secret() {
+            self.previous = Some(self.current);
+            self.current = s;
+            self.rotated = now;
         }
     }
 

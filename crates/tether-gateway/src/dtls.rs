@@ -1,0 +1,559 @@
+//! The DTLS listener: one UDP socket, sessions by peer address, stateless cookies first.
+//!
+//! One task owns the socket and every DTLS session (a [`tether::dtls::Session`] each, in a
+//! table keyed by the peer's address and port):
+//!
+//! - A datagram from an address with a session goes to that session; from any other address
+//!   it goes to the [`Acceptor`](tether::dtls::Acceptor), which answers a first ClientHello
+//!   with a cookie request and keeps nothing, and makes a session only for a ClientHello that
+//!   echoes a valid cookie (bound to the address, the ClientHello and a rotating secret). So
+//!   datagrams from spoofed addresses never make table entries; anything else is dropped and
+//!   counted (`tether_dtls_datagrams_dropped_total`).
+//! - Limits: at most `dtls_max_handshaking` sessions in their handshake and `max_connections`
+//!   DTLS sessions in all; a ClientHello over a limit is dropped (the client retransmits).
+//! - A completed handshake is checked as on TLS (the device id is the common name of the client
+//!   certificate's subject, then the allow-list) and listed in `/devices` with `"transport":
+//!   "dtls"`; the session series in `/metrics` carry `transport="dtls"`.
+//! - Frames: each record's plaintext goes through a [`tether_wire::Decoder`], so one record
+//!   may carry several frames and a frame may span records (in arrival order: DTLS may lose
+//!   or reorder records, which breaks a frame that spans them; devices send a frame per
+//!   record). Replies are packed into as few records as fit the MTU.
+//! - Timers: every [`TICK`] the task runs the sessions' retransmission and handshake timers
+//!   and closes (close_notify) sessions idle for the idle timeout.
+//! - Drain: no new sessions; datagrams already in the socket are served, then every session
+//!   gets close_notify.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime};
+
+use tether::dtls::{Accept, Acceptor, Session};
+use tether::{Event, Instant, Recv};
+use tether_wire::{Decoder, Frame};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::config::ClientAuthPolicy;
+use crate::gateway::Shared;
+use crate::metrics::{CloseReason, DtlsDrop, FailReason, FrameKind, TransportMetrics};
+use crate::registry::{ConnStats, DTLS_IDS, NewDevice, RegistryGuard};
+
+/// How often timers (retransmissions, handshake deadlines, idle expiry) run.
+pub(crate) const TICK: Duration = Duration::from_millis(50);
+/// The largest datagram read.
+const MAX_DATAGRAM: usize = 65535;
+/// The UDP socket's receive and send buffer sizes asked for (the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`).
+pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams read in one go before timers get a turn.
+const BATCH: usize = 256;
+
+/// A bound DTLS listener, ready to [`serve`].
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub socket: UdpSocket,
+    pub config: tether::dtls::ServerConfig,
+    pub max_handshaking: usize,
+    pub max_sessions: usize,
+}
+
+fn now() -> Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    Instant::from_micros(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// An established device session.
+struct Device {
+    decoder: Decoder,
+    entry: RegistryGuard,
+}
+
+struct Peer {
+    session: Session,
+    /// `None` while handshaking.
+    device: Option<Device>,
+    started: Instant,
+    last_input: Instant,
+}
+
+/// What happened to a peer after a datagram or a timer.
+enum Outcome {
+    Keep,
+    /// Remove it; the reason is already counted.
+    Remove,
+}
+
+struct State {
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    acceptor: Acceptor,
+    peers: HashMap<SocketAddr, Peer>,
+    handshaking: usize,
+    max_handshaking: usize,
+    max_sessions: usize,
+    next_id: u64,
+    /// Datagrams to send, gathered while handling input (sent before the next read).
+    outbox: Vec<(SocketAddr, Vec<u8>)>,
+    draining: bool,
+}
+
+/// Runs the listener until the gateway drains; then serves what the socket holds and closes
+/// every session with close_notify.
+pub(crate) async fn serve(
+    listener: Listener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let acceptor = match Acceptor::new(&listener.config, now()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("DTLS listener cannot start: {e}");
+            return;
+        }
+    };
+    let mut st = State {
+        socket: listener.socket,
+        shared,
+        acceptor,
+        peers: HashMap::new(),
+        handshaking: 0,
+        max_handshaking: listener.max_handshaking,
+        max_sessions: listener.max_sessions,
+        next_id: 0,
+        outbox: Vec::new(),
+        draining: false,
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if !*stop.borrow_and_update() {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                r = st.socket.recv_from(&mut buf) => {
+                    match r {
+                        Ok((n, from)) => st.on_datagram(from, &buf[..n]),
+                        Err(e) => st.recv_error(e).await,
+                    }
+                    // More that is already waiting, without going back to the reactor.
+                    for _ in 0..BATCH {
+                        match st.socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => st.on_datagram(from, &buf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => { st.recv_error(e).await; break; }
+                        }
+                    }
+                    st.flush().await;
+                }
+                _ = tick.tick() => {
+                    st.timers();
+                    st.flush().await;
+                }
+            }
+        }
+    }
+    st.drain(&mut buf).await;
+}
+
+impl State {
+    fn metrics(&self) -> &TransportMetrics {
+        self.shared.metrics.dtls()
+    }
+
+    async fn recv_error(&mut self, e: io::Error) {
+        match e.kind() {
+            // ICMP port unreachable from a peer that went away; nothing to do.
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted => {}
+            _ => {
+                tracing::warn!("DTLS listener: receive failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    fn publish_table(&self) {
+        self.shared
+            .metrics
+            .set_dtls_table(self.handshaking, self.peers.capacity());
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, d: &[u8]) {
+        self.shared.metrics.dtls_datagram_in(d.len());
+        let t = now();
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.last_input = t;
+            let r = peer.session.handle_datagram(t, d);
+            let outcome = self.after_input(from, r);
+            if let Outcome::Remove = outcome {
+                self.remove(from);
+            }
+            return;
+        }
+        if self.draining {
+            self.shared.metrics.dtls_dropped(DtlsDrop::Draining);
+            return;
+        }
+        if self.handshaking >= self.max_handshaking {
+            self.shared.metrics.dtls_dropped(DtlsDrop::HandshakeLimit);
+            return;
+        }
+        if self.peers.len() >= self.max_sessions {
+            self.shared.metrics.dtls_dropped(DtlsDrop::SessionLimit);
+            return;
+        }
+        match self.acceptor.accept(t, from, d) {
+            Accept::Reply(replies) => {
+                self.shared.metrics.dtls_cookie_request();
+                self.outbox.extend(replies.into_iter().map(|r| (from, r)));
+            }
+            Accept::Session(session) => {
+                self.metrics().opened();
+                self.handshaking += 1;
+                self.peers.insert(
+                    from,
+                    Peer {
+                        session: *session,
+                        device: None,
+                        started: t,
+                        last_input: t,
+                    },
+                );
+                // The session took the ClientHello: its answer is waiting.
+                if let Outcome::Remove = self.after_input(from, Ok(())) {
+                    self.remove(from);
+                }
+                self.publish_table();
+            }
+            Accept::Drop(why) => {
+                let why = match why {
+                    tether::dtls::DropReason::BadCookie => DtlsDrop::BadCookie,
+                    tether::dtls::DropReason::Refused => DtlsDrop::Refused,
+                    _ => DtlsDrop::Garbage,
+                };
+                self.shared.metrics.dtls_dropped(why);
+            }
+        }
+    }
+
+    /// After a datagram or a timer reached the peer's session: handshake completion, frames,
+    /// failures, close.
+    fn after_input(&mut self, from: SocketAddr, r: Result<(), tether::Error>) -> Outcome {
+        let shared = self.shared.clone();
+        let slots = self.peers.capacity();
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return Outcome::Keep;
+        };
+        let outcome = match r {
+            Err(e) => {
+                if peer.device.is_none() {
+                    let why = FailReason::of(&e);
+                    shared.metrics.dtls().handshake_failed(why);
+                    tracing::debug!(%from, reason = why.name(), "DTLS handshake failed: {e}");
+                } else {
+                    let why = match e {
+                        tether::Error::Timeout(_) | tether::Error::Transport(_) => {
+                            CloseReason::Transport
+                        }
+                        _ => CloseReason::TlsError,
+                    };
+                    shared.metrics.dtls().connection_closed(why);
+                }
+                Outcome::Remove
+            }
+            Ok(()) => {
+                if peer.device.is_none() && !peer.session.is_handshaking() {
+                    self.next_id += 1;
+                    match established(&shared, peer, from, DTLS_IDS + self.next_id) {
+                        Ok(()) => {
+                            self.handshaking = self.handshaking.saturating_sub(1);
+                            shared.metrics.set_dtls_table(self.handshaking, slots);
+                            serve_frames(&shared, peer)
+                        }
+                        Err(why) => {
+                            shared.metrics.dtls().handshake_failed(why);
+                            tracing::info!(%from, reason = why.name(), "DTLS device refused");
+                            peer.session.close();
+                            Outcome::Remove
+                        }
+                    }
+                } else if peer.device.is_some() {
+                    serve_frames(&shared, peer)
+                } else {
+                    Outcome::Keep
+                }
+            }
+        };
+        // What the session has to send (its flight, replies, an alert, close_notify).
+        while let Some(d) = peer.session.pop_datagram() {
+            self.outbox.push((from, d));
+        }
+        outcome
+    }
+
+    fn remove(&mut self, from: SocketAddr) {
+        if let Some(peer) = self.peers.remove(&from) {
+            if peer.device.is_none() {
+                self.handshaking = self.handshaking.saturating_sub(1);
+            }
+            self.metrics().closed_slot();
+        }
+        // Give memory back when the table has emptied a lot.
+        if self.peers.capacity() > 64 && self.peers.len() < self.peers.capacity() / 4 {
+            self.peers.shrink_to_fit();
+        }
+        self.publish_table();
+    }
+
+    /// Retransmissions, handshake deadlines, idle expiry, cookie secret rotation.
+    fn timers(&mut self) {
+        let t = now();
+        self.acceptor.handle_timeout(t);
+        let idle = self.shared.idle_timeout;
+        let mut due = Vec::new();
+        for (addr, peer) in &self.peers {
+            let timer = peer.session.poll_timeout().is_some_and(|d| d <= t);
+            let idle_out =
+                peer.device.is_some() && t.saturating_duration_since(peer.last_input) >= idle;
+            if timer || idle_out {
+                due.push((*addr, idle_out));
+            }
+        }
+        for (addr, idle_out) in due {
+            let outcome = if idle_out {
+                if let Some(peer) = self.peers.get_mut(&addr) {
+                    peer.session.close();
+                    while let Some(d) = peer.session.pop_datagram() {
+                        self.outbox.push((addr, d));
+                    }
+                }
+                self.metrics().connection_closed(CloseReason::IdleTimeout);
+                Outcome::Remove
+            } else {
+                let r = match self.peers.get_mut(&addr) {
+                    Some(peer) => peer.session.handle_timeout(t),
+                    None => continue,
+                };
+                self.after_input(addr, r)
+            };
+            if let Outcome::Remove = outcome {
+                self.remove(addr);
+            }
+        }
+        self.publish_table();
+    }
+
+    async fn flush(&mut self) {
+        for (to, d) in std::mem::take(&mut self.outbox) {
+            let sent = match self.socket.try_send_to(&d, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket.send_to(&d, to).await
+                }
+                r => r,
+            };
+            match sent {
+                Ok(n) => self.shared.metrics.dtls_datagram_out(n),
+                Err(e) => tracing::debug!(%to, "DTLS send failed: {e}"),
+            }
+        }
+    }
+
+    async fn drain(&mut self, buf: &mut [u8]) {
+        self.draining = true;
+        // Serve what has already arrived.
+        for _ in 0..4 * BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, from)) => self.on_datagram(from, &buf[..n]),
+                Err(_) => break,
+            }
+        }
+        let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            if let Some(peer) = self.peers.get_mut(&addr)
+                && peer.device.is_some()
+            {
+                peer.session.close();
+                while let Some(d) = peer.session.pop_datagram() {
+                    self.outbox.push((addr, d));
+                }
+                self.shared
+                    .metrics
+                    .dtls()
+                    .connection_closed(CloseReason::Drain);
+            }
+            self.remove(addr);
+        }
+        self.flush().await;
+        tracing::info!("DTLS listener drained");
+    }
+}
+
+/// The handshake completed: device id, allow-list, registry entry.
+fn established(
+    shared: &Shared,
+    peer: &mut Peer,
+    from: SocketAddr,
+    id: u64,
+) -> Result<(), FailReason> {
+    let session = &peer.session;
+    let device_id = match &shared.client_auth {
+        ClientAuthPolicy::ServerOnly => None,
+        ClientAuthPolicy::Required { allow, .. } => {
+            let id = session
+                .peer_certificate()
+                .and_then(|leaf| crate::conn::device_id(leaf.as_ref()));
+            match (&id, allow) {
+                (None, _) => return Err(FailReason::NoDeviceId),
+                (Some(id), Some(list)) if !list.contains(id) => {
+                    return Err(FailReason::NotAllowed);
+                }
+                _ => {}
+            }
+            id
+        }
+    };
+    let took = now().saturating_duration_since(peer.started);
+    shared.metrics.dtls().handshake_ok(took, false);
+    let entry = shared.registry.insert_dtls(
+        id,
+        NewDevice {
+            device_id,
+            remote: from,
+            version: session.version().map(|v| v.to_string()).unwrap_or_default(),
+            suite: session
+                .cipher_suite()
+                .and_then(|s| s.as_str())
+                .unwrap_or("unknown")
+                .to_owned(),
+            resumed: false,
+        },
+    );
+    peer.device = Some(Device {
+        decoder: Decoder::new(shared.max_frame),
+        entry,
+    });
+    // The Connected event is known from is_handshaking; take it off the queue.
+    let _ = peer.session.poll_event();
+    Ok(())
+}
+
+/// Decrypts every record the session holds, answers each frame, sends the replies.
+fn serve_frames(shared: &Shared, peer: &mut Peer) -> Outcome {
+    let Some(device) = peer.device.as_mut() else {
+        return Outcome::Keep;
+    };
+    let stats = device.entry.stats.clone();
+    let mut replies = Vec::new();
+    let mut buf = [0u8; 2048];
+    let mut closed = None;
+    loop {
+        let n = match peer.session.recv(&mut buf) {
+            Ok(Recv::Data(n)) => n,
+            Ok(Recv::Pending) => break,
+            Ok(Recv::Closed) => {
+                closed = Some(CloseReason::PeerClosed);
+                break;
+            }
+            Err(tether::Error::BufferTooSmall { needed }) => {
+                // A record above 2 KiB (a peer with a larger MTU): read it into the heap.
+                let mut big = vec![0u8; needed];
+                match peer.session.recv(&mut big) {
+                    Ok(Recv::Data(n)) => {
+                        device.decoder.push(&big[..n]);
+                        if answer_all(shared, device, &stats, &mut replies) {
+                            closed = Some(CloseReason::FrameTooLarge);
+                            break;
+                        }
+                        continue;
+                    }
+                    _ => {
+                        closed = Some(CloseReason::TlsError);
+                        break;
+                    }
+                }
+            }
+            Err(_) => {
+                closed = Some(CloseReason::TlsError);
+                break;
+            }
+        };
+        device.decoder.push(&buf[..n]);
+        if answer_all(shared, device, &stats, &mut replies) {
+            closed = Some(CloseReason::FrameTooLarge);
+            break;
+        }
+    }
+    if matches!(peer.session.poll_event(), Some(Event::PeerClosed)) {
+        closed = Some(CloseReason::PeerClosed);
+    }
+    // Replies, packed into records that fit one datagram each.
+    let max = peer.session.max_send_size().max(1);
+    for chunk in replies.chunks(max) {
+        if peer.session.send(chunk).is_err() {
+            closed.get_or_insert(CloseReason::TlsError);
+            break;
+        }
+    }
+    match closed {
+        None => Outcome::Keep,
+        Some(why) => {
+            shared.metrics.dtls().connection_closed(why);
+            // close_notify (answering the peer's, or after the ERROR frame).
+            peer.session.close();
+            Outcome::Remove
+        }
+    }
+}
+
+/// Answers every whole frame the decoder holds; true when a frame was over the limit (its
+/// ERROR frame is the last reply).
+fn answer_all(
+    shared: &Shared,
+    device: &mut Device,
+    stats: &ConnStats,
+    replies: &mut Vec<u8>,
+) -> bool {
+    let m = shared.metrics.dtls();
+    loop {
+        match device.decoder.next_frame() {
+            Ok(Some(frame)) => {
+                let size = frame.encoded_len();
+                m.frame_in(FrameKind::of(frame.kind), size);
+                stats.frames_in.fetch_add(1, Relaxed);
+                stats.bytes_in.fetch_add(size as u64, Relaxed);
+                push_reply(
+                    m,
+                    stats,
+                    &tether_wire::reply(&frame, unix_millis()),
+                    replies,
+                );
+            }
+            Ok(None) => return false,
+            Err(e) => {
+                push_reply(m, stats, &e.error_frame(), replies);
+                return true;
+            }
+        }
+    }
+}
+
+fn push_reply(m: &TransportMetrics, stats: &ConnStats, reply: &Frame, replies: &mut Vec<u8>) {
+    let size = reply.encoded_len();
+    m.frame_out(FrameKind::of(reply.kind), size);
+    stats.frames_out.fetch_add(1, Relaxed);
+    stats.bytes_out.fetch_add(size as u64, Relaxed);
+    reply.encode_into(replies);
+}

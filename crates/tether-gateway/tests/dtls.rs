@@ -1,0 +1,835 @@
+//! The gateway's DTLS listener over real UDP sockets on 127.0.0.1: tether DTLS 1.2 and 1.3
+//! clients, openssl s_client -dtls1_2, 500 concurrent clients, garbage, a spoofed ClientHello
+//! flood, a client of another CA, idle expiry, drain, and the HTTP API's view of it all.
+//!
+//! Each test starts its own gateway (ports picked by the kernel, read back) on a tokio runtime
+//! in a thread; the `Running` guard drains it and joins the thread, also when the test fails.
+
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tether::dtls::{self, DtlsVersion, UdpDtlsSocket};
+use tether::{Identity, Trust};
+use tether_gateway::{ClientAuthPolicy, DtlsDrop, Gateway, GatewayConfig, Metrics};
+use tether_pki::{Ca, IssueOptions, Issued, KeyKind};
+use tether_wire::{Decoder, Frame, FrameType};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+struct Pki {
+    ca: Ca,
+    server: Issued,
+    device: Issued,
+}
+
+fn pki() -> Pki {
+    let ca = Ca::init(KeyKind::EcdsaP256, "gateway DTLS test CA").unwrap();
+    let opts = IssueOptions::default();
+    let server = ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], &opts)
+        .unwrap();
+    let device = ca.issue_client("device-1", &opts).unwrap();
+    Pki { ca, server, device }
+}
+
+impl Pki {
+    fn trust(&self) -> Trust {
+        Trust::from_pem(self.ca.cert_pem().as_bytes()).unwrap()
+    }
+
+    fn config(&self) -> GatewayConfig {
+        let identity = Identity::from_pem(
+            self.server.cert_pem.as_bytes(),
+            self.server.key_pem.as_bytes(),
+        )
+        .unwrap();
+        let mut c = GatewayConfig::new(
+            identity,
+            ClientAuthPolicy::Required {
+                trust: self.trust(),
+                allow: None,
+            },
+        );
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.http = Some("127.0.0.1:0".parse().unwrap());
+        c.drain_timeout = Duration::from_secs(5);
+        c.handshake_timeout = Duration::from_secs(20);
+        c
+    }
+
+    /// A DTLS client config: `version` only (or both), with `device`'s certificate.
+    fn client(&self, version: Option<DtlsVersion>, device: Option<&Issued>) -> dtls::ClientConfig {
+        let mut b = dtls::ClientConfig::builder(self.trust())
+            .handshake_timeout(Duration::from_secs(20))
+            .retransmission(Duration::from_millis(500), 6);
+        if let Some(v) = version {
+            b = b.versions(v, v);
+        }
+        if let Some(d) = device {
+            b = b
+                .identity(Identity::from_pem(d.cert_pem.as_bytes(), d.key_pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    }
+}
+
+struct Running {
+    tls: SocketAddr,
+    dtls: SocketAddr,
+    http: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: tether_gateway::ShutdownHandle,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(config: GatewayConfig) -> Running {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let gw = match Gateway::bind(config).await {
+                    Ok(gw) => gw,
+                    Err(e) => {
+                        tx.send(Err(e.to_string())).unwrap();
+                        return;
+                    }
+                };
+                tx.send(Ok((
+                    gw.local_addr(),
+                    gw.dtls_addr().expect("a DTLS listener"),
+                    gw.http_addr().unwrap(),
+                    gw.metrics(),
+                    gw.shutdown_handle(),
+                )))
+                .unwrap();
+                gw.run().await.unwrap();
+            });
+        });
+        let (tls, dtls, http, metrics, stop) = rx.recv().unwrap().unwrap();
+        Running {
+            tls,
+            dtls,
+            http,
+            metrics,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self, config: &dtls::ClientConfig) -> Result<UdpDtlsSocket, tether::Error> {
+        let mut s = dtls::connect_named(&self.dtls.to_string(), "localhost", config)?;
+        s.set_io_timeout(Some(Duration::from_secs(20)));
+        Ok(s)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+
+    fn prometheus(&self) -> HashMap<String, f64> {
+        let (status, text) = self.get("/metrics");
+        assert_eq!(status, 200);
+        parse_prometheus(&text)
+    }
+
+    fn devices(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self.get("/devices");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Drains and waits for `run` to return.
+    fn stop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// Sample lines of the Prometheus text format into `name{labels}` → value; checks that every
+/// sample's metric has HELP and TYPE lines.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split_whitespace().next().unwrap().to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
+            .unwrap_or(name);
+        assert!(typed.contains(base), "no TYPE line for {name}");
+        assert!(
+            out.insert(series.to_owned(), value.parse().unwrap())
+                .is_none(),
+            "duplicate series {series}"
+        );
+    }
+    out
+}
+
+fn encode(list: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in list {
+        f.encode_into(&mut out);
+    }
+    out
+}
+
+/// Reads records until `n` frames have arrived.
+fn read_frames(s: &mut UdpDtlsSocket, n: usize) -> Vec<Frame> {
+    let mut d = Decoder::default();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < n {
+        let k = s.recv(&mut buf).expect("read replies");
+        assert!(k > 0, "closed after {} of {n} frames", got.len());
+        d.push(&buf[..k]);
+        while let Some(f) = d.next_frame().unwrap() {
+            got.push(f);
+        }
+    }
+    got
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn requests(tag: &[u8]) -> Vec<Frame> {
+    vec![
+        Frame::new(FrameType::Echo, tag.to_vec()),
+        Frame::new(FrameType::Reverse, tag.to_vec()),
+        Frame::new(FrameType::Time, Vec::new()),
+    ]
+}
+
+fn check_replies(tag: &[u8], replies: &[Frame], before: u64) {
+    assert_eq!(replies[0], Frame::new(FrameType::Echo, tag.to_vec()));
+    let mut rev = tag.to_vec();
+    rev.reverse();
+    assert_eq!(replies[1], Frame::new(FrameType::Reverse, rev));
+    assert_eq!(replies[2].kind, FrameType::Time);
+    let t = replies[2].parse_time().unwrap();
+    assert!(
+        t >= before && t <= now_ms() + 1,
+        "time {t} not in [{before}, now]"
+    );
+}
+
+/// Waits until `f` holds (polling), or panics with `what`.
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ECHO reply to `tag`, sending it again (at most 5 times) when no reply arrives within
+/// 2 s: DTLS records may be lost (here: when the kernel's buffers overflow), and protocols
+/// over DTLS retry. `send_first`: send before the first wait.
+fn echo_with_retry(s: &mut UdpDtlsSocket, tag: &[u8], send_first: bool) -> Frame {
+    let request = encode(&[Frame::new(FrameType::Echo, tag.to_vec())]);
+    s.set_io_timeout(Some(Duration::from_secs(2)));
+    if send_first {
+        s.send(&request).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    for _ in 0..5 {
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                let mut d = Decoder::default();
+                d.push(&buf[..n]);
+                return d.next_frame().unwrap().expect("one whole frame per reply");
+            }
+            Err(tether::Error::Timeout(_)) => s.send(&request).unwrap(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no ECHO reply after 5 tries");
+}
+
+/// The first datagram a DTLS client sends (its ClientHello).
+fn client_hello(config: &dtls::ClientConfig) -> Vec<u8> {
+    let mut s = dtls::Session::client(config, "localhost", tether::Instant::ZERO).unwrap();
+    s.pop_datagram().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn dtls12_and_dtls13_devices_exchange_frames_and_are_listed() {
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    assert_eq!(
+        gw.dtls, gw.tls,
+        "DTLS listens on the TLS listener's address by default"
+    );
+    let mut socks = Vec::new();
+    for (i, v) in [DtlsVersion::Dtls12, DtlsVersion::Dtls13]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = gw.connect(&pki.client(Some(v), Some(&pki.device))).unwrap();
+        assert_eq!(s.session().version(), Some(v));
+        // Three frames in one record.
+        let tag = format!("device {i} over {v}");
+        let before = now_ms();
+        s.send(&encode(&requests(tag.as_bytes()))).unwrap();
+        check_replies(tag.as_bytes(), &read_frames(&mut s, 3), before);
+        // One frame spread over three records.
+        let wire = encode(&[Frame::new(
+            FrameType::Reverse,
+            b"spread over records".to_vec(),
+        )]);
+        for part in wire.chunks(7) {
+            s.send(part).unwrap();
+        }
+        assert_eq!(
+            read_frames(&mut s, 1),
+            vec![Frame::new(
+                FrameType::Reverse,
+                b"sdrocer revo daerps".to_vec()
+            )]
+        );
+        // Large frames: one per record each way (two do not fit one record: refused, never
+        // truncated).
+        let big = vec![b'x'; 1200];
+        s.send(&encode(&[
+            Frame::new(FrameType::Echo, big.clone()),
+            Frame::new(FrameType::Echo, big.clone()),
+        ]))
+        .unwrap_err();
+        s.send(&encode(&[Frame::new(FrameType::Echo, big.clone())]))
+            .unwrap();
+        s.send(&encode(&[Frame::new(FrameType::Echo, big.clone())]))
+            .unwrap();
+        let got = read_frames(&mut s, 2);
+        assert!(got.iter().all(|f| f.body == big));
+        socks.push(s);
+    }
+    // A TLS device at the same time, on the same port number.
+    let tls_config = tether::ClientConfig::builder(pki.trust())
+        .identity(
+            Identity::from_pem(
+                pki.device.cert_pem.as_bytes(),
+                pki.device.key_pem.as_bytes(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut tls =
+        tether::net::connect_named(&gw.tls.to_string(), "localhost", &tls_config).unwrap();
+    tls.write_all(&encode(&[Frame::new(FrameType::Echo, b"tcp".to_vec())]))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tls.read(&mut buf).unwrap();
+    assert_eq!(&buf[8..n], b"tcp");
+
+    let mut devices = Vec::new();
+    wait_until("3 devices in /devices", Duration::from_secs(10), || {
+        devices = gw.devices();
+        devices.len() == 3
+    });
+    let dtls: Vec<_> = devices
+        .iter()
+        .filter(|d| d["transport"] == "dtls")
+        .collect();
+    assert_eq!(dtls.len(), 2, "{devices:?}");
+    assert_eq!(dtls[0]["tls_version"], "DTLSv1.2");
+    assert_eq!(dtls[1]["tls_version"], "DTLSv1.3");
+    for d in &dtls {
+        assert_eq!(d["device_id"], "device-1");
+        assert_eq!(d["frames_in"], 6);
+        assert_eq!(d["frames_out"], 6);
+        assert!(d["cipher_suite"].as_str().unwrap().contains("AES"), "{d}");
+        let remote: SocketAddr = d["remote_addr"].as_str().unwrap().parse().unwrap();
+        assert!(remote.ip().is_loopback());
+    }
+    let tcp: Vec<_> = devices.iter().filter(|d| d["transport"] == "tls").collect();
+    assert_eq!(tcp.len(), 1);
+
+    let m = gw.prometheus();
+    let dtls_ok = "tether_handshakes_total{transport=\"dtls\",result=\"ok\"}";
+    assert_eq!(m[dtls_ok], 2.0);
+    assert_eq!(
+        m["tether_handshakes_total{result=\"ok\"}"], 1.0,
+        "TLS series"
+    );
+    assert_eq!(m["tether_connections_open{transport=\"dtls\"}"], 2.0);
+    assert_eq!(
+        m["tether_frames_total{transport=\"dtls\",direction=\"in\",type=\"echo\"}"],
+        6.0
+    );
+    assert_eq!(
+        m["tether_frames_total{transport=\"dtls\",direction=\"out\",type=\"time\"}"],
+        2.0
+    );
+    assert_eq!(
+        m["tether_frames_total{direction=\"in\",type=\"echo\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["tether_handshake_duration_seconds_count{transport=\"dtls\"}"],
+        2.0
+    );
+    assert!(m["tether_bytes_total{transport=\"dtls\",direction=\"in\"}"] > 2400.0);
+    assert_eq!(m["tether_dtls_cookie_requests_total"], 2.0);
+    assert_eq!(m["tether_dtls_sessions_handshaking"], 0.0);
+
+    // close_notify from the device ends its session.
+    for mut s in socks {
+        s.close().unwrap();
+    }
+    wait_until("DTLS sessions closed", Duration::from_secs(10), || {
+        gw.metrics.dtls().open_connections() == 0
+    });
+    let m = gw.prometheus();
+    assert_eq!(
+        m["tether_connections_closed_total{transport=\"dtls\",reason=\"peer_closed\"}"],
+        2.0
+    );
+    assert_eq!(gw.devices().len(), 1);
+}
+
+#[test]
+fn openssl_s_client_dtls12_talks_raw_frames() {
+    if !testpeers::skip_or_fail("openssl") {
+        return;
+    }
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = write("ca.pem", pki.ca.cert_pem());
+    let cert = write("device.pem", &pki.device.cert_pem);
+    let key = write("device.key", &pki.device.key_pem);
+    let gw = Running::start(pki.config());
+    let mut peer = testpeers::openssl_s_client(
+        gw.dtls.port(),
+        &testpeers::SClientOpts {
+            ca_file: Some(ca),
+            cert: Some(cert),
+            key: Some(key),
+            verify_hostname: Some("localhost".into()),
+            version: Some(testpeers::Version::Dtls12),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // ECHO "ping" and REVERSE "abc", as raw bytes on s_client's stdin (one record).
+    peer.send(&encode(&[
+        Frame::new(FrameType::Echo, b"ping".to_vec()),
+        Frame::new(FrameType::Reverse, b"abc".to_vec()),
+    ]))
+    .unwrap();
+    peer.wait_for_output("cba", Duration::from_secs(20))
+        .unwrap();
+    let out = peer.stdout_so_far().into_bytes();
+    let expected = encode(&[
+        Frame::new(FrameType::Echo, b"ping".to_vec()),
+        Frame::new(FrameType::Reverse, b"cba".to_vec()),
+    ]);
+    assert!(
+        out.windows(expected.len())
+            .any(|w| w == expected.as_slice()),
+        "replies not found in s_client's output {out:?}"
+    );
+    let devices = gw.devices();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["transport"], "dtls");
+    assert_eq!(devices[0]["tls_version"], "DTLSv1.2");
+    assert_eq!(devices[0]["device_id"], "device-1");
+    peer.kill();
+}
+
+#[test]
+fn five_hundred_concurrent_dtls_clients_exchange_echo() {
+    const CLIENTS: usize = 500;
+    const THREADS: usize = 10;
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    let barrier = Arc::new(std::sync::Barrier::new(THREADS + 1));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            // Half the threads speak DTLS 1.2, half DTLS 1.3.
+            let version = if t % 2 == 0 {
+                DtlsVersion::Dtls12
+            } else {
+                DtlsVersion::Dtls13
+            };
+            let config = pki.client(Some(version), Some(&pki.device));
+            let (barrier, addr) = (barrier.clone(), gw.dtls.to_string());
+            thread::spawn(move || {
+                // Phase 1: every client connects and stays connected.
+                let mut socks: Vec<UdpDtlsSocket> = (0..CLIENTS / THREADS)
+                    .map(|_| {
+                        let mut s = dtls::connect_named(&addr, "localhost", &config).unwrap();
+                        s.set_io_timeout(Some(Duration::from_secs(20)));
+                        s
+                    })
+                    .collect();
+                barrier.wait(); // all are connected
+                barrier.wait(); // the test has looked at /devices
+                // Phase 2: every client sends, then every client reads its reply.
+                for (i, s) in socks.iter_mut().enumerate() {
+                    let tag = format!("client {t}/{i}");
+                    s.send(&encode(&[Frame::new(FrameType::Echo, tag.into_bytes())]))
+                        .unwrap();
+                }
+                for (i, s) in socks.iter_mut().enumerate() {
+                    let tag = format!("client {t}/{i}");
+                    assert_eq!(
+                        echo_with_retry(s, tag.as_bytes(), false),
+                        Frame::new(FrameType::Echo, tag.into_bytes())
+                    );
+                }
+                for s in &mut socks {
+                    s.close().unwrap();
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let mut devices = Vec::new();
+    wait_until(
+        "500 DTLS devices in /devices",
+        Duration::from_secs(30),
+        || {
+            devices = gw.devices();
+            devices.len() == CLIENTS
+        },
+    );
+    assert!(
+        devices
+            .iter()
+            .all(|d| d["device_id"] == "device-1" && d["transport"] == "dtls")
+    );
+    barrier.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let m = gw.prometheus();
+    assert_eq!(
+        m["tether_handshakes_total{transport=\"dtls\",result=\"ok\"}"],
+        CLIENTS as f64
+    );
+    // (More if a record was lost and a client asked again.)
+    assert!(
+        m["tether_frames_total{transport=\"dtls\",direction=\"out\",type=\"echo\"}"]
+            >= CLIENTS as f64
+    );
+    wait_until("every session closed", Duration::from_secs(10), || {
+        gw.metrics.dtls().open_connections() == 0
+    });
+}
+
+#[test]
+fn garbage_datagrams_are_dropped_and_counted() {
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    let hello = client_hello(&pki.client(None, Some(&pki.device)));
+    let mut garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0],
+        vec![0xff; 1400],
+        vec![0x16; 13],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        hello[..hello.len() / 2].to_vec(),
+        // A record header claiming more than the datagram holds.
+        vec![
+            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3,
+        ],
+    ];
+    // An application-data record (epoch 1) of no session, and a plaintext alert.
+    garbage.push(vec![
+        23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 5, 0, 4, 1, 2, 3, 4,
+    ]);
+    garbage.push(vec![21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 40]);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for g in &garbage {
+        udp.send_to(g, gw.dtls).unwrap();
+    }
+    let sent = garbage.len() as u64;
+    wait_until("the garbage counted", Duration::from_secs(10), || {
+        gw.metrics.dtls_drops(DtlsDrop::Garbage) == sent
+    });
+    // Nothing came back, nothing was kept, and the listener still serves devices.
+    udp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(udp.recv_from(&mut buf).is_err(), "an answer to garbage");
+    assert_eq!(gw.metrics.dtls().open_connections(), 0);
+    let mut s = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
+    s.send(&encode(&[Frame::new(
+        FrameType::Echo,
+        b"still here".to_vec(),
+    )]))
+    .unwrap();
+    assert_eq!(read_frames(&mut s, 1)[0].body, b"still here");
+    let m = gw.prometheus();
+    assert_eq!(
+        m["tether_dtls_datagrams_dropped_total{reason=\"garbage\"}"],
+        sent as f64
+    );
+}
+
+#[test]
+fn spoofed_client_hello_flood_holds_no_state() {
+    const FLOOD: usize = 10_000;
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    let slots_before = gw.metrics.dtls_peer_table_slots();
+    let config = pki.client(None, Some(&pki.device));
+    let hello = client_hello(&config);
+    // A ClientHello with a genuine cookie, for one address; replayed from others it is a
+    // forgery.
+    let real = UdpSocket::bind("127.0.0.1:0").unwrap();
+    real.send_to(&hello, gw.dtls).unwrap();
+    let mut session = dtls::Session::client(&config, "localhost", tether::Instant::ZERO).unwrap();
+    let _ = session.pop_datagram();
+    real.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = real.recv_from(&mut buf).unwrap();
+    // The cookie request answers `hello`, not this session's own ClientHello; the session only
+    // needs to build a second ClientHello with that cookie (its random differs, so the
+    // cookie cannot verify even from `real`'s address: a forgery in every way).
+    session
+        .handle_datagram(tether::Instant::ZERO, &buf[..n])
+        .unwrap();
+    let forged = session.pop_datagram().unwrap();
+    let started = Instant::now();
+    // Spoofed sources: a new socket (a new source port, over 127.0.0.1..127.0.0.4) per
+    // datagram, which never reads its answer. Paced so that the kernel's receive buffer never
+    // overflows (every datagram must reach the listener to be counted).
+    let base = gw.metrics.dtls_datagrams_in();
+    for i in 0..FLOOD {
+        let sent = i as u64 + 1;
+        let ip = [127, 0, 0, 1 + (i % 4) as u8];
+        let spoofed = UdpSocket::bind(SocketAddr::from((ip, 0))).unwrap();
+        let d = if i % 10 == 9 { &forged } else { &hello };
+        spoofed.send_to(d, gw.dtls).unwrap();
+        wait_until("the listener to keep up", Duration::from_secs(30), || {
+            gw.metrics.dtls_datagrams_in() + 32 > base + sent
+        });
+    }
+    wait_until("every datagram handled", Duration::from_secs(30), || {
+        gw.metrics.dtls_cookie_requests() + gw.metrics.dtls_drops(DtlsDrop::BadCookie)
+            == FLOOD as u64 + 1
+    });
+    eprintln!(
+        "{FLOOD} spoofed ClientHellos handled in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        gw.metrics.dtls_cookie_requests(),
+        1 + (FLOOD - FLOOD / 10) as u64
+    );
+    assert_eq!(
+        gw.metrics.dtls_drops(DtlsDrop::BadCookie),
+        (FLOOD / 10) as u64
+    );
+    // No session, no handshake, no table growth.
+    assert_eq!(gw.metrics.dtls().open_connections(), 0);
+    assert_eq!(gw.metrics.dtls_handshaking(), 0);
+    assert_eq!(gw.metrics.dtls_peer_table_slots(), slots_before);
+    let m = gw.prometheus();
+    assert_eq!(
+        m["tether_connections_accepted_total{transport=\"dtls\"}"],
+        0.0
+    );
+    assert_eq!(
+        m["tether_handshakes_total{transport=\"dtls\",result=\"failed\"}"],
+        0.0
+    );
+    assert_eq!(m["tether_dtls_peer_table_slots"], slots_before as f64);
+}
+
+#[test]
+fn wrong_ca_and_anonymous_clients_are_refused_and_counted() {
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    let other = Ca::init(KeyKind::EcdsaP256, "gateway DTLS test CA").unwrap();
+    let stranger = other
+        .issue_client("device-1", &IssueOptions::default())
+        .unwrap();
+    // DTLS 1.2: the client hears the alert (unknown_ca).
+    let config = dtls::ClientConfig::builder(pki.trust())
+        .versions(DtlsVersion::Dtls12, DtlsVersion::Dtls12)
+        .identity(
+            Identity::from_pem(stranger.cert_pem.as_bytes(), stranger.key_pem.as_bytes()).unwrap(),
+        )
+        .handshake_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let err = gw.connect(&config).unwrap_err();
+    assert!(
+        matches!(err, tether::Error::Handshake(_) | tether::Error::Timeout(_)),
+        "{err}"
+    );
+    // DTLS 1.3: refused as well (the unprotected alert is ignored by 1.3 clients, which time
+    // out); and a client without a certificate.
+    let config13 = dtls::ClientConfig::builder(pki.trust())
+        .versions(DtlsVersion::Dtls13, DtlsVersion::Dtls13)
+        .identity(
+            Identity::from_pem(stranger.cert_pem.as_bytes(), stranger.key_pem.as_bytes()).unwrap(),
+        )
+        .handshake_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    // The DTLS 1.3 client sends its certificate in its last flight and counts itself
+    // connected; the gateway refuses it and never answers.
+    if let Ok(mut s) = gw.connect(&config13) {
+        s.set_io_timeout(Some(Duration::from_secs(2)));
+        let _ = s.send(&encode(&[Frame::new(
+            FrameType::Echo,
+            b"let me in".to_vec(),
+        )]));
+        let mut buf = [0u8; 256];
+        assert!(
+            s.recv(&mut buf).is_err(),
+            "a refused DTLS 1.3 client got an answer"
+        );
+    }
+    let anonymous = dtls::ClientConfig::builder(pki.trust())
+        .versions(DtlsVersion::Dtls12, DtlsVersion::Dtls12)
+        .handshake_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(gw.connect(&anonymous).is_err());
+    wait_until("3 failures counted", Duration::from_secs(15), || {
+        let m = gw.prometheus();
+        m["tether_handshakes_total{transport=\"dtls\",result=\"failed\"}"] == 3.0
+    });
+    let m = gw.prometheus();
+    let unknown = "tether_handshake_failures_total{transport=\"dtls\",category=\"certificate\",reason=\"unknown_issuer\"}";
+    let bad_sig = "tether_handshake_failures_total{transport=\"dtls\",category=\"certificate\",reason=\"bad_signature\"}";
+    // Another CA with the same name: webpki may report the issuer unknown or its signature
+    // bad; either way a certificate failure, counted by reason.
+    assert!(m[unknown] + m[bad_sig] >= 2.0, "{m:?}");
+    let other_certificate: f64 = m
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(
+                "tether_handshake_failures_total{transport=\"dtls\",category=\"certificate\"",
+            )
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(other_certificate, 3.0, "the anonymous client: {m:?}");
+    assert_eq!(
+        m["tether_handshakes_total{transport=\"dtls\",result=\"ok\"}"],
+        0.0
+    );
+    assert!(gw.devices().is_empty());
+    assert_eq!(gw.metrics.dtls().open_connections(), 0);
+}
+
+#[test]
+fn idle_sessions_expire_with_close_notify() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.idle_timeout = Duration::from_secs(1);
+    let gw = Running::start(config);
+    let mut s = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
+    s.send(&encode(&[Frame::new(
+        FrameType::Echo,
+        b"then idle".to_vec(),
+    )]))
+    .unwrap();
+    assert_eq!(read_frames(&mut s, 1)[0].body, b"then idle");
+    // The gateway closes the idle session: the device reads close_notify (0).
+    let mut buf = [0u8; 256];
+    assert_eq!(s.recv(&mut buf).unwrap(), 0);
+    wait_until("the idle close counted", Duration::from_secs(10), || {
+        gw.metrics
+            .dtls()
+            .closes(tether_gateway::metrics::CloseReason::IdleTimeout)
+            == 1
+    });
+    assert_eq!(gw.metrics.dtls().open_connections(), 0);
+    assert!(gw.devices().is_empty());
+}
+
+#[test]
+fn drain_sends_close_notify_to_dtls_sessions() {
+    let pki = pki();
+    let mut gw = Running::start(pki.config());
+    let mut socks: Vec<UdpDtlsSocket> = [DtlsVersion::Dtls12, DtlsVersion::Dtls13]
+        .into_iter()
+        .map(|v| gw.connect(&pki.client(Some(v), Some(&pki.device))).unwrap())
+        .collect();
+    for s in &mut socks {
+        s.send(&encode(&[Frame::new(FrameType::Echo, b"before".to_vec())]))
+            .unwrap();
+        assert_eq!(read_frames(s, 1)[0].body, b"before");
+    }
+    let metrics = gw.metrics.clone();
+    gw.stop();
+    for s in &mut socks {
+        let mut buf = [0u8; 256];
+        assert_eq!(s.recv(&mut buf).unwrap(), 0, "close_notify at drain");
+    }
+    assert_eq!(
+        metrics
+            .dtls()
+            .closes(tether_gateway::metrics::CloseReason::Drain),
+        2
+    );
+}
