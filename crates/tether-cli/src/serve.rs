@@ -5,10 +5,17 @@
 //! tether serve --cert server.pem --key server.key --ca devices-ca.pem [--allow ids.txt]
 //! tether serve --cert server.pem --key server.key --no-client-auth
 //! tether serve --config gateway.toml [flags that override the file]
+//! tether serve ... --dtls-listen 127.0.0.1:5684    # DTLS elsewhere (default: the TLS address, UDP)
+//! tether serve ... --dtls-listen off               # no DTLS listener
 //! ```
 //!
+//! Devices reach the gateway over TLS (TCP) or DTLS 1.2/1.3 (UDP) with the same certificates,
+//! frames and HTTP API; by default the DTLS listener takes the TLS listener's address and port
+//! number over UDP (`--dtls-listen`: another `IP:PORT`, `same`, or `off`). DTLS needs an ECDSA
+//! server key: with another key and the default address, the gateway warns and runs TLS only.
+//!
 //! The configuration file is TOML; its keys are the flags' names without the dashes in front
-//! (`listen`, `http`, `cert`, `key`, `ca`, `allow`, `no-client-auth`, `ticket-keys`,
+//! (`listen`, `dtls-listen`, `http`, `cert`, `key`, `ca`, `allow`, `no-client-auth`, `ticket-keys`,
 //! `ticket-reload`, `handshake-timeout`, `idle-timeout`, `drain-timeout`, `max-connections`,
 //! `max-per-ip`, `max-frame`, `min-tls`, `log-level`). Relative paths in the
 //! file are relative to the file's directory. A flag given on the command line wins over the
@@ -35,7 +42,9 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use tether::{Identity, TlsVersion, Trust};
-use tether_gateway::{AllowList, ClientAuthPolicy, Gateway, GatewayConfig, TicketSource};
+use tether_gateway::{
+    AllowList, ClientAuthPolicy, DtlsListen, Gateway, GatewayConfig, TicketSource,
+};
 
 /// The development PKI directory (relative to the working directory).
 const DEV_DIR: &str = "tether-dev";
@@ -47,6 +56,10 @@ pub struct Args {
     /// TLS listener address [default: 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// DTLS listener (UDP) address, `same` (the TLS listener's address and port) or `off`
+    /// [default: same].
+    #[arg(long, value_name = "ADDR|same|off", value_parser = DtlsListen::parse)]
+    dtls_listen: Option<DtlsListen>,
     /// HTTP API address (/health, /devices, /metrics), or `off` [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR|off", value_parser = parse_http)]
     http: Option<HttpAddr>,
@@ -161,6 +174,8 @@ fn parse_version(s: &str) -> Result<TlsVersion, String> {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "de_dtls")]
+    dtls_listen: Option<DtlsListen>,
     #[serde(default, deserialize_with = "de_http")]
     http: Option<HttpAddr>,
     cert: Option<PathBuf>,
@@ -265,6 +280,22 @@ impl Visitor<'_> for HttpVisitor {
 
 fn de_http<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HttpAddr>, D::Error> {
     d.deserialize_str(HttpVisitor).map(Some)
+}
+
+struct DtlsVisitor;
+
+impl Visitor<'_> for DtlsVisitor {
+    type Value = DtlsListen;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an address \"IP:PORT\", \"same\" or \"off\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<DtlsListen, E> {
+        DtlsListen::parse(v).map_err(E::custom)
+    }
+}
+
+fn de_dtls<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DtlsListen>, D::Error> {
+    d.deserialize_str(DtlsVisitor).map(Some)
 }
 
 /// Reads and checks a configuration file; errors are one line naming the key and its line.
@@ -485,6 +516,9 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     if let Some(a) = args.listen.or(file.listen) {
         config.listen = a;
     }
+    if let Some(d) = args.dtls_listen.or(file.dtls_listen) {
+        config.dtls = d;
+    }
     if let Some(HttpAddr(a)) = args.http.or(file.http) {
         config.http = a;
     }
@@ -537,6 +571,15 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
 /// The command a device can run to talk to a gateway that uses the development PKI: two
 /// frames (ECHO "hello", TIME) as raw bytes through openssl s_client, replies shown by od.
 fn device_command(addr: SocketAddr) -> String {
+    device_command_over(addr, "")
+}
+
+/// [`device_command`] over DTLS 1.2 (`openssl s_client -dtls1_2`).
+fn dtls_device_command(addr: SocketAddr) -> String {
+    device_command_over(addr, "-dtls1_2 ")
+}
+
+fn device_command_over(addr: SocketAddr, flag: &str) -> String {
     let ip = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
@@ -545,7 +588,7 @@ fn device_command(addr: SocketAddr) -> String {
     };
     format!(
         "(printf '\\0\\0\\0\\1\\0\\0\\0\\5hello\\0\\0\\0\\3\\0\\0\\0\\0'; sleep 1) | openssl s_client \
-         -connect {ip}:{port} -CAfile {DEV_DIR}/ca.pem -cert {DEV_DIR}/{DEV_DEVICE}.pem \
+         {flag}-connect {ip}:{port} -CAfile {DEV_DIR}/ca.pem -cert {DEV_DIR}/{DEV_DEVICE}.pem \
          -key {DEV_DIR}/{DEV_DEVICE}.key -verify_hostname localhost -quiet -no_ign_eof | od -A d -c",
         port = addr.port()
     )
@@ -591,6 +634,16 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         say!("a device talks to it with (ECHO \"hello\" and TIME as raw frames):");
         say!("  {}", device_command(addr));
     }
+    let dtls = match gateway.dtls_addr() {
+        Some(a) => {
+            if dev {
+                say!("or over DTLS:");
+                say!("  {}", dtls_device_command(a));
+            }
+            format!("{} on udp {a}, ", dtls_versions(min_tls))
+        }
+        None => "no DTLS, ".to_owned(),
+    };
     let http = match gateway.http_addr() {
         Some(a) => format!("HTTP API on http://{a}"),
         None => "no HTTP API".to_owned(),
@@ -611,7 +664,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         std::process::exit(1);
     });
     say!(
-        "tether serve: listening on {addr} ({}, {auth}), {http}",
+        "tether serve: listening on {addr} ({}, {auth}), {dtls}{http}",
         versions(min_tls)
     );
     gateway.run().await?;
@@ -623,6 +676,13 @@ fn versions(min: TlsVersion) -> &'static str {
     match min {
         TlsVersion::Tls12 => "TLS 1.2-1.3",
         TlsVersion::Tls13 => "TLS 1.3 only",
+    }
+}
+
+fn dtls_versions(min: TlsVersion) -> &'static str {
+    match min {
+        TlsVersion::Tls12 => "DTLS 1.2-1.3",
+        TlsVersion::Tls13 => "DTLS 1.3 only",
     }
 }
 

@@ -530,3 +530,138 @@ fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
     );
     assert!(err.contains("--ca"), "{err}");
 }
+
+/// The DTLS address from the "listening" line (`..., DTLS 1.2-1.3 on udp ADDR, ...`).
+fn dtls_addr(serve: &mut Serve) -> Option<SocketAddr> {
+    let line = serve.wait_for("tether serve: listening on ", Duration::from_secs(5));
+    line.split(" on udp ")
+        .nth(1)
+        .map(|rest| rest.split(',').next().unwrap().trim().parse().unwrap())
+}
+
+#[test]
+fn dtls_listener_on_the_tls_port_by_default_moved_by_flag_or_file_or_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let base = f.tls_args();
+    let dtls_client =
+        tether::dtls::ClientConfig::builder(Trust::from_pem(f.ca_pem.as_bytes()).unwrap())
+            .identity(
+                Identity::from_pem(f.device_cert.as_bytes(), f.device_key.as_bytes()).unwrap(),
+            )
+            .handshake_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+    let echo = |addr: SocketAddr| {
+        let mut s = tether::dtls::connect_named(&addr.to_string(), "localhost", &dtls_client)
+            .unwrap_or_else(|e| panic!("DTLS connect to {addr}: {e}"));
+        s.set_io_timeout(Some(Duration::from_secs(20)));
+        s.send(&encode(&[Frame::new(
+            FrameType::Echo,
+            b"over udp".to_vec(),
+        )]))
+        .unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.recv(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..n],
+            &encode(&[Frame::new(FrameType::Echo, b"over udp".to_vec())])[..]
+        );
+        s.close().unwrap();
+    };
+
+    // Default: UDP on the TLS listener's port.
+    let mut serve = Serve::start(&args(&base, &LOCAL), dir.path());
+    let addr = dtls_addr(&mut serve).expect("a DTLS listener by default");
+    assert_eq!(addr, serve.tls, "{}", serve.output());
+    assert!(
+        serve.output().contains("DTLS 1.2-1.3 on udp"),
+        "{}",
+        serve.output()
+    );
+    echo(addr);
+    let (_, metrics) = http_get(serve.http.unwrap(), "/metrics");
+    assert!(
+        metrics
+            .contains("tether_frames_total{transport=\"dtls\",direction=\"in\",type=\"echo\"} 1"),
+        "{metrics}"
+    );
+    drop(serve);
+
+    // Moved by flag.
+    let port = testpeers::free_udp_port().to_string();
+    let at = format!("127.0.0.1:{port}");
+    let mut serve = Serve::start(
+        &args(&base, &[&LOCAL[..], &["--dtls-listen", &at]].concat()),
+        dir.path(),
+    );
+    let addr = dtls_addr(&mut serve).unwrap();
+    assert_eq!(addr.to_string(), at);
+    echo(addr);
+    drop(serve);
+
+    // Off in the configuration file.
+    std::fs::write(dir.path().join("gateway.toml"), "dtls-listen = \"off\"\n").unwrap();
+    let config = dir.path().join("gateway.toml");
+    let mut serve = Serve::start(
+        &args(
+            &base,
+            &[&LOCAL[..], &["--config", config.to_str().unwrap()]].concat(),
+        ),
+        dir.path(),
+    );
+    assert_eq!(dtls_addr(&mut serve), None);
+    assert!(serve.output().contains("no DTLS"), "{}", serve.output());
+    drop(serve);
+
+    // A bad value names the key and its line.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "\ndtls-listen = \"udp please\"\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    let err = fails(
+        &args(
+            &base,
+            &[&LOCAL[..], &["--config", bad.to_str().unwrap()]].concat(),
+        ),
+        dir.path(),
+    );
+    assert!(
+        err.contains("line 2") && err.contains("dtls-listen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dev_pki_prints_a_dtls_device_command_that_works() {
+    if !testpeers::skip_or_fail("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&LOCAL, dir.path());
+    let out = serve.output();
+    let command = out
+        .lines()
+        .find(|l| l.contains("openssl s_client -dtls1_2"))
+        .unwrap_or_else(|| panic!("no DTLS command:\n{out}"))
+        .trim()
+        .to_owned();
+    let ran = Command::new("sh")
+        .args(["-c", &command])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        shown.contains("\\0  \\0  \\0 001  \\0  \\0  \\0 005   h   e   l   l   o  \\0  \\0  \\0"),
+        "{command}\n{shown}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let (_, metrics) = http_get(serve.http.unwrap(), "/metrics");
+    assert!(
+        metrics.contains("tether_handshakes_total{transport=\"dtls\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+}
