@@ -392,6 +392,21 @@ impl Session {
     /// Runs the state machine until it needs input; returns the last idle state's
     /// may-write flag.
     fn drive(&mut self, work: &mut Work<'_>) -> bool {
+        // Space handed out by `input_buffer` and not committed yet (a read that was cancelled,
+        // or a call in between) is not input: keep it aside, untouched, while the state machine
+        // runs, so that its zeros are never parsed as records and a later `commit_input` still
+        // finds what was read into it.
+        if self.input_reserved > 0 {
+            let start = self.incoming.len() - self.input_reserved;
+            let reserved = self.incoming.split_off(start);
+            let settled = self.drive_committed(work);
+            self.incoming.extend_from_slice(&reserved);
+            return settled;
+        }
+        self.drive_committed(work)
+    }
+
+    fn drive_committed(&mut self, work: &mut Work<'_>) -> bool {
         let mut may_write = false;
         let mut guard = 0u32;
         while self.error.is_none() {
@@ -490,6 +505,7 @@ impl Session {
         self.plain = Vec::new();
         self.plain_pos = 0;
         self.incoming = Vec::new();
+        self.input_reserved = 0;
     }
 
     fn check(&self) -> Result<(), Error> {

@@ -490,6 +490,50 @@ fn resumption_tls12_and_tls13() {
 }
 
 #[test]
+fn calls_between_input_buffer_and_commit_input_lose_and_invent_nothing() {
+    let mut p = Pair::new(
+        &client_config(BOTH, false),
+        "localhost",
+        &server_config(BOTH, false),
+    );
+    p.handshake().unwrap();
+    let mut wire = vec![0u8; 4096];
+    let sent = p.client.send(b"hello, reserved", &mut wire).unwrap();
+    let record = &wire[..sent.written];
+    let half = record.len() / 2;
+    // Half a record read into the space, then other calls (as after a cancelled async read)
+    // before the commit: the uncommitted zeros are never parsed as records.
+    let space = p.server.input_buffer(4096);
+    space[..half].copy_from_slice(&record[..half]);
+    let mut got = [0u8; 64];
+    assert_eq!(p.server.recv(&mut got).unwrap(), Recv::Pending);
+    let mut out = vec![0u8; 4096];
+    let _ = p.server.send(b"meanwhile", &mut out).unwrap();
+    p.server.handle_timeout(p.now).unwrap();
+    p.server.commit_input(p.now, half).unwrap();
+    // A reservation given up (nothing read) is no input either.
+    let _ = p.server.input_buffer(100);
+    assert_eq!(p.server.recv(&mut got).unwrap(), Recv::Pending);
+    p.server.commit_input(p.now, 0).unwrap();
+    p.server.handle_input(p.now, &record[half..]).unwrap();
+    assert_eq!(p.server.recv(&mut got).unwrap(), Recv::Data(15));
+    assert_eq!(&got[..15], b"hello, reserved");
+
+    // A session that fails while space is reserved: the commit reports the failure, no panic.
+    let cc = ClientConfig::builder(ca_trust())
+        .handshake_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut client = Session::client(&cc, "localhost", Instant::ZERO).unwrap();
+    let _ = client.input_buffer(64);
+    assert!(client.handle_timeout(Instant::from_millis(5_000)).is_err());
+    assert_eq!(
+        client.commit_input(Instant::from_millis(5_000), 10),
+        Err(Error::Timeout(Timeout::Handshake))
+    );
+}
+
+#[test]
 fn tls13_tickets_per_handshake() {
     // Each TLS 1.3 ticket resumes once: after one full handshake, two client sessions made
     // before either resumes show how many tickets the server sent.
