@@ -48,6 +48,8 @@ const MAX_DATAGRAM: usize = 65535;
 /// The UDP socket's receive and send buffer sizes asked for (the kernel caps them at
 /// `net.core.rmem_max` / `wmem_max`).
 pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams sent per `sendmmsg` system call.
+const SEND_BATCH: usize = 64;
 /// Datagrams read in one go before timers get a turn.
 const BATCH: usize = 256;
 
@@ -356,17 +358,34 @@ impl State {
         self.publish_table();
     }
 
+    /// Sends the outbox: `sendmmsg`, up to [`SEND_BATCH`] datagrams per system call.
     async fn flush(&mut self) {
-        for (to, d) in std::mem::take(&mut self.outbox) {
-            let sent = match self.socket.try_send_to(&d, to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.send_to(&d, to).await
-                }
-                r => r,
-            };
+        let out = std::mem::take(&mut self.outbox);
+        let mut at = 0;
+        while at < out.len() {
+            let chunk = &out[at..out.len().min(at + SEND_BATCH)];
+            let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+                send_batch(&self.socket, chunk)
+            });
             match sent {
-                Ok(n) => self.shared.metrics.dtls_datagram_out(n),
-                Err(e) => tracing::debug!(%to, "DTLS send failed: {e}"),
+                Ok(n) => {
+                    for (_, d) in &chunk[..n] {
+                        self.shared.metrics.dtls_datagram_out(d.len());
+                    }
+                    // sendmmsg stops at the first datagram it could not send.
+                    at += n.max(1);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.socket.writable().await {
+                        tracing::debug!("DTLS socket not writable: {e}");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // A datagram the kernel refuses (an unreachable address...): skip it.
+                    tracing::debug!(to = %chunk[0].0, "DTLS send failed: {e}");
+                    at += 1;
+                }
             }
         }
     }
@@ -399,6 +418,26 @@ impl State {
         self.flush().await;
         tracing::info!("DTLS listener drained");
     }
+}
+
+/// One `sendmmsg` of `chunk`: how many datagrams the kernel took.
+fn send_batch(socket: &UdpSocket, chunk: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
+    use rustix::net::addr::SocketAddrArg as _;
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags};
+    let addrs: Vec<_> = chunk.iter().map(|(a, _)| a.as_any()).collect();
+    let iovs: Vec<[io::IoSlice<'_>; 1]> =
+        chunk.iter().map(|(_, d)| [io::IoSlice::new(d)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = chunk
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
+        .collect();
+    rustix::net::sendmmsg(socket, &mut msgs, SendFlags::empty()).map_err(io::Error::from)
 }
 
 /// The handshake completed: device id, allow-list, registry entry.

@@ -7,6 +7,9 @@
 //!                         --connections N [--hold SECS] [--sources K] [--measure-pid PID]
 //! tether bench echo       --target HOST:PORT --ca ca.pem --cert dev.pem --key dev.key
 //!                         --connections N [--rate R] [--size BYTES] [--duration SECS]
+//! tether bench dtls       --target HOST:PORT --ca ca.pem --cert dev.pem --key dev.key
+//!                         [--connections N] [--duration SECS] [--tls 1.2|1.3]
+//!                         [--phases handshakes,echo,records] [--size BYTES] [--window N]
 //! ```
 //!
 //! Every subcommand prints a summary table, writes its figures as JSON with `--json FILE`, and
@@ -27,6 +30,7 @@
 //! and `tether bench handshakes --plain` against it (TCP connect and close, no TLS).
 
 mod client;
+mod dtls;
 mod echo;
 mod handshakes;
 mod idle;
@@ -62,6 +66,9 @@ enum Command {
     Idle(idle::Args),
     /// ECHO round-trip latency percentiles under a load of N connections.
     Echo(echo::Args),
+    /// DTLS: handshakes, ECHO round trips and 1,200-byte records per second against a DTLS
+    /// server that echoes (the gateway's DTLS listener); --tls picks the DTLS version.
+    Dtls(dtls::Args),
     /// A plain TCP echo server (no TLS): the floor, and an upstream for TLS terminators.
     #[command(hide = true)]
     TcpEchoServer(tcp_echo::Args),
@@ -72,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Handshakes(a) => handshakes::run(a),
         Command::Idle(a) => idle::run(a),
         Command::Echo(a) => echo::run(a),
+        Command::Dtls(a) => dtls::run(a),
         Command::TcpEchoServer(a) => tcp_echo::run(a),
     }
 }
