@@ -33,6 +33,15 @@
 //! as it is empty: received ciphertext that does not yet form a whole record, handshake bytes
 //! waiting for `poll_transmit`, and decrypted bytes that did not fit the caller's `recv` buffer.
 //! An established, idle session holds none of them.
+//!
+//! They grow exactly as needed (no amortised doubling), and spare input capacity above 4 KiB
+//! is given back once records are consumed. rustls 0.23 hands each decrypted record out as its
+//! own copy; once established, the session leaves that copy in rustls until
+//! [`recv`](Session::recv) (or `send`/`close`, which must get past it) asks for it, so that a
+//! full 16 KiB record costs at most two copies at once: the ciphertext and rustls' plaintext
+//! while it is decrypted, then rustls' plaintext and what did not fit the `recv` buffer.
+//! Records that a server keeps small ([`ServerConfig`]'s `max_record_size`) keep all of these
+//! small. docs/PERFORMANCE.md ("Device RAM") has the figures.
 
 use alloc::string::ToString;
 use alloc::sync::Arc;
@@ -99,6 +108,8 @@ enum Conn {
 /// nonce (8) + AEAD tag (16); TLS 1.3 adds 5 + 1 + 16.
 const RECORD_OVERHEAD: usize = 29;
 const MAX_FRAGMENT: usize = 16 * 1024;
+/// Unused input capacity kept after records are consumed; more is given back.
+const SPARE_INPUT: usize = 4096;
 
 /// One TLS connection, sans I/O. See the [module docs](self) for how to drive it.
 pub struct Session {
@@ -160,6 +171,9 @@ struct Bufs<'a> {
     tx: &'a mut Vec<u8>,
     plain: &'a mut Vec<u8>,
     max_fragment: usize,
+    /// Established: decrypted records may wait in rustls until `recv` has somewhere to put
+    /// them (see `handle_state`).
+    connected: bool,
 }
 
 fn handle_state<D>(
@@ -174,6 +188,13 @@ fn handle_state<D>(
     };
     let step = match state {
         ConnectionState::ReadTraffic(mut rt) => {
+            // Once established, a decrypted record stays in rustls (which holds it as its own
+            // copy) until a call has somewhere to put it: `recv`, or `send`/`close`, which must
+            // get past it to write. Taking it eagerly into `plain` would hold a third copy of
+            // a full record next to rustls' and the input buffer's (see "Memory" above).
+            if bufs.connected && work.read_out.is_none() && work.encrypt.is_none() && !work.close {
+                return (discard, Step::Idle { may_write: true });
+            }
             while let Some(rec) = rt.next_record() {
                 let rec = match rec {
                     Ok(r) => r,
@@ -400,6 +421,7 @@ impl Session {
             let start = self.incoming.len() - self.input_reserved;
             let reserved = self.incoming.split_off(start);
             let settled = self.drive_committed(work);
+            self.incoming.reserve_exact(reserved.len());
             self.incoming.extend_from_slice(&reserved);
             return settled;
         }
@@ -465,12 +487,18 @@ impl Session {
             tx: &mut self.tx,
             plain: &mut self.plain,
             max_fragment: self.max_fragment,
+            connected: self.connected,
         };
         let incoming = &mut self.incoming;
         let (discard, step) = with_conn!(&mut self.conn, c => {
             handle_state(c.process_tls_records(incoming), &mut bufs, work)
         });
         self.incoming.drain(..discard.min(self.incoming.len()));
+        // What is left is the start of the next record: do not keep a full record's capacity
+        // around it (the next read grows it again, exactly).
+        if self.incoming.capacity() - self.incoming.len() > SPARE_INPUT {
+            self.incoming.shrink_to_fit();
+        }
         step
     }
 
@@ -526,6 +554,7 @@ impl Session {
             // RFC 8446 6.1: data after close_notify is ignored.
             return Ok(());
         }
+        self.incoming.reserve_exact(data.len());
         self.incoming.extend_from_slice(data);
         self.after_input()
     }
@@ -536,6 +565,8 @@ impl Session {
         let start = self.incoming.len() - self.input_reserved;
         self.incoming.truncate(start);
         self.input_reserved = min;
+        // Grow exactly: amortised doubling would hold up to twice a record.
+        self.incoming.reserve_exact(min);
         self.incoming.resize(start + min, 0);
         &mut self.incoming[start..]
     }

@@ -19,8 +19,12 @@
 //! `read` returns `Ok(0)` only after the peer's close_notify; a transport EOF without it is
 //! [`Error::Truncated`]. [`TransportMode`] says whether `close` also closes the transport.
 //!
-//! Buffers: encrypted output waiting for the transport is kept in a buffer that is freed once
-//! sent, and input goes straight into the session's buffer; an idle socket holds neither.
+//! Buffers: encrypted output waiting for the transport is kept in a buffer sized to it (one
+//! write's records, or a handshake flight) and freed once sent, and input goes straight into
+//! the session's buffer, [`set_read_chunk`](TlsSocket::set_read_chunk) bytes per transport
+//! read; an idle socket holds neither. A device that wants its peak small reads in small
+//! chunks (the session's input buffer grows by exactly one chunk at a time, up to one record)
+//! and writes in small pieces.
 
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -122,7 +126,9 @@ pub struct TlsSocket<T: Transport, C: Clock> {
 
 /// The plaintext taken per encryption, and the buffer it needs.
 const WRITE_CHUNK: usize = 16 * 1024;
-const WRITE_BUF: usize = WRITE_CHUNK + 64;
+/// Room for the record overhead around the plaintext taken per write.
+const WRITE_OVERHEAD: usize = 64;
+const WRITE_BUF: usize = WRITE_CHUNK + WRITE_OVERHEAD;
 
 impl<T: Transport, C: Clock> TlsSocket<T, C> {
     /// A client socket over `transport`; the handshake runs on the first call that needs it
@@ -232,7 +238,9 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
                     self.out = Vec::new();
                     return Ok(true);
                 }
-                self.out.resize(WRITE_BUF, 0);
+                // Sized to what is pending (a handshake flight, an alert), not to a record.
+                self.out
+                    .resize(self.session.transmit_len().min(WRITE_BUF), 0);
                 let n = self.session.poll_transmit(&mut self.out);
                 self.out.truncate(n);
             }
@@ -390,10 +398,10 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         if data.is_empty() {
             return Ok(0);
         }
-        self.out.resize(WRITE_BUF, 0);
-        let sent = self
-            .session
-            .send(&data[..data.len().min(WRITE_CHUNK)], &mut self.out)?;
+        // Sized to this write (a small write holds a small buffer), at most one full record.
+        let take = data.len().min(WRITE_CHUNK);
+        self.out.resize(take + WRITE_OVERHEAD, 0);
+        let sent = self.session.send(&data[..take], &mut self.out)?;
         self.out.truncate(sent.written);
         self.out_pos = 0;
         // Push it out now; in non-blocking mode what does not fit waits for the next call.

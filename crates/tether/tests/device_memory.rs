@@ -1,0 +1,160 @@
+//! What a client session holds while it receives records (docs/PERFORMANCE.md, "Device RAM"):
+//! input grows exactly, a decrypted record waits in rustls until `recv` asks for it (so a full
+//! 16 KiB record costs two copies at most, not three or four), and what waits there still
+//! reaches the application when it sends or closes first.
+//!
+//! The heap is counted by dhat's allocator (peak live bytes while the profiler runs); the
+//! server's bytes are made before it starts, so only the client is counted.
+
+mod common;
+
+use common::{V13, client_config, send_all, server_config};
+use std::sync::Mutex;
+
+use tether::{Event, Instant, Recv, Session};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+const RECORD: usize = 16 * 1024;
+/// After the pair's handshake time (time only moves forward).
+const NOW: Instant = Instant::from_millis(2_000);
+
+fn message(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// dhat counts every thread's allocations: these tests run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A connected TLS 1.3 pair with everything the handshake left (tickets) delivered.
+fn connected() -> (Session, Session) {
+    let mut p = common::Pair::new(
+        &client_config(V13, false),
+        "localhost",
+        &server_config(V13, false),
+    );
+    p.handshake().expect("handshake");
+    p.run().expect("settle");
+    (p.client, p.server)
+}
+
+/// The server's bytes for `data` followed by close_notify.
+fn server_output(server: &mut Session, data: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    send_all(server, data, &mut wire);
+    server.close();
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = server.poll_transmit(&mut buf);
+        if n == 0 {
+            break;
+        }
+        wire.extend_from_slice(&buf[..n]);
+    }
+    wire
+}
+
+#[test]
+fn a_full_record_read_in_small_pieces_costs_at_most_two_copies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut client, mut server) = connected();
+    let data = message(RECORD);
+    let wire = server_output(&mut server, &data);
+    drop(server);
+
+    let profiler = dhat::Profiler::builder().testing().build();
+    let mut got = Vec::with_capacity(RECORD);
+    let mut app = [0u8; 1024];
+    let mut fed = 0;
+    let mut closed = false;
+    while !closed {
+        // 1 KiB transport reads, straight into the session's input buffer.
+        if fed < wire.len() {
+            let n = (wire.len() - fed).min(1024);
+            client.input_buffer(1024)[..n].copy_from_slice(&wire[fed..fed + n]);
+            client.commit_input(NOW, n).expect("input");
+            fed += n;
+        }
+        loop {
+            match client.recv(&mut app).expect("recv") {
+                Recv::Data(n) => got.extend_from_slice(&app[..n]),
+                Recv::Closed => {
+                    closed = true;
+                    break;
+                }
+                Recv::Pending => break,
+            }
+        }
+    }
+    let stats = dhat::HeapStats::get();
+    drop(profiler);
+    assert_eq!(got, data);
+    // `got` itself is RECORD bytes; the session's share is the rest. Two copies of the record
+    // (ciphertext + rustls' plaintext, then rustls' plaintext + what did not fit `app`) plus
+    // small change; with amortised doubling and an eager copy it was about four.
+    let session_peak = stats.max_bytes - RECORD;
+    assert!(
+        session_peak < 2 * RECORD + 4096,
+        "the session's peak was {session_peak} bytes for one {RECORD}-byte record"
+    );
+    let left = stats.curr_bytes - RECORD;
+    assert!(
+        left < 1024,
+        "the session still holds {left} bytes once the record was read: its buffers were not given back"
+    );
+}
+
+#[test]
+fn data_waiting_in_rustls_is_kept_when_the_client_sends_first() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut client, mut server) = connected();
+    let data = message(3000);
+    let mut wire = Vec::new();
+    send_all(&mut server, &data, &mut wire);
+    client.handle_input(NOW, &wire).expect("input");
+
+    // The client writes before it reads: the record waiting for it must not block the write.
+    let mut out = vec![0u8; 4096];
+    let sent = client.send(b"ping", &mut out).expect("send");
+    assert_eq!(sent.consumed, 4);
+    server
+        .handle_input(NOW, &out[..sent.written])
+        .expect("server input");
+    let mut buf = [0u8; 16];
+    assert_eq!(server.recv(&mut buf).expect("server recv"), Recv::Data(4));
+    assert_eq!(&buf[..4], b"ping");
+
+    let mut got = Vec::new();
+    let mut app = [0u8; 1000];
+    while let Recv::Data(n) = client.recv(&mut app).expect("recv") {
+        got.extend_from_slice(&app[..n]);
+    }
+    assert_eq!(got, data);
+}
+
+#[test]
+fn data_waiting_in_rustls_is_kept_when_the_client_closes_first() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut client, mut server) = connected();
+    let data = message(5000);
+    let wire = server_output(&mut server, &data);
+    client.handle_input(NOW, &wire).expect("input");
+    while let Some(event) = client.poll_event() {
+        assert_ne!(event, Event::PeerClosed, "PeerClosed comes after the data");
+    }
+
+    client.close();
+    assert!(client.is_close_sent());
+    let mut got = Vec::new();
+    let mut app = [0u8; 700];
+    loop {
+        match client.recv(&mut app).expect("recv") {
+            Recv::Data(n) => got.extend_from_slice(&app[..n]),
+            Recv::Closed => break,
+            Recv::Pending => panic!("everything was delivered"),
+        }
+    }
+    assert_eq!(got, data);
+    assert!(client.is_peer_closed());
+}
