@@ -48,8 +48,8 @@ const MAX_DATAGRAM: usize = 65535;
 /// The UDP socket's receive and send buffer sizes asked for (the kernel caps them at
 /// `net.core.rmem_max` / `wmem_max`).
 pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
-/// Datagrams sent per `sendmmsg` system call.
-const SEND_BATCH: usize = 64;
+/// The most bytes one GSO send carries (a UDP payload is at most 65,507 bytes).
+const GSO_MAX_BYTES: usize = 60_000;
 /// Datagrams read in one go before timers get a turn.
 const BATCH: usize = 256;
 
@@ -57,6 +57,7 @@ const BATCH: usize = 256;
 #[derive(Debug)]
 pub(crate) struct Listener {
     pub socket: UdpSocket,
+    pub udp: quinn_udp::UdpSocketState,
     pub config: tether::dtls::ServerConfig,
     pub max_handshaking: usize,
     pub max_sessions: usize,
@@ -98,6 +99,7 @@ enum Outcome {
 
 struct State {
     socket: UdpSocket,
+    udp: quinn_udp::UdpSocketState,
     shared: Arc<Shared>,
     acceptor: Acceptor,
     peers: HashMap<SocketAddr, Peer>,
@@ -126,6 +128,7 @@ pub(crate) async fn serve(
     };
     let mut st = State {
         socket: listener.socket,
+        udp: listener.udp,
         shared,
         acceptor,
         peers: HashMap::new(),
@@ -136,7 +139,7 @@ pub(crate) async fn serve(
         outbox: Vec::new(),
         draining: false,
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut rx = Receiver::new(st.udp.gro_segments());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     if !*stop.borrow_and_update() {
@@ -144,18 +147,10 @@ pub(crate) async fn serve(
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                r = st.socket.recv_from(&mut buf) => {
+                r = st.socket.readable() => {
                     match r {
-                        Ok((n, from)) => st.on_datagram(from, &buf[..n]),
+                        Ok(()) => st.read_ready(&mut rx).await,
                         Err(e) => st.recv_error(e).await,
-                    }
-                    // More that is already waiting, without going back to the reactor.
-                    for _ in 0..BATCH {
-                        match st.socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => st.on_datagram(from, &buf[..n]),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => { st.recv_error(e).await; break; }
-                        }
                     }
                     st.flush().await;
                 }
@@ -166,7 +161,26 @@ pub(crate) async fn serve(
             }
         }
     }
-    st.drain(&mut buf).await;
+    st.drain(&mut rx).await;
+}
+
+/// Receive buffers for `recvmmsg` (quinn-udp): a batch of datagrams per system call, and with
+/// GRO several datagrams of one sender per buffer.
+struct Receiver {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<quinn_udp::RecvMeta>,
+}
+
+impl Receiver {
+    fn new(gro_segments: usize) -> Receiver {
+        let size = (MAX_DATAGRAM * gro_segments.max(1)).min(64 * 1024);
+        Receiver {
+            bufs: (0..quinn_udp::BATCH_SIZE)
+                .map(|_| vec![0u8; size])
+                .collect(),
+            meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+        }
+    }
 }
 
 impl State {
@@ -183,6 +197,44 @@ impl State {
             _ => {
                 tracing::warn!("DTLS listener: receive failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Reads what the socket holds (a few batches), handing each datagram to its peer.
+    async fn read_ready(&mut self, rx: &mut Receiver) {
+        for _ in 0..BATCH / quinn_udp::BATCH_SIZE.max(1) + 1 {
+            let got = {
+                let mut iovs: Vec<io::IoSliceMut<'_>> =
+                    rx.bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+                let (socket, udp, meta) = (&self.socket, &self.udp, &mut rx.meta);
+                socket.try_io(tokio::io::Interest::READABLE, || {
+                    udp.recv(socket.into(), &mut iovs, meta)
+                })
+            };
+            match got {
+                Ok(n) => {
+                    for i in 0..n {
+                        let meta = rx.meta[i];
+                        let data = &rx.bufs[i][..meta.len];
+                        let stride = if meta.stride == 0 {
+                            meta.len.max(1)
+                        } else {
+                            meta.stride
+                        };
+                        for d in data.chunks(stride) {
+                            self.on_datagram(meta.addr, d);
+                        }
+                        if meta.len == 0 {
+                            self.on_datagram(meta.addr, &[]);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.recv_error(e).await;
+                    return;
+                }
             }
         }
     }
@@ -358,47 +410,74 @@ impl State {
         self.publish_table();
     }
 
-    /// Sends the outbox: `sendmmsg`, up to [`SEND_BATCH`] datagrams per system call.
+    /// Sends the outbox: datagrams to one peer in a row, of one size (the last may be
+    /// shorter), go out as one GSO send (`UDP_SEGMENT`: the kernel cuts them apart), the rest
+    /// one by one; per peer, in order.
     async fn flush(&mut self) {
         let out = std::mem::take(&mut self.outbox);
+        let max_segments = self.udp.max_gso_segments().max(1);
         let mut at = 0;
+        let mut joined = Vec::new();
         while at < out.len() {
-            let chunk = &out[at..out.len().min(at + SEND_BATCH)];
-            let sent = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
-                send_batch(&self.socket, chunk)
-            });
+            let (to, first) = (&out[at].0, &out[at].1);
+            let size = first.len();
+            let mut end = at + 1;
+            while end < out.len()
+                && end - at < max_segments
+                && (end - at + 1) * size <= GSO_MAX_BYTES
+                && out[end].0 == *to
+                && out[end - 1].1.len() == size
+                && out[end].1.len() <= size
+                && !out[end].1.is_empty()
+            {
+                end += 1;
+            }
+            let contents: &[u8] = if end - at == 1 {
+                first
+            } else {
+                joined.clear();
+                for (_, d) in &out[at..end] {
+                    joined.extend_from_slice(d);
+                }
+                &joined
+            };
+            let transmit = quinn_udp::Transmit {
+                destination: *to,
+                ecn: None,
+                contents,
+                segment_size: (end - at > 1).then_some(size),
+                src_ip: None,
+            };
+            let sent = loop {
+                let r = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+                    self.udp.try_send((&self.socket).into(), &transmit)
+                });
+                match r {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = self.socket.writable().await {
+                            break Err(e);
+                        }
+                    }
+                    r => break r,
+                }
+            };
             match sent {
-                Ok(n) => {
-                    for (_, d) in &chunk[..n] {
+                Ok(()) => {
+                    for (_, d) in &out[at..end] {
                         self.shared.metrics.dtls_datagram_out(d.len());
                     }
-                    // sendmmsg stops at the first datagram it could not send.
-                    at += n.max(1);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = self.socket.writable().await {
-                        tracing::debug!("DTLS socket not writable: {e}");
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // A datagram the kernel refuses (an unreachable address...): skip it.
-                    tracing::debug!(to = %chunk[0].0, "DTLS send failed: {e}");
-                    at += 1;
-                }
+                // A datagram the kernel refuses (an unreachable address...): skip it.
+                Err(e) => tracing::debug!(%to, "DTLS send failed: {e}"),
             }
+            at = end;
         }
     }
 
-    async fn drain(&mut self, buf: &mut [u8]) {
+    async fn drain(&mut self, rx: &mut Receiver) {
         self.draining = true;
         // Serve what has already arrived.
-        for _ in 0..4 * BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, from)) => self.on_datagram(from, &buf[..n]),
-                Err(_) => break,
-            }
-        }
+        self.read_ready(rx).await;
         let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
         for addr in addrs {
             if let Some(peer) = self.peers.get_mut(&addr)
@@ -418,26 +497,6 @@ impl State {
         self.flush().await;
         tracing::info!("DTLS listener drained");
     }
-}
-
-/// One `sendmmsg` of `chunk`: how many datagrams the kernel took.
-fn send_batch(socket: &UdpSocket, chunk: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
-    use rustix::net::addr::SocketAddrArg as _;
-    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags};
-    let addrs: Vec<_> = chunk.iter().map(|(a, _)| a.as_any()).collect();
-    let iovs: Vec<[io::IoSlice<'_>; 1]> =
-        chunk.iter().map(|(_, d)| [io::IoSlice::new(d)]).collect();
-    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = chunk
-        .iter()
-        .map(|_| SendAncillaryBuffer::default())
-        .collect();
-    let mut msgs: Vec<MMsgHdr<'_>> = addrs
-        .iter()
-        .zip(&iovs)
-        .zip(controls.iter_mut())
-        .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
-        .collect();
-    rustix::net::sendmmsg(socket, &mut msgs, SendFlags::empty()).map_err(io::Error::from)
 }
 
 /// The handshake completed: device id, allow-list, registry entry.

@@ -372,16 +372,18 @@ async fn bind_dtls(
     let socket = tokio::net::UdpSocket::bind(addr)
         .await
         .map_err(|e| GatewayError::io(format!("cannot listen on {addr} (DTLS, UDP)"), e))?;
+    let udp = quinn_udp::UdpSocketState::new((&socket).into())
+        .map_err(|e| GatewayError::io(format!("cannot set up the DTLS socket on {addr}"), e))?;
     // One socket takes every device's datagrams: a burst of them (devices reconnecting, a
     // fleet reporting at once) must wait in the kernel rather than be dropped there.
     for (what, r) in [
         (
             "receive",
-            rustix::net::sockopt::set_socket_recv_buffer_size(&socket, dtls::SOCKET_BUFFER),
+            udp.set_recv_buffer_size((&socket).into(), dtls::SOCKET_BUFFER),
         ),
         (
             "send",
-            rustix::net::sockopt::set_socket_send_buffer_size(&socket, dtls::SOCKET_BUFFER),
+            udp.set_send_buffer_size((&socket).into(), dtls::SOCKET_BUFFER),
         ),
     ] {
         if let Err(e) = r {
@@ -390,6 +392,7 @@ async fn bind_dtls(
     }
     Ok(Some(dtls::Listener {
         socket,
+        udp,
         config: dtls_config,
         max_handshaking: config.dtls_max_handshaking.max(1),
         max_sessions: config.max_connections,
