@@ -29,6 +29,32 @@ mod handshake;
 #[allow(unsafe_code)]
 mod rt;
 
+#[cfg(panic = "abort")]
+#[allow(unsafe_code)]
+mod bump;
+
+/// The no_std entry (called by `rt`'s `_start`): runs the check, prints the result and the
+/// heap figures, returns the exit code.
+#[cfg(panic = "abort")]
+fn entry() -> i32 {
+    match check() {
+        Ok(report) => {
+            let mut out = rt::Fd(1);
+            let _ = out.write_str(&report);
+            let (peak, used, size) = bump::stats();
+            let _ = writeln!(
+                out,
+                "nostd-check:   heap: peak {peak} bytes live, {used} bytes of the {size} byte arena used",
+            );
+            0
+        }
+        Err(failure) => {
+            let _ = rt::Fd(2).write_str(&failure);
+            1
+        }
+    }
+}
+
 use alloc::format;
 use alloc::string::String;
 use core::fmt::Write as _;
