@@ -1,6 +1,7 @@
 //! # tether-gateway: many device TLS sessions on one machine
 //!
 //! The gateway devices hold a persistent TLS link to: a TLS listener (default 127.0.0.1:8081)
+//! and a DTLS 1.2/1.3 listener (UDP, by default on the same address and port number), both
 //! speaking the [`tether_wire`] frame protocol (ECHO, REVERSE, TIME; ERROR for what it will not
 //! serve), and an HTTP API (default 127.0.0.1:8080) with `/health`, `/devices` and `/metrics`.
 //! `tether serve` is this crate behind a command line.
@@ -24,6 +25,14 @@
 //!   It waits for readability and then reads straight into the session's input buffer, and
 //!   allocates write buffers only while something is being written, so an idle established
 //!   session holds no 16 KiB buffers: neither the gateway nor the session keeps any.
+//! - The DTLS listener (`dtls`): one task owns the UDP socket and every DTLS session, keyed by
+//!   the peer's address. Datagrams from unknown addresses go to a
+//!   [`tether::dtls::Acceptor`], which answers first ClientHellos with a stateless cookie
+//!   request and makes a session only for a ClientHello that echoes a valid cookie, so spoofed
+//!   sources never hold memory. Then the same identity check, allow-list, frames, registry
+//!   entries (`"transport": "dtls"`) and metrics (`transport="dtls"`) as TLS, limits on sessions
+//!   in handshake ([`GatewayConfig::dtls_max_handshaking`]) and in all, idle expiry, and
+//!   close_notify at drain. Configure it with [`GatewayConfig::dtls`] ([`DtlsListen`]).
 //! - [`Metrics`] (module [`metrics`]): atomics, rendered as Prometheus text.
 //! - The device registry ([`DeviceInfo`]), behind `GET /devices`.
 //!
@@ -31,8 +40,9 @@
 //!
 //! [`ShutdownHandle::shutdown`]: the accept loop stops and the listener closes; `/health`
 //! answers 503; each connection answers the frames it has already received (what the socket
-//! holds, and the rest of a frame partly in), sends close_notify and closes; whatever is still
-//! open at the drain timeout is cut; then [`Gateway::run`] returns.
+//! holds, and the rest of a frame partly in), sends close_notify and closes; the DTLS listener
+//! serves the datagrams its socket holds and sends close_notify to every DTLS session; whatever
+//! is still open at the drain timeout is cut; then [`Gateway::run`] returns.
 
 #![warn(missing_docs)]
 
