@@ -31,6 +31,13 @@
 //! `--device-ram-server`), so none of its allocations reach the measuring allocator; the
 //! process is killed by PID when the benchmark ends (also on panic).
 //!
+//! The **stack** each client needs is measured too, by probing: a child process runs the client
+//! on a thread after using up part of its stack on purpose, and a binary search finds how much
+//! can be used up with the client still finishing (256-byte resolution; see `mod stack`). It
+//! covers everything in the client's frames: the inline state and the application's two 1 KiB
+//! buffers (the same for every client). embedded-tls keeps its state and its crypto work on
+//! the stack, so its heap figure alone would flatter it.
+//!
 //! Every connection is verified: the clients check the server's chain against the CA and the
 //! name `localhost` (embedded-tls with its `rustpki` verifier, which checks P-256 chains,
 //! validity times and the host name), and the answer byte for byte. Each measurement runs
@@ -43,6 +50,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use embedded_io_adapters::std::FromStd;
@@ -61,6 +69,9 @@ use tether::{
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
+
+/// Set in a stack-probe child: no heap profiler (its backtraces would use the stack too).
+static PROBING: AtomicBool = AtomicBool::new(false);
 
 /// Plaintext per record in case (b). 1024 bytes: every record, with its 22 bytes of TLS 1.3
 /// overhead, fits one TCP segment on any link (IPv4 minimum MTU 576 aside), a device's TCP
@@ -225,6 +236,9 @@ impl Cost {
 /// Builds a client configuration under its own heap profiler: returns it with its build peak
 /// and the heap it holds.
 fn build_config<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, usize, usize), String> {
+    if PROBING.load(Relaxed) {
+        return Ok((f()?, 0, 0));
+    }
     let profiler = dhat::Profiler::builder().testing().build();
     let config = f()?;
     let stats = dhat::HeapStats::get();
@@ -235,6 +249,9 @@ fn build_config<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, usize, u
 /// Runs one connection under a fresh heap profiler and fills in its heap figures; `f` returns
 /// the buffer and inline figures. Allocations made before (the configuration) are not seen.
 fn profiled(label: &str, f: impl FnOnce() -> Result<Cost, String>) -> Result<Cost, String> {
+    if PROBING.load(Relaxed) {
+        return f();
+    }
     let profiler = match std::env::var_os("TETHER_DHAT_DIR") {
         Some(dir) => {
             std::fs::create_dir_all(&dir).map_err(|e| format!("TETHER_DHAT_DIR: {e}"))?;
@@ -583,6 +600,117 @@ mod embedded_tls_client {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stack
+
+/// Stack depth of a client: a child process runs the client on a thread with a fixed stack
+/// after using up part of it on purpose; a binary search finds the most it can use up and
+/// still finish. A stack overflow ends that child (SIGSEGV/SIGABRT), never this process.
+/// The client's need is that figure for a client that does nothing, minus the figure for the
+/// real client (thread start-up and the probe's own frames cancel out).
+mod stack {
+    use super::*;
+
+    /// The probe thread's stack.
+    const THREAD_STACK: usize = 512 * 1024;
+    /// The search's resolution.
+    const STEP: usize = 256;
+
+    /// Calls `f` with about `bytes` of this thread's stack used up beneath it.
+    #[inline(never)]
+    fn beneath<R>(bytes: usize, top: usize, f: impl FnOnce() -> R) -> R {
+        let pad = [0u8; 512];
+        std::hint::black_box(&pad);
+        let here = &pad as *const _ as usize;
+        let r = if top.saturating_sub(here) < bytes {
+            beneath(bytes, top, f)
+        } else {
+            f()
+        };
+        std::hint::black_box(&pad);
+        r
+    }
+
+    /// Child: `STACK_INDEX|noop PORT RECORD DIR BYTES`; exits 0 when the client succeeded.
+    pub fn probe_main(args: &[String]) {
+        let [which, port, record, dir, bytes] = args else {
+            std::process::exit(2);
+        };
+        PROBING.store(true, Relaxed);
+        let dir = PathBuf::from(dir);
+        let pki = Pki {
+            ca_pem: std::fs::read(dir.join("ca.pem")).expect("ca.pem"),
+            ca_der: std::fs::read(dir.join("ca.der")).expect("ca.der"),
+        };
+        let port: u16 = port.parse().expect("port");
+        let record: usize = record.parse().expect("record");
+        let bytes: usize = bytes.parse().expect("bytes");
+        let stack = Stack::ALL
+            .iter()
+            .copied()
+            .find(|s| s.index().to_string() == *which);
+        let ok = std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                let top_marker = 0u8;
+                let top = &top_marker as *const _ as usize;
+                beneath(bytes, top, || match stack {
+                    Some(s) => s.run(&pki, port, record).is_ok(),
+                    None => true,
+                })
+            })
+            .expect("spawn the probe thread")
+            .join()
+            .unwrap_or(false);
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+
+    fn fits(which: &str, port: u16, record: usize, dir: &Path, bytes: usize) -> bool {
+        let exe = std::env::current_exe().expect("current_exe");
+        Command::new(exe)
+            .arg("--device-ram-stack-probe")
+            .arg(which)
+            .arg(port.to_string())
+            .arg(record.to_string())
+            .arg(dir)
+            .arg(bytes.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The most stack that can be used up beneath `which` with the client still finishing.
+    fn headroom(which: &str, port: u16, record: usize, dir: &Path) -> Option<usize> {
+        if !fits(which, port, record, dir, 0) {
+            return None;
+        }
+        let (mut lo, mut hi) = (0, THREAD_STACK);
+        while hi - lo > STEP {
+            let mid = (lo + hi) / 2;
+            if fits(which, port, record, dir, mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(lo)
+    }
+
+    /// Stack bytes each client needs (rounded to [`STEP`]), by stack index.
+    pub fn measure(port: u16, record: usize, dir: &Path) -> Vec<Option<usize>> {
+        let Some(base) = headroom("noop", port, record, dir) else {
+            return vec![None; Stack::ALL.len()];
+        };
+        Stack::ALL
+            .iter()
+            .map(|s| {
+                headroom(&s.index().to_string(), port, record, dir).map(|h| base.saturating_sub(h))
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 
 #[derive(Clone, Copy)]
@@ -600,6 +728,10 @@ impl Stack {
         Stack::Rustls,
         Stack::EmbeddedTls,
     ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -629,6 +761,8 @@ fn make_pki(dir: &Path) -> Pki {
     let chain = format!("{}{}", leaf.cert_pem, ca.cert_pem());
     std::fs::write(dir.join("chain.pem"), chain).expect("write chain.pem");
     std::fs::write(dir.join("server.key"), &leaf.key_pem).expect("write server.key");
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("write ca.pem");
+    std::fs::write(dir.join("ca.der"), ca.cert_der()).expect("write ca.der");
     Pki {
         ca_pem: ca.cert_pem().as_bytes().to_vec(),
         ca_der: ca.cert_der().to_vec(),
@@ -645,6 +779,10 @@ fn main() {
         server_main(&args[i + 1..]);
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--device-ram-stack-probe") {
+        stack::probe_main(&args[i + 1..]);
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = make_pki(dir.path());
     println!(
@@ -655,6 +793,9 @@ fn main() {
     );
     println!(
         "config build = peak heap while the configuration was built; {RUNS} runs each, the largest conn. peak shown"
+    );
+    println!(
+        "stack = deepest stack of the client's code (its inline state and the application's 2 KiB of buffers included); +stack = total - inline + stack"
     );
     let cases = [
         ("a", "(a) full 16 KiB records", 0usize, 16 * 1024usize),
@@ -685,11 +826,21 @@ fn main() {
             }
         }
         println!("  every client refuses the server when it trusts another CA (checked)");
+        let stacks = stack::measure(server.port, record, dir.path());
         println!(
-            "  {:<26} {:>12} {:>7} {:>10} {:>8} {:>7} {:>7} {:>6}",
-            "client", "config build", "config", "conn. peak", "buffers", "inline", "total", "KiB"
+            "  {:<26} {:>12} {:>7} {:>10} {:>8} {:>7} {:>7} {:>6} {:>7} {:>12}",
+            "client",
+            "config build",
+            "config",
+            "conn. peak",
+            "buffers",
+            "inline",
+            "total",
+            "KiB",
+            "stack",
+            "+stack KiB"
         );
-        for stack in Stack::ALL {
+        for (stack, stack_bytes) in Stack::ALL.into_iter().zip(stacks) {
             let mut runs = Vec::new();
             for _ in 0..RUNS {
                 match stack.run(&pki, server.port, record) {
@@ -716,8 +867,13 @@ fn main() {
                     worst.after
                 );
             }
+            let (stack_col, with_stack) = match stack_bytes {
+                // The inline state lives in the stack frames the stack figure covers.
+                Some(b) => (b.to_string(), kib(worst.total() - worst.inline + b)),
+                None => ("?".to_string(), "?".to_string()),
+            };
             println!(
-                "  {:<26} {:>12} {:>7} {:>10} {:>8} {:>7} {:>7} {:>6}{spread}",
+                "  {:<26} {:>12} {:>7} {:>10} {:>8} {:>7} {:>7} {:>6} {:>7} {:>12}{spread}",
                 stack.name(),
                 worst.config_peak,
                 worst.config,
@@ -726,6 +882,8 @@ fn main() {
                 worst.inline,
                 worst.total(),
                 kib(worst.total()),
+                stack_col,
+                with_stack,
             );
         }
     }
