@@ -11,7 +11,7 @@
 //! certificates: a root CA and a server leaf for `localhost`, made by tether-pki; the server
 //! presents both), the client sends 1 KiB, the server answers with that 1 KiB followed by
 //! 15 KiB of padding in one 16 KiB write, then close_notify; the client checks every byte, reads
-//! the close_notify, and sends its own.
+//! the close_notify (embedded-tls stops after the 16 KiB), and sends its own.
 //!
 //! - case (a), `full records`: the server's default record size, so its answer is one full
 //!   16 KiB record (16,384 bytes of plaintext) that the client must hold whole to decrypt it;
@@ -19,13 +19,14 @@
 //!   `ServerConfig::builder(..).max_record_size(SMALL_RECORD)`, so every record it sends,
 //!   handshake included, carries at most that much.
 //!
-//! What is counted, per client: the **peak heap** from just before its configuration is built
-//! to the end of the connection (dhat's heap profiler: the highest live-bytes figure reached,
-//! configuration included), plus the **buffers the caller provides** (record buffers, I/O
-//! buffers), plus the **inline size** of the connection object and whatever else of the
-//! client's state the caller must place (a static or a stack frame: embedded-tls keeps its whole
-//! state there). The application's own 1 KiB message and its 1 KiB read buffer are the same for
-//! every client and not counted; nor is stack depth during calls, nor TCP socket buffers.
+//! What is counted, per client: the **heap** (dhat's heap profiler: the highest live-bytes
+//! figure reached) while its configuration is built, what the configuration then holds, and the
+//! connection's peak from its creation to its end; plus the **buffers the caller provides**
+//! (record buffers, I/O buffers); plus the **inline size** of the connection object and
+//! whatever else of the client's state the caller must place (a static or a stack frame:
+//! embedded-tls keeps its whole state there). The application's own 1 KiB message and its
+//! 1 KiB read buffer are the same for every client and not counted there; nor are TCP socket
+//! buffers.
 //!
 //! The server is a tether server in a child process (this binary run again with
 //! `--device-ram-server`), so none of its allocations reach the measuring allocator; the
