@@ -833,3 +833,64 @@ fn drain_sends_close_notify_to_dtls_sessions() {
         2
     );
 }
+
+#[test]
+fn handshake_limit_holds_new_peers_off_until_a_handshake_ends() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.dtls_max_handshaking = 1;
+    config.handshake_timeout = Duration::from_secs(1);
+    let gw = Running::start(config);
+    let client_config = pki.client(Some(DtlsVersion::Dtls12), Some(&pki.device));
+    // A peer that sends its second ClientHello (with the cookie) and then nothing: a session
+    // in its handshake.
+    let stalled = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stalled.connect(gw.dtls).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut s = dtls::Session::client(&client_config, "localhost", tether::Instant::ZERO).unwrap();
+    stalled.send(&s.pop_datagram().unwrap()).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = stalled.recv(&mut buf).unwrap();
+    s.handle_datagram(tether::Instant::ZERO, &buf[..n]).unwrap();
+    while let Some(d) = s.pop_datagram() {
+        stalled.send(&d).unwrap();
+    }
+    wait_until(
+        "one session in its handshake",
+        Duration::from_secs(10),
+        || gw.metrics.dtls_handshaking() == 1,
+    );
+    // Over the limit: another peer's ClientHello gets no answer, and is counted.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    other.connect(gw.dtls).unwrap();
+    other.send(&client_hello(&client_config)).unwrap();
+    wait_until(
+        "the ClientHello over the limit dropped",
+        Duration::from_secs(10),
+        || gw.metrics.dtls_drops(DtlsDrop::HandshakeLimit) == 1,
+    );
+    other
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(other.recv(&mut buf).is_err(), "an answer over the limit");
+    assert_eq!(gw.metrics.dtls().open_connections(), 1);
+    // The stalled handshake times out (1 s); then a device gets in.
+    wait_until(
+        "the stalled handshake timed out",
+        Duration::from_secs(15),
+        || gw.metrics.dtls_handshaking() == 0,
+    );
+    assert_eq!(
+        gw.metrics
+            .dtls()
+            .handshake_failures(tether_gateway::metrics::FailReason::Timeout),
+        1
+    );
+    let mut device = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
+    device
+        .send(&encode(&[Frame::new(FrameType::Echo, b"my turn".to_vec())]))
+        .unwrap();
+    assert_eq!(read_frames(&mut device, 1)[0].body, b"my turn");
+}
