@@ -17,7 +17,7 @@
 //! - [`Reconnecting`] (feature `std`): a TCP + TLS client for one endpoint. [`Reconnecting::call`]
 //!   runs an exchange on the current connection; when the connection fails with a retryable
 //!   error it reconnects (with backoff) and runs the exchange again on the new one. Its
-//!   [`ClientConfig`] keeps the session cache, so every reconnect offers the ticket of the
+//!   [`ClientConfig`](crate::ClientConfig) keeps the session cache, so every reconnect offers the ticket of the
 //!   last session: a gateway that restarted with the same ticket keys resumes it.
 //!
 //! ```no_run
