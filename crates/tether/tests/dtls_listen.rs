@@ -217,3 +217,44 @@ fn cost_of_a_cookie_request() {
     }
     eprintln!("cookie request: {:?} each", t.elapsed() / n);
 }
+
+/// Mutated first and second ClientHellos (bit flips, bytes replaced, truncations) into the
+/// acceptor: no panic, and a session only for a second ClientHello whose random, suites and
+/// cookie are intact (the bytes the cookie covers or is).
+#[test]
+fn mutated_client_hellos_never_panic_and_never_forge_a_session() {
+    let pki = Pki::new();
+    let now = Instant::ZERO;
+    let config = server_config(&pki, BOTH, true);
+    let from: SocketAddr = PEER.parse().unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for v in [V12, V13] {
+        let mut acceptor = Acceptor::with_secret(&config, [3; 32], now);
+        let (first, second) = second_hello(&pki, v, &mut acceptor, from);
+        for (name, hello) in [("first", &first), ("second", &second)] {
+            for _ in 0..500 {
+                let mut d = hello.clone();
+                let i = (next() as usize) % d.len();
+                match next() % 3 {
+                    0 => d[i] ^= 1 << (next() % 8),
+                    1 => d[i] = next() as u8,
+                    _ => d.truncate(i),
+                }
+                // Bytes 27..59 are the client random (record 13 + handshake 12 + version 2).
+                let random_changed = d.len() < 59 || d[27..59] != hello[27..59];
+                if let Accept::Session(_) = acceptor.accept(now, from, &d) {
+                    assert!(
+                        name == "second" && !random_changed,
+                        "{v:?}: a session from a {name} ClientHello with byte {i} changed"
+                    );
+                }
+            }
+        }
+    }
+}

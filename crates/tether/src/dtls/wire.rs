@@ -424,6 +424,76 @@ mod tests {
         }
     }
 
+    /// The listener's parsers take anything: truncations, bit flips and spliced lengths of a
+    /// plausible ClientHello never panic, and what `client_hello` accepts stays in bounds.
+    #[test]
+    fn client_hello_parsers_never_panic() {
+        // A DTLS 1.3 second ClientHello record: version, random, empty session id, empty legacy
+        // cookie, two suites, null compression, a cookie extension and a padding extension.
+        let mut body = alloc::vec![0xfe, 0xfd];
+        body.extend_from_slice(&[7; 32]);
+        body.push(0);
+        body.push(0);
+        body.extend_from_slice(&[0, 4, 0x13, 0x01, 0xc0, 0x2b, 1, 0]);
+        let ext = [
+            &[0u8, 44, 0, 36, 0, 34][..],
+            &[5; 34][..],
+            &[0, 21, 0, 6][..],
+            &[0; 6][..],
+        ]
+        .concat();
+        body.extend_from_slice(&u16::try_from(ext.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(&ext);
+        let len = body.len();
+        let mut hs = alloc::vec![CLIENT_HELLO, 0, (len >> 8) as u8, len as u8, 0, 1, 0, 0, 0];
+        hs.extend_from_slice(&[0, (len >> 8) as u8, len as u8]);
+        hs.extend_from_slice(&body);
+        let mut record = alloc::vec![HANDSHAKE, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1];
+        record.extend_from_slice(&u16::try_from(hs.len()).unwrap().to_be_bytes());
+        record.extend_from_slice(&hs);
+        let hello = client_hello(&record).expect("the sample parses");
+        assert!(hello.has_cookie());
+        let first = first_client_hello(&record, &hello).expect("rebuilt");
+        let first_hello = client_hello(&first).expect("the rebuilt one parses");
+        assert!(!first_hello.has_cookie());
+        assert_eq!(
+            first.len(),
+            record.len(),
+            "padding grew back by the cookie's size"
+        );
+
+        let check = |d: &[u8]| {
+            let _ = is_cookie_request(d);
+            if let Some(h) = client_hello(d) {
+                assert!(h.record_end <= d.len());
+                assert!(h.legacy_cookie.end <= h.record_end && h.suites.end <= h.record_end);
+                let _ = first_client_hello(d, &h);
+            }
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for cut in 0..=record.len() {
+            check(&record[..cut]);
+        }
+        for _ in 0..20_000 {
+            let mut d = record.clone();
+            for _ in 0..1 + next() % 3 {
+                let i = (next() as usize) % d.len();
+                match next() % 3 {
+                    0 => d[i] ^= 1 << (next() % 8),
+                    1 => d[i] = next() as u8,
+                    _ => d.truncate(i.max(1)),
+                }
+            }
+            check(&d);
+        }
+    }
+
     #[test]
     fn alert_round_trips_through_the_record_reader() {
         let a = plaintext_alert(0x0102_0304_0506, 48);
