@@ -15,10 +15,10 @@
 //! server key: with another key and the default address, the gateway warns and runs TLS only.
 //!
 //! The configuration file is TOML; its keys are the flags' names without the dashes in front
-//! (`listen`, `dtls-listen`, `http`, `cert`, `key`, `ca`, `allow`, `no-client-auth`, `ticket-keys`,
-//! `ticket-reload`, `handshake-timeout`, `idle-timeout`, `drain-timeout`, `max-connections`,
-//! `max-per-ip`, `max-frame`, `min-tls`, `log-level`). Relative paths in the
-//! file are relative to the file's directory. A flag given on the command line wins over the
+//! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `ca`, `allow`,
+//! `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
+//! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `min-tls`, `log-level`).
+//! Relative paths in the file are relative to the file's directory. A flag given on the command line wins over the
 //! file. An unknown key or a bad value stops the start with one line naming the key and its
 //! line in the file.
 //!
@@ -60,6 +60,10 @@ pub struct Args {
     /// [default: same].
     #[arg(long, value_name = "ADDR|same|off", value_parser = DtlsListen::parse)]
     dtls_listen: Option<DtlsListen>,
+    /// DTLS sessions in their handshake at most; a ClientHello over the limit is dropped (the
+    /// device retransmits) [default: 4096].
+    #[arg(long, value_name = "N")]
+    dtls_max_handshaking: Option<NonZeroUsize>,
     /// HTTP API address (/health, /devices, /metrics), or `off` [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR|off", value_parser = parse_http)]
     http: Option<HttpAddr>,
@@ -176,6 +180,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     #[serde(default, deserialize_with = "de_dtls")]
     dtls_listen: Option<DtlsListen>,
+    dtls_max_handshaking: Option<NonZeroUsize>,
     #[serde(default, deserialize_with = "de_http")]
     http: Option<HttpAddr>,
     cert: Option<PathBuf>,
@@ -518,6 +523,9 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     }
     if let Some(d) = args.dtls_listen.or(file.dtls_listen) {
         config.dtls = d;
+    }
+    if let Some(n) = args.dtls_max_handshaking.or(file.dtls_max_handshaking) {
+        config.dtls_max_handshaking = n.get();
     }
     if let Some(HttpAddr(a)) = args.http.or(file.http) {
         config.http = a;

@@ -600,8 +600,12 @@ fn dtls_listener_on_the_tls_port_by_default_moved_by_flag_or_file_or_off() {
     echo(addr);
     drop(serve);
 
-    // Off in the configuration file.
-    std::fs::write(dir.path().join("gateway.toml"), "dtls-listen = \"off\"\n").unwrap();
+    // Off in the configuration file (with the handshake limit key, which it accepts).
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "dtls-listen = \"off\"\ndtls-max-handshaking = 16\n",
+    )
+    .unwrap();
     let config = dir.path().join("gateway.toml");
     let mut serve = Serve::start(
         &args(
