@@ -414,7 +414,8 @@ impl State {
     /// shorter), go out as one GSO send (`UDP_SEGMENT`: the kernel cuts them apart), the rest
     /// one by one; per peer, in order.
     async fn flush(&mut self) {
-        let out = std::mem::take(&mut self.outbox);
+        // Taken out for the loop (it borrows `self`), put back empty to keep its capacity.
+        let mut out = std::mem::take(&mut self.outbox);
         let max_segments = self.udp.max_gso_segments().max(1);
         let mut at = 0;
         let mut joined = Vec::new();
@@ -472,6 +473,8 @@ impl State {
             }
             at = end;
         }
+        out.clear();
+        self.outbox = out;
     }
 
     async fn drain(&mut self, rx: &mut Receiver) {
@@ -632,12 +635,17 @@ fn answer_all(
                 m.frame_in(FrameKind::of(frame.kind), size);
                 stats.frames_in.fetch_add(1, Relaxed);
                 stats.bytes_in.fetch_add(size as u64, Relaxed);
-                push_reply(
-                    m,
-                    stats,
-                    &tether_wire::reply(&frame, unix_millis()),
-                    replies,
-                );
+                if frame.kind == tether_wire::FrameType::Echo {
+                    // The reply to ECHO is the request itself: no copy of the body.
+                    push_reply(m, stats, &frame, replies);
+                } else {
+                    push_reply(
+                        m,
+                        stats,
+                        &tether_wire::reply(&frame, unix_millis()),
+                        replies,
+                    );
+                }
             }
             Ok(None) => return false,
             Err(e) => {

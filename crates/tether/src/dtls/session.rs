@@ -42,8 +42,9 @@
 //!
 //! # Memory
 //!
-//! Datagrams to send and received records wait in queues that are freed when empty; an
-//! established, idle session holds no buffers besides dimpl's own.
+//! Datagrams to send and received records wait in queues whose records are freed as soon as
+//! they are taken (the queues keep at most four empty slots, about 100 bytes); an established,
+//! idle session holds no record buffers besides dimpl's own.
 
 use alloc::collections::VecDeque;
 use alloc::string::ToString;
@@ -65,6 +66,9 @@ use crate::error::{
 use crate::session::{Event, Recv, Side};
 use crate::time::{Instant, PolicyTime};
 
+/// Queue slots kept when a queue empties (a few pointers, so that a session exchanging one
+/// record at a time does not allocate its queues for every record); more are given back.
+const KEEP_QUEUE: usize = 4;
 /// A retransmission timer further out than this is dimpl's "idle" timer: no deadline.
 const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -599,7 +603,8 @@ impl Session {
     #[must_use = "the datagram must be sent"]
     pub fn pop_datagram(&mut self) -> Option<Vec<u8>> {
         let d = self.out.pop_front();
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.out.capacity() > KEEP_QUEUE {
+            // A flight or a burst is over: give its slots back (a few stay for the next record).
             self.out = VecDeque::new();
         }
         d
@@ -709,7 +714,7 @@ impl Session {
             let n = d.len();
             buf[..n].copy_from_slice(d);
             self.rx.pop_front();
-            if self.rx.is_empty() {
+            if self.rx.is_empty() && self.rx.capacity() > KEEP_QUEUE {
                 self.rx = VecDeque::new();
             }
             return Ok(Recv::Data(n));
