@@ -573,8 +573,7 @@ fn serve_frames(shared: &Shared, peer: &mut Peer) -> Outcome {
                 let mut big = vec![0u8; needed];
                 match peer.session.recv(&mut big) {
                     Ok(Recv::Data(n)) => {
-                        device.decoder.push(&big[..n]);
-                        if answer_all(shared, device, &stats, &mut replies) {
+                        if answer_record(shared, device, &stats, &mut replies, &big[..n]) {
                             closed = Some(CloseReason::FrameTooLarge);
                             break;
                         }
@@ -591,8 +590,7 @@ fn serve_frames(shared: &Shared, peer: &mut Peer) -> Outcome {
                 break;
             }
         };
-        device.decoder.push(&buf[..n]);
-        if answer_all(shared, device, &stats, &mut replies) {
+        if answer_record(shared, device, &stats, &mut replies, &buf[..n]) {
             closed = Some(CloseReason::FrameTooLarge);
             break;
         }
@@ -617,6 +615,57 @@ fn serve_frames(shared: &Shared, peer: &mut Peer) -> Outcome {
             Outcome::Remove
         }
     }
+}
+
+/// Answers the frames of one record; true when a frame was over the limit (its ERROR frame is
+/// the last reply).
+///
+/// While the decoder holds nothing, whole frames at the start of the record are answered
+/// straight from it (an ECHO's reply is its own bytes: no decoding, no copy of the body into a
+/// frame); what is left (a frame that goes on in the next record, one over the limit) goes
+/// through the decoder, as any split does.
+fn answer_record(
+    shared: &Shared,
+    device: &mut Device,
+    stats: &ConnStats,
+    replies: &mut Vec<u8>,
+    record: &[u8],
+) -> bool {
+    let mut rest = record;
+    if device.decoder.is_idle() {
+        let m = shared.metrics.dtls();
+        while let Some(head) = rest.first_chunk::<{ tether_wire::HEADER_LEN }>() {
+            let header = tether_wire::Header::decode(head);
+            let whole = tether_wire::HEADER_LEN + header.len as usize;
+            if header.len > shared.max_frame || rest.len() < whole {
+                break;
+            }
+            let (frame, tail) = rest.split_at(whole);
+            m.frame_in(FrameKind::of(header.kind), whole);
+            stats.frames_in.fetch_add(1, Relaxed);
+            stats.bytes_in.fetch_add(whole as u64, Relaxed);
+            if header.kind == tether_wire::FrameType::Echo {
+                m.frame_out(FrameKind::Echo, whole);
+                stats.frames_out.fetch_add(1, Relaxed);
+                stats.bytes_out.fetch_add(whole as u64, Relaxed);
+                replies.extend_from_slice(frame);
+            } else {
+                let request = Frame::new(header.kind, &frame[tether_wire::HEADER_LEN..]);
+                push_reply(
+                    m,
+                    stats,
+                    &tether_wire::reply(&request, unix_millis()),
+                    replies,
+                );
+            }
+            rest = tail;
+        }
+    }
+    if rest.is_empty() {
+        return false;
+    }
+    device.decoder.push(rest);
+    answer_all(shared, device, stats, replies)
 }
 
 /// Answers every whole frame the decoder holds; true when a frame was over the limit (its

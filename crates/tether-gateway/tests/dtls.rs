@@ -894,3 +894,32 @@ fn handshake_limit_holds_new_peers_off_until_a_handshake_ends() {
         .unwrap();
     assert_eq!(read_frames(&mut device, 1)[0].body, b"my turn");
 }
+
+#[test]
+fn oversize_frame_gets_error_then_close_notify() {
+    let pki = pki();
+    let mut config = pki.config();
+    config.max_frame = 16;
+    let gw = Running::start(config);
+    let mut s = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
+    // Within the limit: answered (straight from the record).
+    s.send(&encode(&[Frame::new(FrameType::Echo, vec![b'a'; 16])]))
+        .unwrap();
+    assert_eq!(read_frames(&mut s, 1)[0].body, vec![b'a'; 16]);
+    // Over it: ERROR (too large), then close_notify.
+    s.send(&encode(&[Frame::new(FrameType::Echo, vec![b'b'; 40])]))
+        .unwrap();
+    let err = read_frames(&mut s, 1).remove(0);
+    assert_eq!(
+        err.parse_error().unwrap().0,
+        tether_wire::ErrorCode::TooLarge
+    );
+    let mut buf = [0u8; 256];
+    assert_eq!(s.recv(&mut buf).unwrap(), 0, "close_notify after the ERROR");
+    wait_until("the close counted", Duration::from_secs(10), || {
+        gw.metrics
+            .dtls()
+            .closes(tether_gateway::metrics::CloseReason::FrameTooLarge)
+            == 1
+    });
+}
