@@ -88,6 +88,15 @@ struct Peer {
     device: Option<Device>,
     started: Instant,
     last_input: Instant,
+    /// The client random of the ClientHello that made the session: a late copy of that
+    /// ClientHello (reordered, duplicated) must not replace it.
+    hello_random: Option<[u8; 32]>,
+}
+
+/// The client random of a plaintext ClientHello record (record header 13 bytes, handshake
+/// header 12, version 2), if `d` is long enough to hold one.
+fn hello_random(d: &[u8]) -> Option<[u8; 32]> {
+    d.get(27..59).and_then(|r| r.try_into().ok())
 }
 
 /// What happened to a peer after a datagram or a timer.
@@ -249,6 +258,41 @@ impl State {
         self.shared.metrics.dtls_datagram_in(d.len());
         let t = now();
         if let Some(peer) = self.peers.get_mut(&from) {
+            // A new ClientHello from the address of an established session: the device
+            // restarted behind the same address and port (RFC 6347 4.2.8). It goes through the
+            // cookie exchange like any new peer; once it echoes a valid cookie, its new session
+            // replaces the old one. Anything else goes to the session.
+            if peer.device.is_some()
+                && !self.draining
+                && d.first() == Some(&22)
+                && d.get(3..5) == Some(&[0, 0][..])
+                && hello_random(d) != peer.hello_random
+            {
+                match self.acceptor.accept(t, from, d) {
+                    Accept::Reply(replies) => {
+                        self.shared.metrics.dtls_cookie_request();
+                        self.outbox.extend(replies.into_iter().map(|r| (from, r)));
+                        return;
+                    }
+                    Accept::Session(session) => {
+                        if let Some(old) = self.peers.get_mut(&from) {
+                            old.session.close();
+                            while let Some(d) = old.session.pop_datagram() {
+                                self.outbox.push((from, d));
+                            }
+                        }
+                        self.metrics().connection_closed(CloseReason::Replaced);
+                        self.remove(from);
+                        self.new_session(from, session, t, d);
+                        return;
+                    }
+                    // Not a ClientHello (e.g. a retransmitted flight): the session's.
+                    Accept::Drop(_) => {}
+                }
+            }
+            let Some(peer) = self.peers.get_mut(&from) else {
+                return;
+            };
             peer.last_input = t;
             let r = peer.session.handle_datagram(t, d);
             let outcome = self.after_input(from, r);
@@ -274,24 +318,7 @@ impl State {
                 self.shared.metrics.dtls_cookie_request();
                 self.outbox.extend(replies.into_iter().map(|r| (from, r)));
             }
-            Accept::Session(session) => {
-                self.metrics().opened();
-                self.handshaking += 1;
-                self.peers.insert(
-                    from,
-                    Peer {
-                        session: *session,
-                        device: None,
-                        started: t,
-                        last_input: t,
-                    },
-                );
-                // The session took the ClientHello: its answer is waiting.
-                if let Outcome::Remove = self.after_input(from, Ok(())) {
-                    self.remove(from);
-                }
-                self.publish_table();
-            }
+            Accept::Session(session) => self.new_session(from, session, t, d),
             Accept::Drop(why) => {
                 let why = match why {
                     tether::dtls::DropReason::BadCookie => DtlsDrop::BadCookie,
@@ -301,6 +328,26 @@ impl State {
                 self.shared.metrics.dtls_dropped(why);
             }
         }
+    }
+
+    /// A session the acceptor made (it has taken the ClientHello; its answer is waiting).
+    fn new_session(&mut self, from: SocketAddr, session: Box<Session>, t: Instant, hello: &[u8]) {
+        self.metrics().opened();
+        self.handshaking += 1;
+        self.peers.insert(
+            from,
+            Peer {
+                session: *session,
+                device: None,
+                started: t,
+                last_input: t,
+                hello_random: hello_random(hello),
+            },
+        );
+        if let Outcome::Remove = self.after_input(from, Ok(())) {
+            self.remove(from);
+        }
+        self.publish_table();
     }
 
     /// After a datagram or a timer reached the peer's session: handshake completion, frames,

@@ -214,16 +214,20 @@ pub enum CloseReason {
     TlsError,
     /// The transport failed (reset, broken pipe, a write that stalled for the idle timeout).
     Transport,
+    /// DTLS: the device started a new session from the same address and port (it restarted);
+    /// the new session replaced this one.
+    Replaced,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 6] = [
+    const ALL: [CloseReason; 7] = [
         CloseReason::PeerClosed,
         CloseReason::IdleTimeout,
         CloseReason::FrameTooLarge,
         CloseReason::Drain,
         CloseReason::TlsError,
         CloseReason::Transport,
+        CloseReason::Replaced,
     ];
 
     /// The `reason` label.
@@ -235,6 +239,7 @@ impl CloseReason {
             CloseReason::Drain => "drain",
             CloseReason::TlsError => "tls_error",
             CloseReason::Transport => "transport",
+            CloseReason::Replaced => "replaced",
         }
     }
 
@@ -348,7 +353,7 @@ pub struct TransportMetrics {
     open: AtomicU64,
     accepted: AtomicU64,
     rejected: [AtomicU64; 2],
-    closed: [AtomicU64; 6],
+    closed: [AtomicU64; 7],
     handshakes_ok: AtomicU64,
     handshakes_resumed: AtomicU64,
     failures: [AtomicU64; 17],

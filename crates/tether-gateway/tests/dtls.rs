@@ -923,3 +923,49 @@ fn oversize_frame_gets_error_then_close_notify() {
             == 1
     });
 }
+
+#[test]
+fn a_device_that_restarts_on_the_same_port_replaces_its_session() {
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    let config = pki.client(None, Some(&pki.device));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(gw.dtls).unwrap();
+    let mut first =
+        dtls::DtlsSocket::connect(udp, &config, "localhost", tether::net::StdClock::new()).unwrap();
+    first.set_io_timeout(Some(Duration::from_secs(20)));
+    first
+        .send(&encode(&[Frame::new(FrameType::Echo, b"before".to_vec())]))
+        .unwrap();
+    assert_eq!(read_frames(&mut first, 1)[0].body, b"before");
+    // The device "restarts": its session is gone without close_notify, the port stays.
+    let (udp, _lost) = first.into_parts();
+    let mut second =
+        dtls::DtlsSocket::connect(udp, &config, "localhost", tether::net::StdClock::new()).unwrap();
+    second.set_io_timeout(Some(Duration::from_secs(20)));
+    second
+        .send(&encode(&[Frame::new(FrameType::Echo, b"after".to_vec())]))
+        .unwrap();
+    assert_eq!(read_frames(&mut second, 1)[0].body, b"after");
+    let mut devices = Vec::new();
+    wait_until("one DTLS device listed", Duration::from_secs(10), || {
+        devices = gw.devices();
+        devices.len() == 1 && devices[0]["frames_in"] == 1
+    });
+    assert_eq!(
+        gw.metrics
+            .dtls()
+            .closes(tether_gateway::metrics::CloseReason::Replaced),
+        1
+    );
+    assert_eq!(gw.metrics.dtls().open_connections(), 1);
+    let m = gw.prometheus();
+    assert_eq!(
+        m["tether_connections_closed_total{transport=\"dtls\",reason=\"replaced\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["tether_handshakes_total{transport=\"dtls\",result=\"ok\"}"],
+        2.0
+    );
+}
