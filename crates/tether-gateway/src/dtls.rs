@@ -18,8 +18,15 @@
 //!   may carry several frames and a frame may span records (in arrival order: DTLS may lose
 //!   or reorder records, which breaks a frame that spans them; devices send a frame per
 //!   record). Replies are packed into as few records as fit the MTU.
+//!   Whole frames at the start of a record are answered straight from it.
+//! - A new ClientHello (another client random) from the address of an established session is
+//!   a device that restarted behind the same address and port (RFC 6347 4.2.8): it goes through
+//!   the cookie exchange, and its new session replaces the old one.
 //! - Timers: every [`TICK`] the task runs the sessions' retransmission and handshake timers
 //!   and closes (close_notify) sessions idle for the idle timeout.
+//! - The socket, through quinn-udp: `recvmmsg` (with GRO: a buffer may hold several datagrams
+//!   of one sender, cut apart at its stride), and GSO sends (replies to one peer in a row, of
+//!   one size, in one `sendmsg`).
 //! - Drain: no new sessions; datagrams already in the socket are served, then every session
 //!   gets close_notify.
 
