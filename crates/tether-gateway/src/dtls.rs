@@ -4,7 +4,7 @@
 //! table keyed by the peer's address and port):
 //!
 //! - A datagram from an address with a session goes to that session; from any other address
-//!   it goes to the [`Acceptor`](tether::dtls::Acceptor), which answers a first ClientHello
+//!   it goes to the [`Acceptor`], which answers a first ClientHello
 //!   with a cookie request and keeps nothing, and makes a session only for a ClientHello that
 //!   echoes a valid cookie (bound to the address, the ClientHello and a rotating secret). So
 //!   datagrams from spoofed addresses never make table entries; anything else is dropped and
