@@ -173,8 +173,7 @@ impl TlsConn {
         while !data.is_empty() {
             let queued = self.session.transmit_len();
             let chunk = data.len().min(SEND_CHUNK);
-            let mut out =
-                vec![0u8; queued + chunk + chunk.div_ceil(MAX_RECORD) * RECORD_OVERHEAD];
+            let mut out = vec![0u8; queued + chunk + chunk.div_ceil(MAX_RECORD) * RECORD_OVERHEAD];
             let queued = self.session.poll_transmit(&mut out);
             let sent = self
                 .session
