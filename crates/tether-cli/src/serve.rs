@@ -17,9 +17,9 @@
 //! The configuration file is TOML; its keys are the flags' names without the dashes in front
 //! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `ca`, `allow`,
 //! `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
-//! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `min-tls`, `log-level`).
-//! Relative paths in the file are relative to the file's directory. A flag given on the command line wins over the
-//! file. An unknown key or a bad value stops the start with one line naming the key and its
+//! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `verified-client-chains`,
+//! `min-tls`, `log-level`). Relative paths in the file are relative to the file's directory. A
+//! flag given on the command line wins over the file. An unknown key or a bad value stops the start with one line naming the key and its
 //! line in the file.
 //!
 //! With neither certificate flags nor a configuration file, `tether serve` uses a development
@@ -107,6 +107,11 @@ pub struct Args {
     /// Largest frame body in bytes; a larger frame gets ERROR (code 1), then close [default: 65536].
     #[arg(long, value_name = "BYTES")]
     max_frame: Option<NonZeroU32>,
+    /// Device certificate chains remembered as verified: a device reconnecting with the same
+    /// chain skips its signature checks (validity times and the handshake signature are still
+    /// checked); 0 turns it off [default: 4096].
+    #[arg(long, value_name = "N")]
+    verified_client_chains: Option<usize>,
     /// Seconds a drain (SIGTERM, Ctrl-C) may take before open connections are cut [default: 10].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     drain_timeout: Option<Duration>,
@@ -198,6 +203,7 @@ struct FileConfig {
     max_connections: Option<NonZeroUsize>,
     max_per_ip: Option<NonZeroUsize>,
     max_frame: Option<NonZeroU32>,
+    verified_client_chains: Option<usize>,
     #[serde(default, deserialize_with = "de_secs")]
     drain_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_version")]
@@ -551,6 +557,9 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     }
     if let Some(n) = args.max_frame.or(file.max_frame) {
         config.max_frame = n.get();
+    }
+    if let Some(n) = args.verified_client_chains.or(file.verified_client_chains) {
+        config.verified_client_chains = n;
     }
     let reload = args
         .ticket_reload

@@ -411,6 +411,8 @@ fn config_file_keys_and_flags_that_override_them() {
          key = \"server.key\"\n\
          ca = \"ca.pem\"\n\
          max-frame = 16\n\
+         verified-client-chains = 0\n\
+         log-level = \"warn\"\n\
          handshake-timeout = 2.5\n\
          idle-timeout = 60\n\
          min-tls = \"1.3\"\n\

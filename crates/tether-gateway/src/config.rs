@@ -59,6 +59,10 @@ pub struct GatewayConfig {
     /// The largest frame body accepted; a larger frame gets an ERROR frame (code 1), then
     /// close_notify.
     pub max_frame: u32,
+    /// Client certificate chains remembered as verified (mTLS): a device reconnecting with the
+    /// same chain skips its signature checks (times, pins and the handshake signature are still
+    /// checked). Default [`tether::config::DEFAULT_VERIFIED_CACHE`]; 0 turns it off.
+    pub verified_client_chains: usize,
     /// How long a drain may take: connections still open after it are cut.
     pub drain_timeout: Duration,
     /// Where session-ticket keys come from.
@@ -110,6 +114,7 @@ impl fmt::Debug for GatewayConfig {
             .field("max_connections", &self.max_connections)
             .field("max_per_ip", &self.max_per_ip)
             .field("max_frame", &self.max_frame)
+            .field("verified_client_chains", &self.verified_client_chains)
             .field("drain_timeout", &self.drain_timeout)
             .field("tickets", &self.tickets)
             .field("dtls", &self.dtls)
@@ -134,6 +139,7 @@ impl GatewayConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_per_ip: DEFAULT_MAX_PER_IP,
             max_frame: tether_wire::DEFAULT_MAX_BODY,
+            verified_client_chains: tether::config::DEFAULT_VERIFIED_CACHE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             tickets: TicketSource::default(),
             dtls: DtlsListen::SameAsTls,

@@ -144,6 +144,7 @@ impl Gateway {
             .handshake_timeout(config.handshake_timeout)
             .client_auth(auth)
             .ticketer(ticketer.clone())
+            .verified_client_chains(config.verified_client_chains)
             .build()
             .map_err(GatewayError::Tls)?;
 
