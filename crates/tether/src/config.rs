@@ -379,6 +379,9 @@ impl ClientConfigBuilder {
         // rustls counts the 5-byte record header in max_fragment_size.
         config.max_fragment_size = c.max_record.map(|n| n + 5);
         config.enable_sni = self.sni;
+        // Once the handshake has completed, a client session takes the traffic keys and does
+        // the records itself, in place (`Session`, crate `record`); they never leave it.
+        config.enable_secret_extraction = true;
         config.resumption = if c.resumption {
             rustls::client::Resumption::store(Arc::new(ClientSessionCache::new(self.cache_size)))
         } else {

@@ -76,6 +76,7 @@ pub mod error;
 pub mod pin;
 pub mod provision;
 pub mod reconnect;
+mod record;
 pub mod resume;
 pub mod session;
 pub mod socket;

@@ -43,6 +43,7 @@
 //! Records that a server keeps small ([`ServerConfig`]'s `max_record_size`) keep all of these
 //! small. docs/PERFORMANCE.md ("Device RAM") has the figures.
 
+use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -56,6 +57,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{ClientConfig, ServerConfig, TlsVersion};
 use crate::error::{CertificateError, ConfigError, Error, HandshakeError, Timeout};
+use crate::record::{self, Opened, Records};
 use crate::time::Instant;
 use crate::trust::{FailureSlot, ServerVerifier};
 
@@ -102,6 +104,22 @@ pub enum Side {
 enum Conn {
     Client(UnbufferedClientConnection),
     Server(UnbufferedServerConnection),
+    /// A client once its handshake has completed: tether's record layer, records opened in
+    /// place (see "Memory" in the module docs).
+    Records(Box<Established>),
+    /// Only while a client moves to `Records`, or after that failed.
+    Switching,
+}
+
+/// A client session after its handshake: the record layer and what the handshake settled.
+struct Established {
+    records: Records,
+    version: Option<TlsVersion>,
+    cipher_suite: Option<CipherSuite>,
+    kx_group: Option<NamedGroup>,
+    alpn: Option<Vec<u8>>,
+    resumed: bool,
+    peer_certificates: Option<Vec<CertificateDer<'static>>>,
 }
 
 /// Upper bound of the bytes a record adds to its plaintext: header (5) + TLS 1.2 explicit
@@ -120,6 +138,12 @@ pub struct Session {
     tx_pos: usize,
     plain: Vec<u8>,
     plain_pos: usize,
+    /// With tether's record layer: unread plaintext at `incoming[window.0..window.1]`, opened
+    /// in place in a record that takes `incoming[..window_record]`.
+    window: (usize, usize),
+    window_record: usize,
+    /// rustls holds decrypted data that `recv` has not asked for yet.
+    rustls_holds_plain: bool,
     deadline: Option<Instant>,
     started: Instant,
     last_now: Instant,
@@ -158,6 +182,8 @@ struct Work<'a> {
     sent: Sent,
     close: bool,
     close_done: bool,
+    /// `encrypt`'s buffer cannot hold one record: the size it needs (the session goes on).
+    buffer_needed: Option<usize>,
 }
 
 enum Step {
@@ -174,6 +200,8 @@ struct Bufs<'a> {
     /// Established: decrypted records may wait in rustls until `recv` has somewhere to put
     /// them (see `handle_state`).
     connected: bool,
+    /// Set when a decrypted record was left in rustls.
+    held: bool,
 }
 
 fn handle_state<D>(
@@ -193,6 +221,7 @@ fn handle_state<D>(
             // get past it to write. Taking it eagerly into `plain` would hold a third copy of
             // a full record next to rustls' and the input buffer's (see "Memory" above).
             if bufs.connected && work.read_out.is_none() && work.encrypt.is_none() && !work.close {
+                bufs.held = true;
                 return (discard, Step::Idle { may_write: true });
             }
             while let Some(rec) = rt.next_record() {
@@ -299,11 +328,13 @@ fn encrypt_fitting<D>(
     }
 }
 
+/// `$body` on the rustls connection, or `$other` once the record layer has taken over.
 macro_rules! with_conn {
-    ($conn:expr, $c:ident => $body:expr) => {
+    ($conn:expr, $c:ident => $body:expr, else $other:expr) => {
         match $conn {
             Conn::Client($c) => $body,
             Conn::Server($c) => $body,
+            _ => $other,
         }
     };
 }
@@ -386,6 +417,9 @@ impl Session {
             tx_pos: 0,
             plain: Vec::new(),
             plain_pos: 0,
+            window: (0, 0),
+            window_record: 0,
+            rustls_holds_plain: false,
             deadline: Some(now + timeout),
             started: now,
             last_now: now,
@@ -429,6 +463,9 @@ impl Session {
     }
 
     fn drive_committed(&mut self, work: &mut Work<'_>) -> bool {
+        if matches!(self.conn, Conn::Records(_)) {
+            return self.drive_records(work);
+        }
         let mut may_write = false;
         let mut guard = 0u32;
         while self.error.is_none() {
@@ -465,7 +502,152 @@ impl Session {
         if self.incoming.is_empty() && self.incoming.capacity() > 0 {
             self.incoming = Vec::new();
         }
+        if self.connected
+            && self.side == Side::Client
+            && self.error.is_none()
+            && self.incoming.is_empty()
+            && !self.rustls_holds_plain
+            && !self.peer_closed
+            && !self.close_requested
+        {
+            self.switch_to_records();
+        }
         may_write
+    }
+
+    /// A client whose handshake has completed takes the traffic keys from rustls and does the
+    /// records itself (crate `record`), so that a record is opened in place in `incoming`.
+    ///
+    /// Only at a record boundary with nothing left in rustls: no input it has not consumed,
+    /// no plaintext it holds (its handshake output is already in `tx`, as always).
+    fn switch_to_records(&mut self) {
+        if !matches!(self.conn, Conn::Client(_)) {
+            return;
+        }
+        let version = self.version();
+        let cipher_suite = self.cipher_suite();
+        let kx_group = self.kx_group();
+        let alpn = self.alpn().map(<[u8]>::to_vec);
+        let resumed = self.is_resumed();
+        let peer_certificates = self.peer_certificates().map(<[_]>::to_vec);
+        let Conn::Client(conn) = core::mem::replace(&mut self.conn, Conn::Switching) else {
+            return;
+        };
+        let records = conn
+            .dangerous_into_kernel_connection()
+            .and_then(|(secrets, kernel)| Records::new(kernel, secrets));
+        match records {
+            Ok(records) => {
+                self.conn = Conn::Records(Box::new(Established {
+                    records,
+                    version,
+                    cipher_suite,
+                    kx_group,
+                    alpn,
+                    resumed,
+                    peer_certificates,
+                }))
+            }
+            Err(e) => self.fail(record::to_error(e)),
+        }
+    }
+
+    fn established(&self) -> Option<&Established> {
+        match &self.conn {
+            Conn::Records(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// [`drive`](Self::drive) once tether's record layer has taken over: opens records in
+    /// place while no plaintext is waiting (so close_notify, tickets and key updates are seen
+    /// as they arrive), copies plaintext to `recv`'s buffer, seals `send`'s data and
+    /// close_notify.
+    fn drive_records(&mut self, work: &mut Work<'_>) -> bool {
+        let Conn::Records(est) = &mut self.conn else {
+            return false;
+        };
+        let records = &mut est.records;
+        let mut failed = None;
+        loop {
+            if self.window.0 < self.window.1 {
+                let Some(out) = work.read_out.as_deref_mut() else {
+                    break;
+                };
+                let n = (self.window.1 - self.window.0).min(out.len() - work.read_n);
+                if n == 0 {
+                    break;
+                }
+                out[work.read_n..work.read_n + n]
+                    .copy_from_slice(&self.incoming[self.window.0..self.window.0 + n]);
+                work.read_n += n;
+                self.window.0 += n;
+                if self.window.0 < self.window.1 {
+                    break;
+                }
+                // The record is read: it goes.
+                self.incoming.drain(..self.window_record);
+                self.window = (0, 0);
+                self.window_record = 0;
+                continue;
+            }
+            if self.peer_closed {
+                break;
+            }
+            match records.open(&mut self.incoming, &mut self.tx) {
+                Ok(Opened::NeedMore) => break,
+                Ok(Opened::Data { start, end, len }) => {
+                    self.window = (start, end);
+                    self.window_record = len;
+                }
+                Ok(Opened::Consumed { len }) => {
+                    self.incoming.drain(..len);
+                }
+                Ok(Opened::Closed) => {
+                    // RFC 8446 6.1: anything after close_notify is ignored.
+                    self.peer_closed = true;
+                    self.peer_closed_event = true;
+                    self.incoming = Vec::new();
+                    break;
+                }
+                Err(e) => {
+                    records.send_alert_for(&e, &mut self.tx);
+                    failed = Some(record::to_error(e));
+                    break;
+                }
+            }
+        }
+        if failed.is_none()
+            && let Some((data, out)) = work.encrypt.take()
+        {
+            match records.seal_data(data, out, self.max_fragment) {
+                Ok((0, _)) if !data.is_empty() => {
+                    work.buffer_needed =
+                        Some(data.len().min(self.max_fragment) + records.overhead());
+                }
+                Ok((consumed, written)) => {
+                    work.sent.consumed += consumed;
+                    work.sent.written += written;
+                }
+                Err(e) => failed = Some(record::to_error(e)),
+            }
+        }
+        if failed.is_none() && work.close && !work.close_done {
+            records.close_notify(&mut self.tx);
+            work.close_done = true;
+        }
+        if let Some(err) = failed {
+            self.fail(err);
+            return false;
+        }
+        if self.incoming.is_empty() {
+            if self.incoming.capacity() > 0 {
+                self.incoming = Vec::new();
+            }
+        } else if self.incoming.capacity() - self.incoming.len() > SPARE_INPUT {
+            self.incoming.shrink_to_fit();
+        }
+        true
     }
 
     /// After a failure, collects the alert rustls queued, if any.
@@ -474,7 +656,7 @@ impl Session {
     /// buffer (its deframer remembers positions in it) yields the alert without re-running the
     /// step that failed.
     fn flush_alert(&mut self) {
-        while with_conn!(&self.conn, c => c.wants_write()) {
+        while with_conn!(&self.conn, c => c.wants_write(), else false) {
             if !matches!(self.step(&mut Work::default()), Step::Again) {
                 break;
             }
@@ -488,11 +670,13 @@ impl Session {
             plain: &mut self.plain,
             max_fragment: self.max_fragment,
             connected: self.connected,
+            held: false,
         };
         let incoming = &mut self.incoming;
         let (discard, step) = with_conn!(&mut self.conn, c => {
             handle_state(c.process_tls_records(incoming), &mut bufs, work)
-        });
+        }, else (0, Step::Idle { may_write: false }));
+        self.rustls_holds_plain = bufs.held;
         self.incoming.drain(..discard.min(self.incoming.len()));
         // What is left is the start of the next record: do not keep a full record's capacity
         // around it (the next read grows it again, exactly).
@@ -533,6 +717,8 @@ impl Session {
         self.plain = Vec::new();
         self.plain_pos = 0;
         self.incoming = Vec::new();
+        self.window = (0, 0);
+        self.window_record = 0;
         self.input_reserved = 0;
     }
 
@@ -659,7 +845,7 @@ impl Session {
     }
 
     fn has_buffered_data(&self) -> bool {
-        self.plain_pos < self.plain.len()
+        self.plain_pos < self.plain.len() || self.window.0 < self.window.1
     }
 
     /// True until the handshake has completed.
@@ -710,6 +896,11 @@ impl Session {
         };
         self.drive(&mut work);
         self.check()?;
+        if let Some(needed) = work.buffer_needed
+            && written == 0
+        {
+            return Err(Error::BufferTooSmall { needed });
+        }
         let sent = work.sent;
         Ok(Sent {
             consumed: sent.consumed,
@@ -726,7 +917,7 @@ impl Session {
         if buf.is_empty() {
             return Ok(Recv::Pending);
         }
-        if self.has_buffered_data() {
+        if self.plain_pos < self.plain.len() {
             let avail = &self.plain[self.plain_pos..];
             let n = avail.len().min(buf.len());
             buf[..n].copy_from_slice(&avail[..n]);
@@ -788,33 +979,39 @@ impl Session {
 
     /// The negotiated TLS version.
     pub fn version(&self) -> Option<TlsVersion> {
-        with_conn!(&self.conn, c => c.protocol_version()).and_then(TlsVersion::from_rustls)
+        with_conn!(&self.conn, c => c.protocol_version().and_then(TlsVersion::from_rustls),
+            else self.established().and_then(|e| e.version))
     }
 
     /// The negotiated cipher suite.
     pub fn cipher_suite(&self) -> Option<CipherSuite> {
-        with_conn!(&self.conn, c => c.negotiated_cipher_suite()).map(|s| s.suite())
+        with_conn!(&self.conn, c => c.negotiated_cipher_suite().map(|s| s.suite()),
+            else self.established().and_then(|e| e.cipher_suite))
     }
 
     /// The negotiated key-exchange group (absent on TLS 1.2 resumption).
     pub fn kx_group(&self) -> Option<NamedGroup> {
-        with_conn!(&self.conn, c => c.negotiated_key_exchange_group()).map(|g| g.name())
+        with_conn!(&self.conn, c => c.negotiated_key_exchange_group().map(|g| g.name()),
+            else self.established().and_then(|e| e.kx_group))
     }
 
     /// The negotiated ALPN protocol.
     pub fn alpn(&self) -> Option<&[u8]> {
-        with_conn!(&self.conn, c => c.alpn_protocol())
+        with_conn!(&self.conn, c => c.alpn_protocol(),
+            else self.established().and_then(|e| e.alpn.as_deref()))
     }
 
     /// True when this connection resumed an earlier session.
     pub fn is_resumed(&self) -> bool {
-        with_conn!(&self.conn, c => c.handshake_kind()) == Some(HandshakeKind::Resumed)
+        with_conn!(&self.conn, c => c.handshake_kind() == Some(HandshakeKind::Resumed),
+            else self.established().is_some_and(|e| e.resumed))
     }
 
     /// The peer's certificate chain (leaf first), once received. A resumed session carries the
     /// chain of the session it resumed.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        with_conn!(&self.conn, c => c.peer_certificates())
+        with_conn!(&self.conn, c => c.peer_certificates(),
+            else self.established().and_then(|e| e.peer_certificates.as_deref()))
     }
 
     /// How long the handshake took, from creation to completion, measured with the `now`

@@ -1,0 +1,565 @@
+//! tether's own record layer for an established client session: records decrypted in place.
+//!
+//! rustls 0.23's unbuffered API decrypts a record in the caller's buffer and then hands the
+//! plaintext out as a copy of its own, so a full 16 KiB record costs two 16 KiB buffers at
+//! once. Once a client's handshake has completed, [`Session`](crate::Session) therefore takes
+//! the traffic keys from rustls ([`rustls::kernel`], the API rustls offers for kTLS) and does
+//! the records itself: each record is opened in place in the session's input buffer, and the
+//! application reads its plaintext from there. rustls keeps what it still owns after the
+//! handshake: new traffic secrets on a TLS 1.3 key update and the session tickets the server
+//! sends (which go to the configuration's session cache, as before).
+//!
+//! What this layer does, per RFC 8446 section 5 and RFC 5246 section 6.2:
+//! - opens records (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; TLS 1.2's explicit GCM nonce
+//!   and additional data; TLS 1.3's inner content type and padding), with the size limits of
+//!   each version; a record that fails to open is `bad_record_mac`, fatal;
+//! - seals application data, close_notify and the alerts it sends on failure;
+//! - post-handshake messages: TLS 1.3 NewSessionTicket (to rustls) and KeyUpdate (new receive
+//!   keys; answered with a KeyUpdate of its own when the peer asks), joined across records,
+//!   never across a key change; a TLS 1.2 HelloRequest gets a no_renegotiation warning (as
+//!   rustls answers it); anything else (a post-handshake CertificateRequest tether never
+//!   offered) is refused;
+//! - alerts: close_notify ends the stream, a fatal alert fails it, TLS 1.2 warnings are
+//!   ignored, TLS 1.3 `user_canceled` too;
+//! - sequence numbers: a TLS 1.3 sender updates its keys before the suite's confidentiality
+//!   limit; a TLS 1.2 sender stops there.
+
+use alloc::vec::Vec;
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::client::ClientConnectionData;
+use rustls::kernel::KernelConnection;
+use rustls::{AlertDescription, ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion};
+
+const HEADER: usize = 5;
+const TAG: usize = 16;
+const MAX_PLAINTEXT: usize = 16 * 1024;
+/// RFC 8446 5.2: TLSCiphertext.length at most 2^14 + 256.
+const MAX_CIPHERTEXT_13: usize = MAX_PLAINTEXT + 256;
+/// RFC 5246 6.2.3: TLSCiphertext.length at most 2^14 + 2048.
+const MAX_CIPHERTEXT_12: usize = MAX_PLAINTEXT + 2048;
+/// Post-handshake messages larger than this are refused (a ticket is a few hundred bytes).
+const MAX_HANDSHAKE_MESSAGE: usize = MAX_PLAINTEXT;
+/// Records sealed before the suite's confidentiality limit at which a TLS 1.3 sender updates
+/// its keys (rustls does the same with its own margin).
+const KEY_UPDATE_MARGIN: u64 = 1 << 16;
+
+const HS_HELLO_REQUEST: u8 = 0;
+const HS_NEW_SESSION_TICKET: u8 = 4;
+const HS_KEY_UPDATE: u8 = 24;
+
+/// One direction's keys.
+struct Keys {
+    key: LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl Keys {
+    fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> Result<Keys, Error> {
+        let (alg, key, iv) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => {
+                return Err(Error::General(
+                    "unsupported cipher for tether's record layer".into(),
+                ));
+            }
+        };
+        let key = UnboundKey::new(alg, key.as_ref())
+            .map_err(|_| Error::General("bad traffic key".into()))?;
+        let iv: [u8; 12] = iv
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::General("bad traffic iv".into()))?;
+        Ok(Keys {
+            key: LessSafeKey::new(key),
+            iv,
+            seq,
+        })
+    }
+
+    /// The per-record nonce: the IV XORed with the sequence number (RFC 8446 5.3; rustls uses
+    /// the same construction for TLS 1.2's GCM explicit nonce and ChaCha20-Poly1305).
+    fn nonce(&self) -> [u8; 12] {
+        let mut n = self.iv;
+        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        n
+    }
+
+    fn next_seq(&mut self) -> Result<(), Error> {
+        self.seq = self.seq.checked_add(1).ok_or(Error::EncryptError)?;
+        Ok(())
+    }
+}
+
+/// What [`Records::open`] found at the start of the input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Opened {
+    /// No whole record yet.
+    NeedMore,
+    /// Application data: the plaintext is `input[start..end]`, opened in place; the record
+    /// takes `input[..len]`.
+    Data {
+        start: usize,
+        end: usize,
+        len: usize,
+    },
+    /// A record with nothing for the application (a ticket, a key update, a warning alert, an
+    /// empty record): `input[..len]` may go.
+    Consumed { len: usize },
+    /// close_notify: the stream has ended; nothing after it counts.
+    Closed,
+}
+
+/// The record layer of an established TLS client connection. See the [module docs](self).
+pub(crate) struct Records {
+    kernel: KernelConnection<ClientConnectionData>,
+    tls13: bool,
+    gcm: bool,
+    rx: Keys,
+    tx: Keys,
+    tx_limit: u64,
+    /// A post-handshake message split over records, until it is whole.
+    hs: Vec<u8>,
+}
+
+impl Records {
+    pub(crate) fn new(
+        kernel: KernelConnection<ClientConnectionData>,
+        secrets: rustls::ExtractedSecrets,
+    ) -> Result<Records, Error> {
+        let tls13 = match kernel.protocol_version() {
+            ProtocolVersion::TLSv1_3 => true,
+            ProtocolVersion::TLSv1_2 => false,
+            _ => return Err(Error::General("unsupported TLS version".into())),
+        };
+        let gcm = !matches!(
+            secrets.rx.1,
+            ConnectionTrafficSecrets::Chacha20Poly1305 { .. }
+        );
+        let limit = match kernel.negotiated_cipher_suite() {
+            rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
+            rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
+        };
+        Ok(Records {
+            tls13,
+            gcm,
+            rx: Keys::new(secrets.rx.0, secrets.rx.1)?,
+            tx: Keys::new(secrets.tx.0, secrets.tx.1)?,
+            tx_limit: limit,
+            kernel,
+            hs: Vec::new(),
+        })
+    }
+
+    /// Bytes a record adds to its plaintext.
+    pub(crate) fn overhead(&self) -> usize {
+        match (self.tls13, self.gcm) {
+            (true, _) => HEADER + 1 + TAG,
+            (false, true) => HEADER + 8 + TAG,
+            (false, false) => HEADER + TAG,
+        }
+    }
+
+    /// Opens the record at the start of `input`, in place.
+    ///
+    /// Messages to send in reply (a KeyUpdate) go to `tx`. On an error the caller sends
+    /// [`alert_for`] of it and fails the connection.
+    pub(crate) fn open(&mut self, input: &mut [u8], tx: &mut Vec<u8>) -> Result<Opened, Error> {
+        if input.len() < HEADER {
+            return Ok(Opened::NeedMore);
+        }
+        let typ = input[0];
+        let len = usize::from(u16::from_be_bytes([input[3], input[4]]));
+        let max = if self.tls13 {
+            MAX_CIPHERTEXT_13
+        } else {
+            MAX_CIPHERTEXT_12
+        };
+        if len > max {
+            return Err(Error::PeerSentOversizedRecord);
+        }
+        // Checked before the whole record is in, so that a bad header fails at once.
+        if input[1] != 0x03 {
+            return Err(Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType,
+            ));
+        }
+        if input.len() < HEADER + len {
+            return Ok(Opened::NeedMore);
+        }
+        let total = HEADER + len;
+        let (header, rest) = input[..total].split_at_mut(HEADER);
+        let (content, start, end) = if self.tls13 {
+            // RFC 8446 5.2: every record after the handshake is application_data on the outside.
+            if typ != u8::from(ContentType::ApplicationData) {
+                return Err(unexpected(
+                    "a record that is not encrypted after the handshake",
+                ));
+            }
+            if len < TAG + 1 {
+                return Err(Error::DecryptError);
+            }
+            let nonce = Nonce::assume_unique_for_key(self.rx.nonce());
+            let plain = self
+                .rx
+                .key
+                .open_in_place(nonce, Aad::from(&header[..]), rest)
+                .map_err(|_| Error::DecryptError)?;
+            // The inner content type is the last non-zero byte; zeros after it are padding.
+            let Some(pos) = plain.iter().rposition(|&b| b != 0) else {
+                return Err(unexpected("a record with no content type"));
+            };
+            if pos > MAX_PLAINTEXT {
+                return Err(Error::PeerSentOversizedRecord);
+            }
+            (plain[pos], HEADER, HEADER + pos)
+        } else {
+            let explicit = if self.gcm { 8 } else { 0 };
+            if len < explicit + TAG {
+                return Err(Error::DecryptError);
+            }
+            let plain_len = len - explicit - TAG;
+            if plain_len > MAX_PLAINTEXT {
+                return Err(Error::PeerSentOversizedRecord);
+            }
+            let nonce = if self.gcm {
+                let mut n = [0u8; 12];
+                n[..4].copy_from_slice(&self.rx.iv[..4]);
+                n[4..].copy_from_slice(&rest[..8]);
+                n
+            } else {
+                self.rx.nonce()
+            };
+            let mut aad = [0u8; 13];
+            aad[..8].copy_from_slice(&self.rx.seq.to_be_bytes());
+            aad[8..11].copy_from_slice(&header[..3]);
+            aad[11..].copy_from_slice(&(plain_len as u16).to_be_bytes());
+            self.rx
+                .key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    &mut rest[explicit..],
+                )
+                .map_err(|_| Error::DecryptError)?;
+            let start = HEADER + explicit;
+            (typ, start, start + plain_len)
+        };
+        self.rx.seq = self.rx.seq.checked_add(1).ok_or(Error::DecryptError)?;
+        let content = ContentType::from(content);
+        if !self.hs.is_empty() && content != ContentType::Handshake {
+            // RFC 8446 5.1: a message split over records is not interleaved with others.
+            return Err(unexpected(
+                "a record in the middle of a split handshake message",
+            ));
+        }
+        match content {
+            ContentType::ApplicationData if end > start => Ok(Opened::Data {
+                start,
+                end,
+                len: total,
+            }),
+            ContentType::ApplicationData => Ok(Opened::Consumed { len: total }),
+            ContentType::Alert => self.alert(&input[start..end], total),
+            ContentType::Handshake => {
+                let body = input[start..end].to_vec();
+                self.handshake(&body, tx)?;
+                Ok(Opened::Consumed { len: total })
+            }
+            _ => Err(unexpected(
+                "a record type that is not allowed after the handshake",
+            )),
+        }
+    }
+
+    fn alert(&mut self, body: &[u8], total: usize) -> Result<Opened, Error> {
+        let [level, desc] = *body else {
+            return Err(decode_error("an alert that is not two bytes"));
+        };
+        let desc = AlertDescription::from(desc);
+        if desc == AlertDescription::CloseNotify {
+            return Ok(Opened::Closed);
+        }
+        // TLS 1.2 warnings are not fatal; in TLS 1.3 only user_canceled is (RFC 8446 6.1).
+        let warning = level == 1;
+        if warning && (!self.tls13 || desc == AlertDescription::UserCanceled) {
+            return Ok(Opened::Consumed { len: total });
+        }
+        Err(Error::AlertReceived(desc))
+    }
+
+    fn handshake(&mut self, body: &[u8], tx: &mut Vec<u8>) -> Result<(), Error> {
+        if body.is_empty() {
+            return Err(unexpected("an empty handshake record"));
+        }
+        let mut joined;
+        let mut msgs: &[u8] = if self.hs.is_empty() {
+            body
+        } else {
+            joined = core::mem::take(&mut self.hs);
+            joined.extend_from_slice(body);
+            &joined
+        };
+        while !msgs.is_empty() {
+            let Some(&[typ, a, b, c]) = msgs.get(..4).map(|h| <&[u8; 4]>::try_from(h).unwrap())
+            else {
+                return self.keep_partial(msgs);
+            };
+            let len = u32::from_be_bytes([0, a, b, c]) as usize;
+            if len > MAX_HANDSHAKE_MESSAGE {
+                return Err(Error::PeerSentOversizedRecord);
+            }
+            if msgs.len() < 4 + len {
+                return self.keep_partial(msgs);
+            }
+            let payload = &msgs[4..4 + len];
+            msgs = &msgs[4 + len..];
+            match typ {
+                HS_NEW_SESSION_TICKET if self.tls13 => {
+                    self.kernel.handle_new_session_ticket(payload)?;
+                }
+                HS_KEY_UPDATE if self.tls13 => {
+                    // RFC 8446 5.1: a key change ends the record.
+                    if !msgs.is_empty() {
+                        return Err(unexpected("data after a KeyUpdate in its record"));
+                    }
+                    let requested = match payload {
+                        [0] => false,
+                        [1] => true,
+                        _ => {
+                            return Err(Error::InvalidMessage(
+                                rustls::InvalidMessage::InvalidKeyUpdate,
+                            ));
+                        }
+                    };
+                    let (seq, secrets) = self.kernel.update_rx_secret()?;
+                    self.rx = Keys::new(seq, secrets)?;
+                    if requested {
+                        self.send_key_update(tx)?;
+                    }
+                }
+                HS_HELLO_REQUEST if !self.tls13 && payload.is_empty() => {
+                    // TLS 1.2 renegotiation, which tether never does: refused with a warning
+                    // (RFC 5246 7.4.1.1), as rustls does; the connection goes on.
+                    self.seal(
+                        ContentType::Alert,
+                        &[1, u8::from(AlertDescription::NoRenegotiation)],
+                        tx,
+                    )?;
+                }
+                _ => {
+                    // A message tether never asked for (a post-handshake CertificateRequest,
+                    // a ClientHello, ...).
+                    return Err(unexpected("a handshake message after the handshake"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn keep_partial(&mut self, msgs: &[u8]) -> Result<(), Error> {
+        self.hs = msgs.to_vec();
+        Ok(())
+    }
+
+    /// Seals one record of `content` carrying `data` (at most 2^14 bytes) at the end of `out`.
+    fn seal(&mut self, content: ContentType, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        let start = out.len();
+        out.resize(start + self.overhead() + data.len(), 0);
+        let n = self.seal_into(content, data, &mut out[start..])?;
+        out.truncate(start + n);
+        Ok(())
+    }
+
+    /// Seals one record into `out`, which must hold `data.len() + overhead()`; returns its size.
+    fn seal_into(
+        &mut self,
+        content: ContentType,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        if self.tx.seq >= self.tx_limit {
+            return Err(Error::EncryptError);
+        }
+        let total = self.overhead() + data.len();
+        let out = &mut out[..total];
+        let body_len = (total - HEADER) as u16;
+        let (outer, explicit, inner_len) = if self.tls13 {
+            (ContentType::ApplicationData, 0, data.len() + 1)
+        } else if self.gcm {
+            (content, 8, data.len())
+        } else {
+            (content, 0, data.len())
+        };
+        out[0] = u8::from(outer);
+        out[1..3].copy_from_slice(&[0x03, 0x03]);
+        out[3..5].copy_from_slice(&body_len.to_be_bytes());
+        let nonce = self.tx.nonce();
+        let (header, rest) = out.split_at_mut(HEADER);
+        rest[explicit..explicit + data.len()].copy_from_slice(data);
+        if self.tls13 {
+            rest[data.len()] = u8::from(content);
+        }
+        if explicit > 0 {
+            rest[..8].copy_from_slice(&nonce[4..]);
+        }
+        let (body, tag) = rest[explicit..].split_at_mut(inner_len);
+        let aad_12;
+        let aad: &[u8] = if self.tls13 {
+            header
+        } else {
+            let mut a = [0u8; 13];
+            a[..8].copy_from_slice(&self.tx.seq.to_be_bytes());
+            a[8..11].copy_from_slice(&header[..3]);
+            a[11..].copy_from_slice(&(data.len() as u16).to_be_bytes());
+            aad_12 = a;
+            &aad_12
+        };
+        let t = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+            .map_err(|_| Error::EncryptError)?;
+        tag.copy_from_slice(t.as_ref());
+        self.tx.next_seq()?;
+        Ok(total)
+    }
+
+    /// Before a TLS 1.3 sender nears its suite's limit, it updates its keys (the KeyUpdate goes
+    /// out first, in `out`); returns the bytes written.
+    fn refresh_if_due(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        if !self.tls13 || self.tx.seq < self.tx_limit.saturating_sub(KEY_UPDATE_MARGIN) {
+            return Ok(0);
+        }
+        let n = self.seal_into(ContentType::Handshake, &[HS_KEY_UPDATE, 0, 0, 1, 0], out)?;
+        let (seq, secrets) = self.kernel.update_tx_secret()?;
+        self.tx = Keys::new(seq, secrets)?;
+        Ok(n)
+    }
+
+    fn send_key_update(&mut self, tx: &mut Vec<u8>) -> Result<(), Error> {
+        self.seal(ContentType::Handshake, &[HS_KEY_UPDATE, 0, 0, 1, 0], tx)?;
+        let (seq, secrets) = self.kernel.update_tx_secret()?;
+        self.tx = Keys::new(seq, secrets)?;
+        Ok(())
+    }
+
+    /// Seals as much of `data` as fits `out` in records of at most `max_fragment` bytes;
+    /// returns (consumed, written). `Ok((0, _))` with data left means `out` is too small for
+    /// even one byte of it.
+    pub(crate) fn seal_data(
+        &mut self,
+        data: &[u8],
+        out: &mut [u8],
+        max_fragment: usize,
+    ) -> Result<(usize, usize), Error> {
+        let overhead = self.overhead();
+        let mut consumed = 0;
+        let mut written = 0;
+        while consumed < data.len() {
+            // A key update needs room for its own record and one byte of data after it.
+            if self.tls13 && self.tx.seq >= self.tx_limit.saturating_sub(KEY_UPDATE_MARGIN) {
+                if out.len() - written < 2 * overhead + 5 {
+                    break;
+                }
+                written += self.refresh_if_due(&mut out[written..])?;
+            }
+            let room = (out.len() - written).saturating_sub(overhead);
+            let n = (data.len() - consumed).min(max_fragment).min(room);
+            if n == 0 {
+                break;
+            }
+            written += self.seal_into(
+                ContentType::ApplicationData,
+                &data[consumed..consumed + n],
+                &mut out[written..],
+            )?;
+            consumed += n;
+        }
+        Ok((consumed, written))
+    }
+
+    /// Queues close_notify.
+    pub(crate) fn close_notify(&mut self, tx: &mut Vec<u8>) {
+        let _ = self.seal(ContentType::Alert, &[1, 0], tx);
+    }
+
+    /// Queues the fatal alert that goes with `err`, if any (best effort: the connection fails
+    /// either way).
+    pub(crate) fn send_alert_for(&mut self, err: &Error, tx: &mut Vec<u8>) {
+        if let Some(desc) = alert_for(err) {
+            let _ = self.seal(ContentType::Alert, &[2, u8::from(desc)], tx);
+        }
+    }
+}
+
+fn decode_error(what: &str) -> Error {
+    Error::General(alloc::format!("decode error: {what}"))
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::General(alloc::format!("unexpected message: {what}"))
+}
+
+/// tether's error for an error of this layer.
+pub(crate) fn to_error(err: Error) -> crate::Error {
+    match err {
+        Error::General(m) => crate::Error::Protocol(m),
+        other => crate::error::from_rustls(other),
+    }
+}
+
+/// The alert RFC 8446 6.2 names for an error of this layer.
+fn alert_for(err: &Error) -> Option<AlertDescription> {
+    Some(match err {
+        Error::DecryptError => AlertDescription::BadRecordMac,
+        Error::PeerSentOversizedRecord => AlertDescription::RecordOverflow,
+        Error::InvalidMessage(_) => AlertDescription::DecodeError,
+        Error::General(m) if m.starts_with("decode error") => AlertDescription::DecodeError,
+        Error::General(m) if m.starts_with("unexpected message") => {
+            AlertDescription::UnexpectedMessage
+        }
+        Error::AlertReceived(_) => return None,
+        _ => AlertDescription::InternalError,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_xors_the_sequence_into_the_last_eight_bytes() {
+        let k = Keys {
+            key: LessSafeKey::new(UnboundKey::new(&aead::AES_128_GCM, &[0; 16]).unwrap()),
+            iv: [0xff; 12],
+            seq: 0x0102,
+        };
+        let n = k.nonce();
+        assert_eq!(&n[..10], &[0xff; 10]);
+        assert_eq!(n[10..], [0xfe, 0xfd]);
+    }
+
+    #[test]
+    fn alerts_for_errors() {
+        assert_eq!(
+            alert_for(&Error::DecryptError),
+            Some(AlertDescription::BadRecordMac)
+        );
+        assert_eq!(
+            alert_for(&unexpected("x")),
+            Some(AlertDescription::UnexpectedMessage)
+        );
+        assert_eq!(
+            alert_for(&Error::AlertReceived(AlertDescription::HandshakeFailure)),
+            None
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! An established client's own record layer (records opened in place, crate-private module
+//! `record`) against a tether server, in memory: records in any split, several per input,
+//! tickets that arrive after the switch, and hostile records: a changed byte, an oversized
+//! length, an unencrypted record. Each of those fails the client with a clear error, hands
+//! nothing to the application, and sends the alert RFC 8446 names, which the server reads.
+//! Real peers (every cipher suite, padding, key updates, renegotiation requests) are in
+//! `interop.rs`.
+
+mod common;
+
+use common::*;
+use tether::error::{Alert, HandshakeError};
+use tether::{Error, Recv, Session};
+
+fn versions() -> [(tether::TlsVersion, tether::TlsVersion); 2] {
+    [V12, V13]
+}
+
+/// A connected pair with the handshake's leftovers (tickets) delivered.
+fn connected(v: (tether::TlsVersion, tether::TlsVersion)) -> Pair {
+    let mut p = Pair::new(
+        &client_config(v, false),
+        "localhost",
+        &server_config(v, false),
+    );
+    p.handshake().expect("handshake");
+    p.run().expect("settle");
+    p
+}
+
+/// The server's records for `data`, not delivered.
+fn server_records(p: &mut Pair, data: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    send_all(&mut p.server, data, &mut wire);
+    wire
+}
+
+/// Everything the client has to send.
+fn client_output(s: &mut Session) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.poll_transmit(&mut buf);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Feeds `wire` to the client and reads what it gives: (data, the error that ended it).
+fn feed_client(p: &mut Pair, wire: &[u8], piece: usize) -> (Vec<u8>, Option<Error>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 700];
+    for chunk in wire.chunks(piece) {
+        if let Err(e) = p.client.handle_input(p.now, chunk) {
+            return (got, Some(e));
+        }
+        loop {
+            match p.client.recv(&mut buf) {
+                Ok(Recv::Data(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(_) => break,
+                Err(e) => return (got, Some(e)),
+            }
+        }
+    }
+    (got, None)
+}
+
+/// The alert the server reads from the client's output.
+fn alert_at_server(p: &mut Pair) -> Error {
+    let alert = client_output(&mut p.client);
+    assert!(!alert.is_empty(), "the client sent no alert");
+    p.server
+        .handle_input(p.now, &alert)
+        .expect_err("the server reads a fatal alert")
+}
+
+#[test]
+fn records_in_any_split_and_several_per_input_arrive_intact() {
+    for v in versions() {
+        for piece in [1, 7, 1000, 40_000] {
+            let mut p = connected(v);
+            let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+            // Three records of 16 KiB, 16 KiB and the rest, then two small ones.
+            let mut wire = server_records(&mut p, &data);
+            wire.extend(server_records(&mut p, b"tail one"));
+            wire.extend(server_records(&mut p, b"tail two"));
+            let (got, err) = feed_client(&mut p, &wire, piece);
+            assert_eq!(err, None, "{v:?} piece {piece}");
+            let mut want = data.clone();
+            want.extend_from_slice(b"tail onetail two");
+            assert!(
+                got == want,
+                "{v:?} piece {piece}: {} bytes differ",
+                got.len()
+            );
+            // And the other way, after reading.
+            p.client_send(b"client says hi");
+            p.run().unwrap();
+            assert_eq!(p.server_got, b"client says hi");
+        }
+    }
+}
+
+#[test]
+fn a_changed_byte_is_bad_record_mac_and_no_data() {
+    for v in versions() {
+        let mut p = connected(v);
+        let mut wire = server_records(&mut p, b"secret command");
+        let last = wire.len() - 20;
+        wire[last] ^= 0x01;
+        let (got, err) = feed_client(&mut p, &wire, 4096);
+        assert!(
+            got.is_empty(),
+            "{v:?}: data from a changed record reached the application"
+        );
+        assert_eq!(
+            err,
+            Some(Error::Protocol(
+                "a record failed to decrypt (bad_record_mac)".into()
+            )),
+            "{v:?}"
+        );
+        // The session stays failed, and the server reads bad_record_mac (20).
+        assert!(p.client.is_failed());
+        assert_eq!(
+            alert_at_server(&mut p),
+            Error::Handshake(HandshakeError::AlertReceived(Alert(20))),
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn an_oversized_record_is_record_overflow() {
+    for v in versions() {
+        let mut p = connected(v);
+        // Application data with a length past what either version allows.
+        let header = [23u8, 3, 3, 0x48, 0x01];
+        let (got, err) = feed_client(&mut p, &header, 5);
+        assert!(got.is_empty());
+        assert_eq!(
+            err,
+            Some(Error::Protocol("the peer sent an oversized record".into())),
+            "{v:?}"
+        );
+        assert_eq!(
+            alert_at_server(&mut p),
+            Error::Handshake(HandshakeError::AlertReceived(Alert(22))),
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unencrypted_record_after_a_tls13_handshake_is_unexpected_message() {
+    let mut p = connected(V13);
+    // A plaintext handshake record (a ClientHello-like body) where only application_data is
+    // allowed.
+    let record = [22u8, 3, 3, 0, 4, 1, 0, 0, 0];
+    let (got, err) = feed_client(&mut p, &record, 9);
+    assert!(got.is_empty());
+    match err {
+        Some(Error::Protocol(m)) => assert!(m.contains("unexpected message"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        alert_at_server(&mut p),
+        Error::Handshake(HandshakeError::AlertReceived(Alert(10)))
+    );
+}
+
+#[test]
+fn a_send_buffer_too_small_for_a_record_leaves_the_session_usable() {
+    for v in versions() {
+        let mut p = connected(v);
+        let mut tiny = [0u8; 10];
+        match p.client.send(b"hello", &mut tiny) {
+            Err(Error::BufferTooSmall { needed }) => assert!(needed > 10 && needed <= 5 + 29),
+            other => panic!("{v:?}: {other:?}"),
+        }
+        p.client_send(b"hello");
+        p.run().unwrap();
+        assert_eq!(p.server_got, b"hello", "{v:?}");
+    }
+}
+
+#[test]
+fn tickets_that_arrive_after_the_switch_resume_the_next_connection() {
+    // The server's TLS 1.3 ticket comes after the handshake, so the client's record layer
+    // hands it to rustls; the next connection from the same config resumes with it.
+    let client = client_config(V13, false);
+    let server = server_config(V13, false);
+    let mut first = Pair::new(&client, "localhost", &server);
+    first.handshake().unwrap();
+    first.run().unwrap();
+    assert!(!first.client.is_resumed());
+    let mut second = Pair::new(&client, "localhost", &server);
+    second.handshake().unwrap();
+    assert!(second.client.is_resumed());
+    assert!(second.server.is_resumed());
+}
