@@ -301,13 +301,15 @@ struct Pki {
 // ---------------------------------------------------------------------------------------------
 // Clients
 
-/// tether's device client configuration: TLS 1.3 only, X25519 only, no resumption cache.
+/// tether's device client configuration: TLS 1.3 only, X25519 only, no resumption cache, the
+/// server's chain not kept once verified.
 fn tether_config(pki: &Pki) -> Result<ClientConfig, String> {
     let trust = Trust::from_pem(&pki.ca_pem).map_err(|e| e.to_string())?;
     ClientConfig::builder(trust)
         .versions(TlsVersion::Tls13, TlsVersion::Tls13)
         .kx_groups(&[NamedGroup::X25519])
         .resumption(false)
+        .keep_peer_certificates(false)
         .build()
         .map_err(|e| e.to_string())
 }
@@ -336,7 +338,8 @@ mod session_client {
         tcp: &mut TcpStream,
         t0: &std::time::Instant,
     ) -> Result<bool, String> {
-        let buf = s.input_buffer(READ);
+        let size = s.read_size(READ);
+        let buf = s.input_buffer(size);
         let n = tcp.read(buf).map_err(|e| e.to_string())?;
         let now = Instant::from_micros(t0.elapsed().as_micros() as u64);
         s.commit_input(now, n).map_err(|e| e.to_string())?;

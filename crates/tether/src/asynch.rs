@@ -249,7 +249,7 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
         if self.eof {
             return Ok(());
         }
-        let chunk = self.read_chunk;
+        let chunk = self.session.read_size(self.read_chunk);
         let buf = self.session.input_buffer(chunk);
         self.reading = true;
         let r = self.transport.read(buf).await;

@@ -102,8 +102,10 @@ pub enum Side {
 }
 
 enum Conn {
-    Client(UnbufferedClientConnection),
-    Server(UnbufferedServerConnection),
+    // Boxed: a client drops its rustls connection once established, and a `Session` placed
+    // inline (on a device's stack, in a socket) stays small.
+    Client(Box<UnbufferedClientConnection>),
+    Server(Box<UnbufferedServerConnection>),
     /// A client once its handshake has completed: tether's record layer, records opened in
     /// place (see "Memory" in the module docs).
     Records(Box<Established>),
@@ -144,6 +146,8 @@ pub struct Session {
     window_record: usize,
     /// rustls holds decrypted data that `recv` has not asked for yet.
     rustls_holds_plain: bool,
+    /// A client keeps the server's chain once established (`keep_peer_certificates`).
+    keep_peer_certificates: bool,
     deadline: Option<Instant>,
     started: Instant,
     last_now: Instant,
@@ -372,13 +376,14 @@ impl Session {
             .max_fragment_size
             .map_or(MAX_FRAGMENT, |n| n - 5);
         let mut s = Session::new(
-            Conn::Client(conn),
+            Conn::Client(Box::new(conn)),
             Side::Client,
             now,
             config.handshake_timeout,
             max_fragment,
         );
         s.slot = slot;
+        s.keep_peer_certificates = config.keep_peer_certificates;
         s.server_name = Some(server_name.to_string());
         // The ClientHello is ready at once.
         s.drive(&mut Work::default());
@@ -394,7 +399,7 @@ impl Session {
             .max_fragment_size
             .map_or(MAX_FRAGMENT, |n| n - 5);
         Ok(Session::new(
-            Conn::Server(conn),
+            Conn::Server(Box::new(conn)),
             Side::Server,
             now,
             config.handshake_timeout,
@@ -420,6 +425,7 @@ impl Session {
             window: (0, 0),
             window_record: 0,
             rustls_holds_plain: false,
+            keep_peer_certificates: true,
             deadline: Some(now + timeout),
             started: now,
             last_now: now,
@@ -529,7 +535,11 @@ impl Session {
         let kx_group = self.kx_group();
         let alpn = self.alpn().map(<[u8]>::to_vec);
         let resumed = self.is_resumed();
-        let peer_certificates = self.peer_certificates().map(<[_]>::to_vec);
+        let peer_certificates = if self.keep_peer_certificates {
+            self.peer_certificates().map(<[_]>::to_vec)
+        } else {
+            None
+        };
         let Conn::Client(conn) = core::mem::replace(&mut self.conn, Conn::Switching) else {
             return;
         };
@@ -743,6 +753,32 @@ impl Session {
         self.incoming.reserve_exact(data.len());
         self.incoming.extend_from_slice(data);
         self.after_input()
+    }
+
+    /// How many bytes to read from the transport next, given reads of up to `chunk`: `chunk`,
+    /// except when an established client is collecting a record larger than `chunk`, where
+    /// it is at most what that record still lacks, so that the read that completes it takes
+    /// nothing past it and the input buffer holds one record, not a record and a chunk.
+    /// (A record that fits one read keeps whole reads: no extra read per record.)
+    pub fn read_size(&self, chunk: usize) -> usize {
+        if !matches!(self.conn, Conn::Records(_)) {
+            return chunk;
+        }
+        let committed = &self.incoming[..self.incoming.len() - self.input_reserved];
+        let start = if self.window.0 < self.window.1 {
+            self.window_record
+        } else {
+            0
+        };
+        let Some(header) = committed.get(start..start + 5) else {
+            return chunk;
+        };
+        let total = 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+        let have = committed.len() - start;
+        if total <= chunk || have >= total {
+            return chunk;
+        }
+        (total - have).min(chunk)
     }
 
     /// Space to read transport bytes into directly (at least `min` bytes). Follow with

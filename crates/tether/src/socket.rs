@@ -294,7 +294,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
                 self.read_timeout_set = Some(timeout);
             }
         }
-        let chunk = self.read_chunk;
+        let chunk = self.session.read_size(self.read_chunk);
         let buf = self.session.input_buffer(chunk);
         let r = self.transport.read(buf);
         let now = self.clock.now();

@@ -201,3 +201,27 @@ fn tickets_that_arrive_after_the_switch_resume_the_next_connection() {
     assert!(second.client.is_resumed());
     assert!(second.server.is_resumed());
 }
+
+#[test]
+fn the_server_chain_is_kept_after_the_handshake_unless_asked_not_to() {
+    let server = server_config(V13, false);
+    let mut p = Pair::new(&client_config(V13, false), "localhost", &server);
+    p.handshake().unwrap();
+    p.run().unwrap();
+    let chain = p.client.peer_certificates().expect("the chain, kept");
+    assert_eq!(chain[0].as_ref(), identity("server").leaf().as_ref());
+
+    let lean = tether::ClientConfig::builder(ca_trust())
+        .versions(V13.0, V13.1)
+        .keep_peer_certificates(false)
+        .build()
+        .unwrap();
+    let mut p = Pair::new(&lean, "localhost", &server);
+    p.handshake().unwrap();
+    p.run().unwrap();
+    assert_eq!(p.client.peer_certificates(), None);
+    // Everything else the handshake settled is still there.
+    assert_eq!(p.client.version(), Some(tether::TlsVersion::Tls13));
+    assert!(p.client.cipher_suite().is_some());
+    assert!(p.client.kx_group().is_some());
+}
