@@ -31,17 +31,29 @@
 //!
 //! The session keeps three buffers, each allocated only while it holds bytes and freed as soon
 //! as it is empty: received ciphertext that does not yet form a whole record, handshake bytes
-//! waiting for `poll_transmit`, and decrypted bytes that did not fit the caller's `recv` buffer.
-//! An established, idle session holds none of them.
+//! waiting for `poll_transmit`, and decrypted bytes that did not fit the caller's `recv` buffer
+//! during the handshake. An established, idle session holds none of them.
 //!
 //! They grow exactly as needed (no amortised doubling), and spare input capacity above 4 KiB
-//! is given back once records are consumed. rustls 0.23 hands each decrypted record out as its
-//! own copy; once established, the session leaves that copy in rustls until
-//! [`recv`](Session::recv) (or `send`/`close`, which must get past it) asks for it, so that a
-//! full 16 KiB record costs at most two copies at once: the ciphertext and rustls' plaintext
-//! while it is decrypted, then rustls' plaintext and what did not fit the `recv` buffer.
-//! Records that a server keeps small ([`ServerConfig`]'s `max_record_size`) keep all of these
-//! small. docs/PERFORMANCE.md ("Device RAM") has the figures.
+//! is given back once records are consumed.
+//!
+//! # A client's records after the handshake
+//!
+//! rustls 0.23's unbuffered API hands each decrypted record out as a copy of its own, so a
+//! full 16 KiB record would cost two 16 KiB buffers at once. Once a client's handshake has
+//! completed (at the first record boundary after it), the session takes the traffic keys from
+//! rustls (`rustls::kernel`, the API rustls offers for kTLS) and does the records itself: each
+//! is opened in place in the input buffer and [`recv`](Session::recv) copies its plaintext
+//! straight from there, so a full record costs one copy of itself. rustls keeps what it still
+//! owns: new keys on a TLS 1.3 KeyUpdate, and the tickets the server sends (to the session
+//! cache). The record layer checks what rustls' would (size limits, the TLS 1.3 inner content
+//! type, alerts, post-handshake messages, the suite's confidentiality limit) and fails with the
+//! same errors and alerts. A server session keeps rustls' record layer.
+//!
+//! [`read_size`](Session::read_size) tells a driver how much to read so that the read which
+//! completes a large record takes nothing past it; records that a server keeps small
+//! ([`ServerConfig`]'s `max_record_size`) keep every buffer small. docs/PERFORMANCE.md
+//! ("Device RAM") has the figures.
 
 use alloc::boxed::Box;
 use alloc::string::ToString;
