@@ -225,3 +225,53 @@ fn the_server_chain_is_kept_after_the_handshake_unless_asked_not_to() {
     assert!(p.client.cipher_suite().is_some());
     assert!(p.client.kx_group().is_some());
 }
+
+/// Records after the handshake, mutated (bytes changed, the stream cut short, cut into
+/// pieces) into an established client: no panic, and what reaches the application is always
+/// a prefix of what the server sent (a record either opens whole or fails the session).
+#[test]
+fn mutated_records_into_an_established_client() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 96,
+        ..ProptestConfig::default()
+    });
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
+    runner
+        .run(
+            &(
+                0usize..2,
+                proptest::collection::vec((any::<usize>(), 1u8..=255), 0..6),
+                any::<usize>(),
+                1usize..3000,
+            ),
+            |(version, edits, cut, piece)| {
+                let mut p = connected(versions()[version]);
+                let mut wire = server_records(&mut p, &data);
+                p.server.close();
+                wire.extend(client_output(&mut p.server));
+                for (at, x) in &edits {
+                    let i = at % wire.len();
+                    wire[i] ^= x;
+                }
+                // A quarter of the cases keep the whole stream.
+                let full = wire.len();
+                let keep = if cut % 4 == 0 { full } else { 1 + cut % full };
+                wire.truncate(keep);
+                let (got, err) = feed_client(&mut p, &wire, piece);
+                prop_assert!(
+                    data.starts_with(&got),
+                    "{} bytes reached the application that the server did not send",
+                    got.len()
+                );
+                if edits.is_empty() && keep == full {
+                    // Untouched: everything arrives, then the close.
+                    prop_assert_eq!(err, None);
+                    prop_assert_eq!(got.len(), data.len());
+                    prop_assert!(p.client.is_peer_closed());
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
