@@ -42,7 +42,7 @@ const MAX_CIPHERTEXT_12: usize = MAX_PLAINTEXT + 2048;
 const MAX_HANDSHAKE_MESSAGE: usize = MAX_PLAINTEXT;
 /// Records sealed before the suite's confidentiality limit at which a TLS 1.3 sender updates
 /// its keys (rustls does the same with its own margin).
-const KEY_UPDATE_MARGIN: u64 = 1 << 16;
+pub(crate) const KEY_UPDATE_MARGIN: u64 = 1 << 16;
 
 const HS_HELLO_REQUEST: u8 = 0;
 const HS_NEW_SESSION_TICKET: u8 = 4;
@@ -486,6 +486,18 @@ impl Records {
         Ok((consumed, written))
     }
 
+    /// Records sealed under the current send keys.
+    #[cfg(test)]
+    pub(crate) fn tx_seq(&self) -> u64 {
+        self.tx.seq
+    }
+
+    /// Moves the send keys' limit (tests: a real one is 2^23 to 2^64 records).
+    #[cfg(test)]
+    pub(crate) fn set_tx_limit(&mut self, limit: u64) {
+        self.tx_limit = limit;
+    }
+
     /// Queues close_notify.
     pub(crate) fn close_notify(&mut self, tx: &mut Vec<u8>) {
         let _ = self.seal(ContentType::Alert, &[1, 0], tx);
@@ -512,6 +524,11 @@ fn unexpected(what: &str) -> Error {
 pub(crate) fn to_error(err: Error) -> crate::Error {
     match err {
         Error::General(m) => crate::Error::Protocol(m),
+        Error::EncryptError => crate::Error::Protocol(
+            "the connection sent as many records as its cipher suite allows under one key \
+             (TLS 1.2 cannot change keys): reconnect"
+                .into(),
+        ),
         other => crate::error::from_rustls(other),
     }
 }

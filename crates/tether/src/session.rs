@@ -1068,3 +1068,99 @@ impl Session {
         self.handshake_duration
     }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod record_layer_tests {
+    //! What only the crate can reach: the record layer's send limit, moved down so that a test
+    //! crosses it (a real one is 2^23 records and more).
+    use super::*;
+    use crate::{Identity, Trust};
+
+    const CA: &[u8] = include_bytes!("../tests/data/ca.pem");
+    const CERT: &[u8] = include_bytes!("../tests/data/server.pem");
+    const KEY: &[u8] = include_bytes!("../tests/data/server.key");
+    const NOW: Instant = Instant::from_millis(1_000);
+
+    fn pump(from: &mut Session, to: &mut Session) -> bool {
+        let mut buf = alloc::vec![0u8; 32 * 1024];
+        let mut moved = false;
+        loop {
+            let n = from.poll_transmit(&mut buf);
+            if n == 0 {
+                return moved;
+            }
+            moved = true;
+            to.handle_input(NOW, &buf[..n]).unwrap();
+        }
+    }
+
+    fn pair(v: TlsVersion) -> (Session, Session) {
+        let client = ClientConfig::builder(Trust::from_pem(CA).unwrap())
+            .versions(v, v)
+            .build()
+            .unwrap();
+        let server = ServerConfig::builder(Identity::from_pem(CERT, KEY).unwrap())
+            .build()
+            .unwrap();
+        let mut c = Session::client(&client, "localhost", NOW).unwrap();
+        let mut s = Session::server(&server, NOW).unwrap();
+        while pump(&mut c, &mut s) | pump(&mut s, &mut c) {}
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        (c, s)
+    }
+
+    fn records(c: &mut Session) -> &mut Records {
+        match &mut c.conn {
+            Conn::Records(e) => &mut e.records,
+            _ => panic!("the client did not switch to its record layer"),
+        }
+    }
+
+    fn send(c: &mut Session, data: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut out = alloc::vec![0u8; 1024];
+        let sent = c.send(data, &mut out)?;
+        assert_eq!(sent.consumed, data.len());
+        Ok(out[..sent.written].to_vec())
+    }
+
+    #[test]
+    fn tls13_client_updates_its_keys_before_the_limit_and_the_server_follows() {
+        let (mut c, mut s) = pair(TlsVersion::Tls13);
+        // A key update every 3 records.
+        records(&mut c).set_tx_limit(record::KEY_UPDATE_MARGIN + 3);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for i in 0..10u8 {
+            let wire = send(&mut c, &[b'a' + i]).unwrap();
+            assert!(records(&mut c).tx_seq() <= 3, "record {i}: no key update");
+            s.handle_input(NOW, &wire).unwrap();
+            while let Ok(Recv::Data(n)) = s.recv(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        // rustls' server took every KeyUpdate and decrypted everything after it.
+        assert_eq!(got, b"abcdefghij");
+        // And the other way still works.
+        let mut out = [0u8; 256];
+        let sent = s.send(b"pong", &mut out).unwrap();
+        c.handle_input(NOW, &out[..sent.written]).unwrap();
+        assert_eq!(c.recv(&mut buf).unwrap(), Recv::Data(4));
+    }
+
+    #[test]
+    fn tls12_client_stops_at_the_limit() {
+        let (mut c, mut s) = pair(TlsVersion::Tls12);
+        let limit = records(&mut c).tx_seq() + 2;
+        records(&mut c).set_tx_limit(limit);
+        for _ in 0..2 {
+            let wire = send(&mut c, b"x").unwrap();
+            s.handle_input(NOW, &wire).unwrap();
+        }
+        // TLS 1.2 has no key update: the third record would pass the limit.
+        match send(&mut c, b"x") {
+            Err(Error::Protocol(m)) => assert!(m.contains("reconnect"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.is_failed());
+    }
+}
