@@ -523,7 +523,7 @@ impl Session {
         if self.connected
             && self.side == Side::Client
             && self.error.is_none()
-            && self.incoming.is_empty()
+            && self.input_untouched_by_rustls()
             && !self.rustls_holds_plain
             && !self.peer_closed
             && !self.close_requested
@@ -533,11 +533,23 @@ impl Session {
         may_write
     }
 
+    /// True when rustls has consumed every whole record of the (committed) input: what is left,
+    /// if anything, is the start of one record, which rustls cannot have opened yet. A whole
+    /// record left behind is one rustls holds (the first part of a handshake message split
+    /// over records, decrypted in place): the input is not ours to take then.
+    fn input_untouched_by_rustls(&self) -> bool {
+        match self.incoming.get(..5) {
+            None => true,
+            Some(h) => self.incoming.len() < 5 + usize::from(u16::from_be_bytes([h[3], h[4]])),
+        }
+    }
+
     /// A client whose handshake has completed takes the traffic keys from rustls and does the
     /// records itself (crate `record`), so that a record is opened in place in `incoming`.
     ///
-    /// Only at a record boundary with nothing left in rustls: no input it has not consumed,
-    /// no plaintext it holds (its handshake output is already in `tx`, as always).
+    /// Only when rustls holds nothing: no whole record it has not consumed, no plaintext it
+    /// holds (its handshake output is already in `tx`, as always). A partial record at the
+    /// start of the input is fine: rustls has not touched it.
     fn switch_to_records(&mut self) {
         if !matches!(self.conn, Conn::Client(_)) {
             return;
@@ -1145,6 +1157,47 @@ mod record_layer_tests {
         let sent = s.send(b"pong", &mut out).unwrap();
         c.handle_input(NOW, &out[..sent.written]).unwrap();
         assert_eq!(c.recv(&mut buf).unwrap(), Recv::Data(4));
+    }
+
+    /// TLS 1.2: the server's last flight and its first data in one write, which reaches the
+    /// client cut in the middle of the data record: the client switches with half a record in
+    /// its input (which rustls never touched) and the data arrives whole.
+    #[test]
+    fn the_client_switches_with_half_a_record_in_its_input() {
+        let client = ClientConfig::builder(Trust::from_pem(CA).unwrap())
+            .versions(TlsVersion::Tls12, TlsVersion::Tls12)
+            .build()
+            .unwrap();
+        let server = ServerConfig::builder(Identity::from_pem(CERT, KEY).unwrap())
+            .build()
+            .unwrap();
+        let mut c = Session::client(&client, "localhost", NOW).unwrap();
+        let mut s = Session::server(&server, NOW).unwrap();
+        // ClientHello -> server flight -> client's second flight -> server completes.
+        pump(&mut c, &mut s);
+        pump(&mut s, &mut c);
+        pump(&mut c, &mut s);
+        assert!(!s.is_handshaking() && c.is_handshaking());
+        // The server's CCS + Finished, then a data record, in one buffer.
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = alloc::vec![0u8; 8192];
+        let sent = s.send(&data, &mut out).unwrap();
+        assert_eq!(sent.consumed, data.len());
+        let wire = &out[..sent.written];
+        let cut = wire.len() - 1000;
+        c.handle_input(NOW, &wire[..cut]).unwrap();
+        assert!(!c.is_handshaking());
+        assert!(
+            matches!(c.conn, Conn::Records(_)),
+            "the client did not switch with a partial record in its input"
+        );
+        c.handle_input(NOW, &wire[cut..]).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(Recv::Data(n)) = c.recv(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, data);
     }
 
     #[test]
