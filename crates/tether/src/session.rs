@@ -41,7 +41,7 @@
 //!
 //! rustls 0.23's unbuffered API hands each decrypted record out as a copy of its own, so a
 //! full 16 KiB record would cost two 16 KiB buffers at once. Once a client's handshake has
-//! completed (at the first record boundary after it), the session takes the traffic keys from
+//! completed (as soon as rustls holds no whole record of the input), the session takes the traffic keys from
 //! rustls (`rustls::kernel`, the API rustls offers for kTLS) and does the records itself: each
 //! is opened in place in the input buffer and [`recv`](Session::recv) copies its plaintext
 //! straight from there, so a full record costs one copy of itself. rustls keeps what it still
