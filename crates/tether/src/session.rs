@@ -41,14 +41,14 @@
 //!
 //! rustls 0.23's unbuffered API hands each decrypted record out as a copy of its own, so a
 //! full 16 KiB record would cost two 16 KiB buffers at once. Once a client's handshake has
-//! completed (as soon as rustls holds no whole record of the input), the session takes the traffic keys from
-//! rustls (`rustls::kernel`, the API rustls offers for kTLS) and does the records itself: each
-//! is opened in place in the input buffer and [`recv`](Session::recv) copies its plaintext
-//! straight from there, so a full record costs one copy of itself. rustls keeps what it still
-//! owns: new keys on a TLS 1.3 KeyUpdate, and the tickets the server sends (to the session
-//! cache). The record layer checks what rustls' would (size limits, the TLS 1.3 inner content
-//! type, alerts, post-handshake messages, the suite's confidentiality limit) and fails with the
-//! same errors and alerts. A server session keeps rustls' record layer.
+//! completed (as soon as rustls holds no whole record of the input), the session takes the
+//! traffic keys from rustls (`rustls::kernel`, the API rustls offers for kTLS) and does the
+//! records itself: each is opened in place in the input buffer and [`recv`](Session::recv)
+//! copies its plaintext straight from there, so a full record costs one copy of itself. rustls
+//! keeps what it still owns: new keys on a TLS 1.3 KeyUpdate, and the tickets the server sends
+//! (to the session cache). The record layer checks what rustls' would (size limits, the TLS
+//! 1.3 inner content type, alerts, post-handshake messages, the suite's confidentiality limit)
+//! and fails with the same errors and alerts. A server session keeps rustls' record layer.
 //!
 //! [`read_size`](Session::read_size) tells a driver how much to read so that the read which
 //! completes a large record takes nothing past it; records that a server keeps small
