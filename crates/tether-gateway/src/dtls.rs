@@ -587,12 +587,11 @@ fn established(
         NewDevice {
             device_id,
             remote: from,
-            version: session.version().map(|v| v.to_string()).unwrap_or_default(),
+            version: session.version().map_or("", |v| v.as_str()),
             suite: session
                 .cipher_suite()
                 .and_then(|s| s.as_str())
-                .unwrap_or("unknown")
-                .to_owned(),
+                .unwrap_or("unknown"),
             resumed: false,
         },
     );

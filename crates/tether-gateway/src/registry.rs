@@ -53,10 +53,11 @@ struct Entry {
     transport: &'static str,
     device_id: Option<String>,
     remote: SocketAddr,
-    version: String,
-    suite: String,
+    version: &'static str,
+    suite: &'static str,
     resumed: bool,
-    since: String,
+    /// Formatted when listed: a connection pays for no string it may never show.
+    since: std::time::SystemTime,
     stats: Arc<ConnStats>,
 }
 
@@ -78,8 +79,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct NewDevice {
     pub device_id: Option<String>,
     pub remote: SocketAddr,
-    pub version: String,
-    pub suite: String,
+    pub version: &'static str,
+    pub suite: &'static str,
     pub resumed: bool,
 }
 
@@ -100,7 +101,7 @@ impl Registry {
         transport: &'static str,
     ) -> RegistryGuard {
         let stats = Arc::new(ConnStats::default());
-        let since = tether_pki::rfc3339(tether_pki::time::OffsetDateTime::now_utc());
+        let since = std::time::SystemTime::now();
         let order = self.next_order.fetch_add(1, Relaxed);
         lock(&self.entries).insert(
             id,
@@ -134,10 +135,10 @@ impl Registry {
                         device_id: e.device_id.clone(),
                         remote_addr: e.remote.to_string(),
                         transport: e.transport.to_owned(),
-                        tls_version: e.version.clone(),
-                        cipher_suite: e.suite.clone(),
+                        tls_version: e.version.to_owned(),
+                        cipher_suite: e.suite.to_owned(),
                         resumed: e.resumed,
-                        connected_since: e.since.clone(),
+                        connected_since: tether_pki::rfc3339(e.since.into()),
                         frames_in: e.stats.frames_in.load(Relaxed),
                         frames_out: e.stats.frames_out.load(Relaxed),
                         bytes_in: e.stats.bytes_in.load(Relaxed),
@@ -278,8 +279,8 @@ mod tests {
             NewDevice {
                 device_id: Some("device-1".into()),
                 remote: "127.0.0.1:5000".parse().unwrap(),
-                version: "TLSv1.3".into(),
-                suite: "TLS13_AES_128_GCM_SHA256".into(),
+                version: "TLSv1.3",
+                suite: "TLS13_AES_128_GCM_SHA256",
                 resumed: false,
             },
         );

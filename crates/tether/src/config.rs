@@ -45,14 +45,19 @@ pub enum TlsVersion {
 
 impl fmt::Display for TlsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsVersion::Tls12 => "TLSv1.2",
-            TlsVersion::Tls13 => "TLSv1.3",
-        })
+        f.write_str(self.as_str())
     }
 }
 
 impl TlsVersion {
+    /// The version's name as OpenSSL prints it: `TLSv1.2`, `TLSv1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        }
+    }
+
     pub(crate) fn from_rustls(v: rustls::ProtocolVersion) -> Option<TlsVersion> {
         match v {
             rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion::Tls12),

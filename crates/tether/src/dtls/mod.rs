@@ -111,14 +111,19 @@ pub enum DtlsVersion {
 
 impl fmt::Display for DtlsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DtlsVersion::Dtls12 => "DTLSv1.2",
-            DtlsVersion::Dtls13 => "DTLSv1.3",
-        })
+        f.write_str(self.as_str())
     }
 }
 
 impl DtlsVersion {
+    /// The version's name as OpenSSL prints it: `DTLSv1.2`, `DTLSv1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtlsVersion::Dtls12 => "DTLSv1.2",
+            DtlsVersion::Dtls13 => "DTLSv1.3",
+        }
+    }
+
     fn from_dimpl(v: dimpl::ProtocolVersion) -> Option<DtlsVersion> {
         if v == dimpl::ProtocolVersion::DTLS1_2 {
             Some(DtlsVersion::Dtls12)
