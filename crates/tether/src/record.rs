@@ -47,6 +47,8 @@ pub(crate) const KEY_UPDATE_MARGIN: u64 = 1 << 16;
 const HS_HELLO_REQUEST: u8 = 0;
 const HS_NEW_SESSION_TICKET: u8 = 4;
 const HS_KEY_UPDATE: u8 = 24;
+/// A KeyUpdate message with request_update = update_not_requested.
+const KEY_UPDATE: [u8; 5] = [HS_KEY_UPDATE, 0, 0, 1, 0];
 
 /// One direction's keys.
 struct Keys {
@@ -308,8 +310,7 @@ impl Records {
             &joined
         };
         while !msgs.is_empty() {
-            let Some(&[typ, a, b, c]) = msgs.get(..4).map(|h| <&[u8; 4]>::try_from(h).unwrap())
-            else {
+            let &[typ, a, b, c, ..] = msgs else {
                 return self.keep_partial(msgs);
             };
             let len = u32::from_be_bytes([0, a, b, c]) as usize;
@@ -342,7 +343,11 @@ impl Records {
                     let (seq, secrets) = self.kernel.update_rx_secret()?;
                     self.rx = Keys::new(seq, secrets)?;
                     if requested {
-                        self.send_key_update(tx)?;
+                        self.append(
+                            tx,
+                            self.overhead() + KEY_UPDATE.len(),
+                            Self::seal_key_update,
+                        )?;
                     }
                 }
                 HS_HELLO_REQUEST if !self.tls13 && payload.is_empty() => {
@@ -371,11 +376,30 @@ impl Records {
 
     /// Seals one record of `content` carrying `data` (at most 2^14 bytes) at the end of `out`.
     fn seal(&mut self, content: ContentType, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        self.append(out, self.overhead() + data.len(), |r, o| {
+            r.seal_into(content, data, o)
+        })
+    }
+
+    /// Runs `write` on `len` new bytes at the end of `out`; a failed write leaves `out` as it was.
+    fn append(
+        &mut self,
+        out: &mut Vec<u8>,
+        len: usize,
+        write: impl FnOnce(&mut Self, &mut [u8]) -> Result<usize, Error>,
+    ) -> Result<(), Error> {
         let start = out.len();
-        out.resize(start + self.overhead() + data.len(), 0);
-        let n = self.seal_into(content, data, &mut out[start..])?;
-        out.truncate(start + n);
-        Ok(())
+        out.resize(start + len, 0);
+        match write(self, &mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
     }
 
     /// Seals one record into `out`, which must hold `data.len() + overhead()`; returns its size.
@@ -432,23 +456,13 @@ impl Records {
         Ok(total)
     }
 
-    /// Before a TLS 1.3 sender nears its suite's limit, it updates its keys (the KeyUpdate goes
-    /// out first, in `out`); returns the bytes written.
-    fn refresh_if_due(&mut self, out: &mut [u8]) -> Result<usize, Error> {
-        if !self.tls13 || self.tx.seq < self.tx_limit.saturating_sub(KEY_UPDATE_MARGIN) {
-            return Ok(0);
-        }
-        let n = self.seal_into(ContentType::Handshake, &[HS_KEY_UPDATE, 0, 0, 1, 0], out)?;
+    /// Seals a KeyUpdate (update_not_requested) into `out` under the current send keys, then
+    /// moves to the next ones; returns the record's size.
+    fn seal_key_update(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        let n = self.seal_into(ContentType::Handshake, &KEY_UPDATE, out)?;
         let (seq, secrets) = self.kernel.update_tx_secret()?;
         self.tx = Keys::new(seq, secrets)?;
         Ok(n)
-    }
-
-    fn send_key_update(&mut self, tx: &mut Vec<u8>) -> Result<(), Error> {
-        self.seal(ContentType::Handshake, &[HS_KEY_UPDATE, 0, 0, 1, 0], tx)?;
-        let (seq, secrets) = self.kernel.update_tx_secret()?;
-        self.tx = Keys::new(seq, secrets)?;
-        Ok(())
     }
 
     /// Seals as much of `data` as fits `out` in records of at most `max_fragment` bytes;
@@ -464,12 +478,13 @@ impl Records {
         let mut consumed = 0;
         let mut written = 0;
         while consumed < data.len() {
-            // A key update needs room for its own record and one byte of data after it.
+            // Near the suite's limit a TLS 1.3 sender updates its keys first; the KeyUpdate
+            // needs room for its own record and one byte of data after it.
             if self.tls13 && self.tx.seq >= self.tx_limit.saturating_sub(KEY_UPDATE_MARGIN) {
-                if out.len() - written < 2 * overhead + 5 {
+                if out.len() - written < 2 * overhead + KEY_UPDATE.len() {
                     break;
                 }
-                written += self.refresh_if_due(&mut out[written..])?;
+                written += self.seal_key_update(&mut out[written..])?;
             }
             let room = (out.len() - written).saturating_sub(overhead);
             let n = (data.len() - consumed).min(max_fragment).min(room);

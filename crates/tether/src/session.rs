@@ -1106,7 +1106,8 @@ mod record_layer_tests {
         }
     }
 
-    fn pair(v: TlsVersion) -> (Session, Session) {
+    /// A client and a server session for version `v`, nothing exchanged yet.
+    fn sessions(v: TlsVersion) -> (Session, Session) {
         let client = ClientConfig::builder(Trust::from_pem(CA).unwrap())
             .versions(v, v)
             .build()
@@ -1114,8 +1115,14 @@ mod record_layer_tests {
         let server = ServerConfig::builder(Identity::from_pem(CERT, KEY).unwrap())
             .build()
             .unwrap();
-        let mut c = Session::client(&client, "localhost", NOW).unwrap();
-        let mut s = Session::server(&server, NOW).unwrap();
+        (
+            Session::client(&client, "localhost", NOW).unwrap(),
+            Session::server(&server, NOW).unwrap(),
+        )
+    }
+
+    fn pair(v: TlsVersion) -> (Session, Session) {
+        let (mut c, mut s) = sessions(v);
         while pump(&mut c, &mut s) | pump(&mut s, &mut c) {}
         assert!(!c.is_handshaking() && !s.is_handshaking());
         (c, s)
@@ -1164,15 +1171,7 @@ mod record_layer_tests {
     /// its input (which rustls never touched) and the data arrives whole.
     #[test]
     fn the_client_switches_with_half_a_record_in_its_input() {
-        let client = ClientConfig::builder(Trust::from_pem(CA).unwrap())
-            .versions(TlsVersion::Tls12, TlsVersion::Tls12)
-            .build()
-            .unwrap();
-        let server = ServerConfig::builder(Identity::from_pem(CERT, KEY).unwrap())
-            .build()
-            .unwrap();
-        let mut c = Session::client(&client, "localhost", NOW).unwrap();
-        let mut s = Session::server(&server, NOW).unwrap();
+        let (mut c, mut s) = sessions(TlsVersion::Tls12);
         // ClientHello -> server flight -> client's second flight -> server completes.
         pump(&mut c, &mut s);
         pump(&mut s, &mut c);
@@ -1198,6 +1197,17 @@ mod record_layer_tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(got, data);
+    }
+
+    /// A record that cannot be sealed (here close_notify past the limit) leaves nothing in the
+    /// output: no zeroed space where it would have gone.
+    #[test]
+    fn a_record_that_cannot_be_sealed_leaves_no_bytes_behind() {
+        let (mut c, _s) = pair(TlsVersion::Tls12);
+        let seq = records(&mut c).tx_seq();
+        records(&mut c).set_tx_limit(seq);
+        c.close();
+        assert!(!c.wants_transmit(), "{} bytes queued", c.transmit_len());
     }
 
     #[test]

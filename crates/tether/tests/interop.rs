@@ -477,6 +477,21 @@ fn resumption_against_openssl_tls13() {
 // ---------------------------------------------------------------------------------------------
 // Post-handshake messages from OpenSSL
 
+/// `openssl s_server` in stdio mode for version `v`, server certificate only, its commands on
+/// (`K`: key update, `r`: renegotiate).
+fn stdio_s_server(port: u16, pki: &Pki, v: TlsVersion) -> testpeers::Peer {
+    openssl_s_server(
+        port,
+        &pki.server.cert,
+        &pki.server.key,
+        &SServerOpts {
+            version: Some(peer_version(v)),
+            ..SServerOpts::default()
+        },
+    )
+    .unwrap()
+}
+
 /// `openssl s_client` with its interactive commands on (`K`: key update, `R`: renegotiate),
 /// which the testpeers helper turns off with `-nocommands`.
 fn s_client_with_commands(port: u16, pki: &Pki, v: TlsVersion) -> testpeers::Peer {
@@ -556,16 +571,7 @@ fn openssl_key_update_tls13() {
     }
     let pki = Pki::new();
     let port = free_port();
-    let mut server = openssl_s_server(
-        port,
-        &pki.server.cert,
-        &pki.server.key,
-        &SServerOpts {
-            version: Some(testpeers::Version::Tls13),
-            ..SServerOpts::default()
-        },
-    )
-    .unwrap();
+    let mut server = stdio_s_server(port, &pki, Tls13);
     let config = pki.client_config(only(Tls13), false);
     let received = Arc::new(AtomicUsize::new(0));
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -780,16 +786,7 @@ fn renegotiation_request_to_the_client_is_refused_tls12() {
     }
     let pki = Pki::new();
     let port = free_port();
-    let mut server = openssl_s_server(
-        port,
-        &pki.server.cert,
-        &pki.server.key,
-        &SServerOpts {
-            version: Some(testpeers::Version::Tls12),
-            ..SServerOpts::default()
-        },
-    )
-    .unwrap();
+    let mut server = stdio_s_server(port, &pki, Tls12);
     let config = pki.client_config(only(Tls12), false);
     let mut sock = connect(port, &config, "localhost").unwrap();
     sock.write_all(b"before\n").unwrap();
