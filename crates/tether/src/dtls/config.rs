@@ -83,7 +83,7 @@ impl Common {
         // dimpl's own handshake deadline is a backstop: tether fails the session at
         // `handshake_timeout` after it was created (Timeout::Handshake), which is never later.
         dimpl::Config::builder()
-            .with_crypto_provider(dimpl::crypto::rust_crypto::default_provider())
+            .with_crypto_provider(super::crypto::provider())
             .mtu(self.mtu)
             .handshake_timeout(self.handshake_timeout)
             .flight_start_rto(self.initial_rto)
@@ -197,7 +197,7 @@ fn dimpl_certificate(identity: &Identity) -> Result<dimpl::DtlsCertificate, Erro
         PrivateKeyDer::Pkcs1(_) => return Err(unsupported_key("an RSA key")),
         _ => return Err(unsupported_key("a key of an unknown kind")),
     };
-    let provider = dimpl::crypto::rust_crypto::default_provider();
+    let provider = super::crypto::provider();
     if provider.key_provider.load_private_key(key).is_err() {
         return Err(unsupported_key(key_kind(key)));
     }

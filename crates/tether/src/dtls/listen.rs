@@ -338,7 +338,7 @@ impl dimpl::crypto::HmacProvider for CookieHmac {
         data: &[u8],
         out: &mut [u8],
     ) -> Result<usize, dimpl::CryptoError> {
-        let inner = dimpl::crypto::rust_crypto::default_provider().hmac_provider;
+        let inner = super::crypto::hmac_provider();
         if hash == dimpl::HashAlgorithm::SHA256
             && key.len() == 32
             && let Some((random, cookie_key)) = COOKIE_KEY.with(core::cell::Cell::get)
@@ -352,9 +352,9 @@ impl dimpl::crypto::HmacProvider for CookieHmac {
     }
 }
 
-/// The crypto provider of server engines: dimpl's RustCrypto provider with [`CookieHmac`].
+/// The crypto provider of server engines: tether's ring provider with [`CookieHmac`].
 pub(crate) fn engine_provider() -> dimpl::crypto::CryptoProvider {
-    let mut p = dimpl::crypto::rust_crypto::default_provider();
+    let mut p = super::crypto::provider();
     p.hmac_provider = &COOKIE_HMAC;
     p
 }

@@ -84,6 +84,7 @@
 //!   ([`Session::max_send_size`]); a larger `send` fails, nothing is truncated.
 
 pub mod config;
+mod crypto;
 pub mod listen;
 pub mod session;
 pub mod socket;
