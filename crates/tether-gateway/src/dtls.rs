@@ -38,7 +38,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
 use tether::dtls::{Accept, Acceptor, Session};
-use tether::{Event, Instant, Recv};
+use tether::{Event, Instant};
 use tether_wire::{Decoder, Frame};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -125,6 +125,9 @@ struct State {
     next_id: u64,
     /// Datagrams to send, gathered while handling input (sent before the next read).
     outbox: Vec<(SocketAddr, Vec<u8>)>,
+    /// Scratch, kept between calls: the replies to one session's records, and a GSO batch.
+    replies: Vec<u8>,
+    joined: Vec<u8>,
     draining: bool,
 }
 
@@ -153,6 +156,8 @@ pub(crate) async fn serve(
         max_sessions: listener.max_sessions,
         next_id: 0,
         outbox: Vec::new(),
+        replies: Vec::new(),
+        joined: Vec::new(),
         draining: false,
     };
     let mut rx = Receiver::new(st.udp.gro_segments());
@@ -389,7 +394,7 @@ impl State {
                         Ok(()) => {
                             self.handshaking = self.handshaking.saturating_sub(1);
                             shared.metrics.set_dtls_table(self.handshaking, slots);
-                            serve_frames(&shared, peer)
+                            serve_frames(&shared, peer, &mut self.replies)
                         }
                         Err(why) => {
                             shared.metrics.dtls().handshake_failed(why);
@@ -399,7 +404,7 @@ impl State {
                         }
                     }
                 } else if peer.device.is_some() {
-                    serve_frames(&shared, peer)
+                    serve_frames(&shared, peer, &mut self.replies)
                 } else {
                     Outcome::Keep
                 }
@@ -470,9 +475,9 @@ impl State {
     async fn flush(&mut self) {
         // Taken out for the loop (it borrows `self`), put back empty to keep its capacity.
         let mut out = std::mem::take(&mut self.outbox);
+        let mut joined = std::mem::take(&mut self.joined);
         let max_segments = self.udp.max_gso_segments().max(1);
         let mut at = 0;
-        let mut joined = Vec::new();
         while at < out.len() {
             let (to, first) = (&out[at].0, &out[at].1);
             let size = first.len();
@@ -527,8 +532,13 @@ impl State {
             }
             at = end;
         }
-        out.clear();
+        // The datagrams' buffers go back to the sessions' pool.
+        for (_, d) in out.drain(..) {
+            tether::dtls::recycle(d);
+        }
         self.outbox = out;
+        joined.clear();
+        self.joined = joined;
     }
 
     async fn drain(&mut self, rx: &mut Receiver) {
@@ -605,45 +615,30 @@ fn established(
 }
 
 /// Decrypts every record the session holds, answers each frame, sends the replies.
-fn serve_frames(shared: &Shared, peer: &mut Peer) -> Outcome {
+fn serve_frames(shared: &Shared, peer: &mut Peer, replies: &mut Vec<u8>) -> Outcome {
     let Some(device) = peer.device.as_mut() else {
         return Outcome::Keep;
     };
     let stats = device.entry.stats.clone();
-    let mut replies = Vec::new();
-    let mut buf = [0u8; 2048];
+    replies.clear();
     let mut closed = None;
     loop {
-        let n = match peer.session.recv(&mut buf) {
-            Ok(Recv::Data(n)) => n,
-            Ok(Recv::Pending) => break,
-            Ok(Recv::Closed) => {
-                closed = Some(CloseReason::PeerClosed);
-                break;
-            }
-            Err(tether::Error::BufferTooSmall { needed }) => {
-                // A record above 2 KiB (a peer with a larger MTU): read it into the heap.
-                let mut big = vec![0u8; needed];
-                match peer.session.recv(&mut big) {
-                    Ok(Recv::Data(n)) => {
-                        if answer_record(shared, device, &stats, &mut replies, &big[..n]) {
-                            closed = Some(CloseReason::FrameTooLarge);
-                            break;
-                        }
-                        continue;
-                    }
-                    _ => {
-                        closed = Some(CloseReason::TlsError);
-                        break;
-                    }
+        let record = match peer.session.recv_owned() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                if peer.session.is_peer_closed() {
+                    closed = Some(CloseReason::PeerClosed);
                 }
+                break;
             }
             Err(_) => {
                 closed = Some(CloseReason::TlsError);
                 break;
             }
         };
-        if answer_record(shared, device, &stats, &mut replies, &buf[..n]) {
+        let too_large = answer_record(shared, device, &stats, replies, &record);
+        tether::dtls::recycle(record);
+        if too_large {
             closed = Some(CloseReason::FrameTooLarge);
             break;
         }

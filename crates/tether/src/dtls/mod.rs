@@ -96,7 +96,7 @@ pub use config::{
     ClientConfig, ClientConfigBuilder, DEFAULT_MTU, ServerConfig, ServerConfigBuilder,
 };
 pub use listen::{Accept, Acceptor, DropReason};
-pub use session::Session;
+pub use session::{Session, recycle};
 pub use socket::{
     DatagramTransport, DtlsSocket, UdpDtlsSocket, accept_one, connect, connect_named,
 };

@@ -45,6 +45,11 @@
 //! Datagrams to send and received records wait in queues whose records are freed as soon as
 //! they are taken (the queues keep at most four empty slots, about 100 bytes); an established,
 //! idle session holds no record buffers besides dimpl's own.
+//!
+//! The engine writes each datagram and record straight into the buffer that is queued (no
+//! copy); buffers come from a small pool per thread ([`recycle`] gives one back once sent or
+//! read), so a busy session does not allocate per record. The pool keeps at most
+//! [`POOL_BUFFERS`] buffers per thread, whatever the number of sessions.
 
 use alloc::collections::VecDeque;
 use alloc::string::ToString;
@@ -69,6 +74,71 @@ use crate::time::{Instant, PolicyTime};
 /// Queue slots kept when a queue empties (a few pointers, so that a session exchanging one
 /// record at a time does not allocate its queues for every record); more are given back.
 const KEEP_QUEUE: usize = 4;
+/// Buffers the per-thread pool keeps (about 90 KB at the default MTU).
+pub const POOL_BUFFERS: usize = 64;
+/// The smallest buffer the engine writes into (its handshake messages may pass the MTU
+/// before it fragments them; it asks for more when it needs more).
+const WORK_BUFFER: usize = 2048;
+/// Buffers larger than this are not kept in the pool.
+const POOL_MAX_BUFFER: usize = 64 * 1024;
+
+std::thread_local! {
+    static POOL: core::cell::RefCell<Vec<Vec<u8>>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` bytes (contents unspecified) from this thread's pool, or a new one.
+fn take_buffer(len: usize) -> Vec<u8> {
+    let mut b = POOL
+        .try_with(|p| p.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    b.resize(len, 0);
+    b
+}
+
+/// Gives a datagram from [`Session::pop_datagram`] or a record from
+/// [`Session::recv_owned`] back, once sent or read, for the sessions of this thread to reuse
+/// (optional: a buffer not given back is simply freed).
+pub fn recycle(buf: Vec<u8>) {
+    if buf.capacity() < WORK_BUFFER / 2 || buf.capacity() > POOL_MAX_BUFFER {
+        return;
+    }
+    let _ = POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut()
+            && p.len() < POOL_BUFFERS
+        {
+            p.push(buf);
+        }
+    });
+}
+
+/// Where an output of the engine is.
+enum Place {
+    /// (offset, length) in the work buffer.
+    At(usize, usize),
+    /// Not in the work buffer (never seen: dimpl writes into the buffer it is given).
+    Owned(Vec<u8>),
+}
+
+impl Place {
+    /// The output as its own buffer: the work buffer itself when the output is in it (a fresh
+    /// one of `size` bytes takes its place for the next output).
+    fn take(self, work: &mut Vec<u8>, size: usize) -> Vec<u8> {
+        match self {
+            Place::At(off, len) => {
+                let mut d = core::mem::replace(work, take_buffer(size));
+                if off != 0 {
+                    d.copy_within(off..off + len, 0);
+                }
+                d.truncate(len);
+                d
+            }
+            Place::Owned(d) => d,
+        }
+    }
+}
+
 /// A retransmission timer further out than this is dimpl's "idle" timer: no deadline.
 const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -145,12 +215,12 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
 
 /// One output of dimpl, owned (its outputs borrow the poll buffer).
 enum Out {
-    Packet(Vec<u8>),
+    Packet(Place),
     Grow(usize),
     Timeout(std::time::Instant),
     Connected,
     PeerCert(Vec<u8>),
-    Data(Vec<u8>),
+    Data(Place),
     CloseNotify,
     Other,
 }
@@ -302,13 +372,23 @@ impl Session {
     }
 
     fn poll_one(&mut self, buf: &mut [u8]) -> Result<Out, Error> {
+        // The engine writes into `buf` and returns a part of it: where (no copy).
+        let base = buf.as_ptr_range();
+        let place = move |p: &[u8]| {
+            let r = p.as_ptr_range();
+            if r.start >= base.start && r.end <= base.end {
+                Place::At(r.start as usize - base.start as usize, p.len())
+            } else {
+                Place::Owned(p.to_vec())
+            }
+        };
         guarded(|| match self.dtls.poll_output(buf) {
-            dimpl::Output::Packet(p) => Out::Packet(p.to_vec()),
+            dimpl::Output::Packet(p) => Out::Packet(place(p)),
             dimpl::Output::BufferTooSmall { needed } => Out::Grow(needed),
             dimpl::Output::Timeout(t) => Out::Timeout(t),
             dimpl::Output::Connected => Out::Connected,
             dimpl::Output::PeerCert(c) => Out::PeerCert(c.to_vec()),
-            dimpl::Output::ApplicationData(d) => Out::Data(d.to_vec()),
+            dimpl::Output::ApplicationData(d) => Out::Data(place(d)),
             dimpl::Output::CloseNotify => Out::CloseNotify,
             _ => Out::Other,
         })
@@ -317,23 +397,19 @@ impl Session {
     /// Collects dimpl's output until its next timer. After a failure only datagrams (its alert)
     /// are kept; after a verification failure nothing more is.
     fn drain(&mut self) {
-        // On the stack for the usual MTU: no allocation per datagram.
-        let mut stack = [0u8; 2048];
-        let mut heap = if self.mtu > stack.len() {
-            alloc::vec![0u8; self.mtu]
-        } else {
-            Vec::new()
-        };
+        // The engine writes into a pooled buffer, which becomes the queued datagram or record.
+        let mut size = self.mtu.max(WORK_BUFFER);
+        let mut work = take_buffer(size);
+        self.drain_into(&mut work, &mut size);
+        recycle(work);
+    }
+
+    fn drain_into(&mut self, work: &mut Vec<u8>, size: &mut usize) {
         for _ in 0..100_000 {
-            let buf: &mut [u8] = if heap.is_empty() {
-                &mut stack
-            } else {
-                &mut heap
-            };
             if self.poisoned {
                 return;
             }
-            let out = match self.poll_one(buf) {
+            let out = match self.poll_one(work) {
                 Ok(o) => o,
                 Err(e) => {
                     self.poisoned = true;
@@ -349,8 +425,12 @@ impl Session {
                         (t.saturating_duration_since(self.last_now) < IDLE).then_some(t);
                     return;
                 }
-                Out::Grow(n) => heap.resize(n.max(heap.len()), 0),
-                Out::Packet(p) => {
+                Out::Grow(n) => {
+                    *size = n.max(*size);
+                    work.resize(*size, 0);
+                }
+                Out::Packet(place) => {
+                    let p = place.take(work, *size);
                     if let Some(seq) = wire::max_epoch0_sequence(&p) {
                         self.epoch0_sequence =
                             Some(self.epoch0_sequence.map_or(seq, |s| s.max(seq)));
@@ -374,7 +454,8 @@ impl Session {
                     }
                 }
                 Out::Connected => self.on_connected(),
-                Out::Data(d) => {
+                Out::Data(place) => {
+                    let d = place.take(work, *size);
                     if self.connected {
                         if !d.is_empty() {
                             self.rx.push_back(d);
@@ -595,7 +676,9 @@ impl Session {
         }
         let n = d.len();
         out[..n].copy_from_slice(d);
-        let _ = self.pop_datagram();
+        if let Some(d) = self.pop_datagram() {
+            recycle(d);
+        }
         Ok(Some(n))
     }
 
@@ -713,9 +796,8 @@ impl Session {
             }
             let n = d.len();
             buf[..n].copy_from_slice(d);
-            self.rx.pop_front();
-            if self.rx.is_empty() && self.rx.capacity() > KEEP_QUEUE {
-                self.rx = VecDeque::new();
+            if let Some(d) = self.pop_record() {
+                recycle(d);
             }
             return Ok(Recv::Data(n));
         }
@@ -723,6 +805,22 @@ impl Session {
             return Ok(Recv::Closed);
         }
         Ok(Recv::Pending)
+    }
+
+    /// The next received record, owned (no copy): `Ok(None)` when none is waiting (then
+    /// [`is_peer_closed`](Self::is_peer_closed) tells whether more may come). Give the buffer
+    /// back with [`recycle`] once read.
+    pub fn recv_owned(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        self.check()?;
+        Ok(self.pop_record())
+    }
+
+    fn pop_record(&mut self) -> Option<Vec<u8>> {
+        let d = self.rx.pop_front();
+        if self.rx.is_empty() && self.rx.capacity() > KEEP_QUEUE {
+            self.rx = VecDeque::new();
+        }
+        d
     }
 
     /// Length of the next received record, if one is waiting.

@@ -223,7 +223,11 @@ impl<T: DatagramTransport, C: Clock> DtlsSocket<T, C> {
                 return Ok(true);
             };
             match self.transport.send(d) {
-                Ok(()) => self.pending = None,
+                Ok(()) => {
+                    if let Some(d) = self.pending.take() {
+                        super::session::recycle(d);
+                    }
+                }
                 Err(TransportError::WouldBlock) => return Ok(false),
                 Err(e) => return Err(Error::Transport(e)),
             }
