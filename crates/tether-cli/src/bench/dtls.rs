@@ -28,12 +28,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use tether::dtls::{self, DtlsVersion, UdpDtlsSocket};
+use tether::dtls::{self, DtlsSocket, DtlsVersion};
+use tether::net::StdClock;
 use tether::{Identity, TlsVersion, Trust};
 use tether_wire::{Decoder, Frame, FrameType};
 
 use super::procfs::{self, Group};
 use super::report::{self, Latencies, Table, round};
+use super::udp::{BenchUdp, UdpMode};
 use super::{Common, read};
 
 #[derive(Debug, clap::Args)]
@@ -53,7 +55,15 @@ pub struct Args {
     /// ECHO body bytes in the round-trip measurement [default: 64].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     echo_size: Option<usize>,
+    /// How the client moves datagrams: `gso` queues its sends into one GSO system call and
+    /// takes the server's GSO batches whole (GRO), as a QUIC stack does on Linux; `plain` makes
+    /// one system call per datagram.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = UdpMode::Gso)]
+    udp: UdpMode,
 }
+
+/// The client's DTLS socket.
+type BenchSocket = DtlsSocket<BenchUdp, StdClock>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -85,6 +95,8 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 struct Setup {
     target: String,
+    addrs: Vec<std::net::SocketAddr>,
+    udp: UdpMode,
     name: String,
     config: dtls::ClientConfig,
     connections: usize,
@@ -93,14 +105,38 @@ struct Setup {
     server: Option<Group>,
     /// The probe session, kept open for the first measured session (a server that serves one
     /// session per process, such as `openssl s_server -dtls1_2`, then serves exactly one).
-    spare: std::sync::Mutex<Option<UdpDtlsSocket>>,
+    spare: std::sync::Mutex<Option<BenchSocket>>,
 }
 
 impl Setup {
-    fn connect(&self) -> Result<UdpDtlsSocket, tether::Error> {
-        let mut s = dtls::connect_named(&self.target, &self.name, &self.config)?;
-        s.set_io_timeout(Some(self.timeout));
-        Ok(s)
+    /// Connects to the first of the target's addresses that completes a handshake.
+    fn connect(&self) -> Result<BenchSocket, tether::Error> {
+        let mut last = None;
+        for &a in &self.addrs {
+            let udp = BenchUdp::connect(a, self.udp).map_err(|e| {
+                tether::Error::Transport(tether::error::TransportError::Other(format!(
+                    "cannot open a UDP socket to {a}: {e}"
+                )))
+            });
+            match udp
+                .and_then(|u| DtlsSocket::connect(u, &self.config, &self.name, StdClock::new()))
+            {
+                Ok(mut s) => {
+                    s.set_io_timeout(Some(self.timeout));
+                    return Ok(s);
+                }
+                Err(e @ (tether::Error::Transport(_) | tether::Error::Timeout(_))) => {
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            tether::Error::Transport(tether::error::TransportError::Other(format!(
+                "{} resolved to no address",
+                self.target
+            )))
+        }))
     }
 }
 
@@ -141,8 +177,13 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         (None, Some(_)) => bail!("--key needs --cert (the client certificate chain)"),
     }
     let config = builder.build().context("client DTLS config")?;
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&target)
+        .with_context(|| format!("cannot resolve --target {target}"))?
+        .collect();
     let setup = Setup {
         target: target.clone(),
+        addrs,
+        udp: args.udp,
         name,
         config,
         connections: c.connections.unwrap_or(1),
@@ -185,12 +226,23 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             setup.duration.as_secs_f64()
         ),
     );
+    table.row(
+        "client UDP",
+        match setup.udp {
+            UdpMode::Gso => "GSO batches out, GRO in",
+            UdpMode::Plain => "one system call per datagram",
+        },
+    );
     let mut out = json!({
         "target": target,
         "dtls_version": negotiated,
         "cipher_suite": suite,
         "connections": setup.connections,
         "duration_s": setup.duration.as_secs_f64(),
+        "client_udp": match setup.udp {
+            UdpMode::Gso => "gso",
+            UdpMode::Plain => "plain",
+        },
     });
     for phase in phases {
         let (key, v) = match phase {
@@ -309,7 +361,7 @@ fn handshakes(setup: &Setup, table: &mut Table) -> anyhow::Result<Value> {
 /// the deadline; the meter covers only that part.
 fn with_sessions<T: Send>(
     setup: &Setup,
-    f: impl Fn(&mut UdpDtlsSocket, usize, Instant) -> T + Sync,
+    f: impl Fn(&mut BenchSocket, usize, Instant) -> T + Sync,
 ) -> anyhow::Result<(Vec<T>, Meter)> {
     let mut socks = Vec::new();
     if let Some(s) = setup.spare.lock().ok().and_then(|mut s| s.take()) {

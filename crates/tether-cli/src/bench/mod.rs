@@ -37,6 +37,7 @@ mod idle;
 mod procfs;
 mod report;
 mod tcp_echo;
+mod udp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
