@@ -135,6 +135,18 @@ fn bench_dtls_measures_handshakes_echo_and_records_against_the_gateway() {
     );
     assert_eq!(v["records"]["record_bytes"], 200);
     assert!(v["records"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(v["client_udp"], "gso", "batches by default: {v}");
+    // The client without batches (one system call per datagram): the same records, intact.
+    let (v, stdout) = bench(
+        dir.path(),
+        &gw,
+        &["--phases", "records,handshakes", "--udp", "plain"],
+    );
+    assert_eq!(v["client_udp"], "plain", "{v}");
+    assert!(stdout.contains("one system call per datagram"), "{stdout}");
+    assert!(v["records"]["count"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["records"]["wrong"], 0, "{v}");
+    assert_eq!(v["handshakes"]["failed"], 0, "{v}");
 }
 
 #[test]
