@@ -36,7 +36,7 @@ pub(crate) async fn serve(
 ) {
     let _slot = slot;
     let accepted = tokio::time::Instant::now();
-    let _ = tcp.set_nodelay(true);
+    // TCP_NODELAY comes from the listener (`gateway::listen`).
     let session = match Session::server(&shared.server_config, now()) {
         Ok(s) => s,
         Err(e) => {
@@ -71,7 +71,7 @@ pub(crate) async fn serve(
                 .session()
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|leaf| device_id(leaf.as_ref()));
+                .and_then(device_id);
             let refused = match (&id, allow) {
                 (None, _) => Some(FailReason::NoDeviceId),
                 (Some(id), Some(list)) if !list.contains(id) => Some(FailReason::NotAllowed),
@@ -112,10 +112,8 @@ pub(crate) async fn serve(
 }
 
 /// The device id: the first common name of the certificate's subject.
-pub(crate) fn device_id(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
+pub(crate) fn device_id(leaf: &tether::CertificateDer<'_>) -> Option<String> {
+    tether::trust::subject_common_name(leaf).map(str::to_owned)
 }
 
 /// What decrypting and answering found.

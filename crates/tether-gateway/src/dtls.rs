@@ -577,9 +577,7 @@ fn established(
     let device_id = match &shared.client_auth {
         ClientAuthPolicy::ServerOnly => None,
         ClientAuthPolicy::Required { allow, .. } => {
-            let id = session
-                .peer_certificate()
-                .and_then(|leaf| crate::conn::device_id(leaf.as_ref()));
+            let id = session.peer_certificate().and_then(crate::conn::device_id);
             match (&id, allow) {
                 (None, _) => return Err(FailReason::NoDeviceId),
                 (Some(id), Some(list)) if !list.contains(id) => {

@@ -121,6 +121,9 @@ async fn listen(addr: SocketAddr, what: &str) -> Result<TcpListener, GatewayErro
     // Lets a restarted gateway bind while old connections sit in TIME_WAIT; a port another
     // process listens on is still refused.
     socket.set_reuseaddr(true).map_err(err)?;
+    // TLS writes whole flights and records: no Nagle delay behind the peer's delayed ACK.
+    // Accepted sockets inherit it (Linux), which saves a system call per connection.
+    socket.set_nodelay(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
     socket.listen(BACKLOG).map_err(err)
 }
@@ -442,5 +445,22 @@ impl Devices {
     /// The established device sessions, oldest first.
     pub fn list(&self) -> Vec<DeviceInfo> {
         self.registry.list()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections the TLS listener accepts have TCP_NODELAY without a call of their own.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay() {
+        let l = listen("127.0.0.1:0".parse().unwrap(), "test")
+            .await
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = l.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }

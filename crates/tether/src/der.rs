@@ -1,4 +1,5 @@
-//! The smallest DER reader tether needs: a certificate's validity window.
+//! The smallest DER reader tether needs: a certificate's validity window and its subject's
+//! common name.
 //!
 //! Contract: every function here takes untrusted bytes, returns `None` on anything it does not
 //! understand, and never panics (no indexing without a checked length; no arithmetic that can
@@ -10,6 +11,13 @@ const SEQUENCE: u8 = 0x30;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 const CONTEXT_0: u8 = 0xa0;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+const UTF8_STRING: u8 = 0x0c;
+const PRINTABLE_STRING: u8 = 0x13;
+const IA5_STRING: u8 = 0x16;
+/// id-at-commonName, 2.5.4.3.
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
 
 /// Splits one tag-length-value off the front of `input`: `(tag, value, rest)`.
 fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -40,8 +48,8 @@ fn expect(input: &[u8], want: u8) -> Option<(&[u8], &[u8])> {
     (tag == want).then_some((value, rest))
 }
 
-/// The `notBefore` and `notAfter` of a DER certificate, in seconds since the Unix epoch.
-pub(crate) fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+/// The TBSCertificate fields from `validity` on (validity, subject, ...).
+fn from_validity(cert: &[u8]) -> Option<&[u8]> {
     let (certificate, _) = expect(cert, SEQUENCE)?;
     let (tbs, _) = expect(certificate, SEQUENCE)?;
     let mut rest = tbs;
@@ -52,10 +60,40 @@ pub(crate) fn validity(cert: &[u8]) -> Option<(u64, u64)> {
     rest = tlv(rest)?.2; // serialNumber
     rest = tlv(rest)?.2; // signature AlgorithmIdentifier
     rest = tlv(rest)?.2; // issuer
-    let (validity, _) = expect(rest, SEQUENCE)?;
+    Some(rest)
+}
+
+/// The `notBefore` and `notAfter` of a DER certificate, in seconds since the Unix epoch.
+pub(crate) fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+    let (validity, _) = expect(from_validity(cert)?, SEQUENCE)?;
     let (t1, v1, rest) = tlv(validity)?;
     let (t2, v2, _) = tlv(rest)?;
     Some((time(t1, v1)?, time(t2, v2)?))
+}
+
+/// The first common name in a DER certificate's subject (a UTF8String, PrintableString or
+/// IA5String that is valid UTF-8).
+pub(crate) fn subject_common_name(cert: &[u8]) -> Option<&str> {
+    let (_, rest) = expect(from_validity(cert)?, SEQUENCE)?; // validity
+    let (mut rdns, _) = expect(rest, SEQUENCE)?; // subject: RelativeDistinguishedNames
+    while !rdns.is_empty() {
+        let (mut attributes, rest) = expect(rdns, SET)?;
+        rdns = rest;
+        while !attributes.is_empty() {
+            let (attribute, rest) = expect(attributes, SEQUENCE)?;
+            attributes = rest;
+            let (oid, value) = expect(attribute, OID)?;
+            if oid != COMMON_NAME {
+                continue;
+            }
+            let (tag, text, _) = tlv(value)?;
+            if !matches!(tag, UTF8_STRING | PRINTABLE_STRING | IA5_STRING) {
+                return None;
+            }
+            return core::str::from_utf8(text).ok();
+        }
+    }
+    None
 }
 
 fn digits(s: &[u8]) -> Option<u64> {
@@ -128,5 +166,70 @@ mod tests {
         }
         assert_eq!(validity(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
         assert_eq!(validity(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
+    }
+
+    fn cert_with(names: &[(rcgen::DnType, rcgen::DnValue)]) -> alloc::vec::Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(alloc::vec!["x.test".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in names {
+            params.distinguished_name.push(t.clone(), v.clone());
+        }
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn subject_common_names() {
+        use rcgen::{DnType as T, DnValue as V};
+        let cert = cert_with(&[
+            (T::CountryName, V::PrintableString("DE".try_into().unwrap())),
+            (T::OrganizationName, V::Utf8String("tether".into())),
+            (T::CommonName, V::Utf8String("device-7".into())),
+        ]);
+        assert_eq!(subject_common_name(&cert), Some("device-7"));
+        let cert = cert_with(&[(
+            T::CommonName,
+            V::PrintableString("dev 8".try_into().unwrap()),
+        )]);
+        assert_eq!(subject_common_name(&cert), Some("dev 8"));
+        let cert = cert_with(&[(T::CommonName, V::Ia5String("dev@9".try_into().unwrap()))]);
+        assert_eq!(subject_common_name(&cert), Some("dev@9"));
+        let cert = cert_with(&[(T::CommonName, V::Utf8String("gerät-ü".into()))]);
+        assert_eq!(subject_common_name(&cert), Some("gerät-ü"));
+        // No common name; one in a BMPString (not read).
+        let cert = cert_with(&[(T::OrganizationName, V::Utf8String("tether".into()))]);
+        assert_eq!(subject_common_name(&cert), None);
+        let cert = cert_with(&[(T::CommonName, V::BmpString("dev".try_into().unwrap()))]);
+        assert_eq!(subject_common_name(&cert), None);
+        // The issuer's name is not the subject's.
+        let pem = include_bytes!("../tests/data/client.pem");
+        use rustls_pki_types::pem::PemObject as _;
+        let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+            .next()
+            .unwrap()
+            .unwrap();
+        let cn = subject_common_name(der.as_ref()).expect("the test client has a CN");
+        assert!(!cn.is_empty());
+    }
+
+    #[test]
+    fn every_truncated_or_changed_certificate_is_read_without_panic() {
+        use rcgen::{DnType as T, DnValue as V};
+        let cert = cert_with(&[(T::CommonName, V::Utf8String("device-7".into()))]);
+        for len in 0..cert.len() {
+            assert_eq!(
+                subject_common_name(&cert[..len]),
+                None,
+                "prefix of {len} bytes"
+            );
+        }
+        for i in 0..cert.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut c = cert.clone();
+                c[i] ^= flip;
+                let _ = subject_common_name(&c);
+                let _ = validity(&c);
+            }
+        }
     }
 }

@@ -110,3 +110,5 @@ pub use trust::{ClientAuth, MemoryTofuStore, TofuStore, Trust};
 
 /// Cipher suite and group names, re-exported from rustls.
 pub use rustls::{CipherSuite, NamedGroup};
+/// A DER certificate, as [`Session::peer_certificates`] returns them.
+pub use rustls_pki_types::CertificateDer;

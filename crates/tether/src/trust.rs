@@ -616,6 +616,19 @@ impl ClientCertVerifier for ClientVerifier {
     verify_signatures_with!(provider);
 }
 
+/// The first common name (OID 2.5.4.3) in a certificate's subject, as a gateway takes a
+/// device's id from its client certificate. `None` when the certificate does not parse that
+/// far or its subject has no common name in a UTF-8, printable or IA5 string.
+///
+/// Call it on a certificate the handshake has verified ([`Session::peer_certificates`]); it
+/// checks nothing itself. It reads the DER up to the subject and nothing more, a fraction of a
+/// full X.509 parse.
+///
+/// [`Session::peer_certificates`]: crate::Session::peer_certificates
+pub fn subject_common_name<'a>(cert: &'a CertificateDer<'_>) -> Option<&'a str> {
+    crate::der::subject_common_name(cert.as_ref())
+}
+
 #[cfg(test)]
 mod verified_cache_tests {
     use super::*;
