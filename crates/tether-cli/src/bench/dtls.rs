@@ -3,7 +3,9 @@
 //! -dtls1_2` with its output looped back to its input).
 //!
 //! Three measurements, each for `--duration` seconds with `--connections` client threads (one
-//! DTLS session each; tether's blocking `DtlsSocket` over a connected UDP socket):
+//! DTLS session each; tether's blocking `DtlsSocket` over a connected UDP socket, which sends
+//! in GSO batches and receives GRO batches with `--udp gso`, the default, or makes one system
+//! call per datagram with `--udp plain`: `udp.rs`):
 //!
 //! - `handshakes`: full handshakes per second (each: a new UDP socket, the cookie exchange,
 //!   the handshake, close_notify);

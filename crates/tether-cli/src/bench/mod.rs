@@ -10,6 +10,7 @@
 //! tether bench dtls       --target HOST:PORT --ca ca.pem --cert dev.pem --key dev.key
 //!                         [--connections N] [--duration SECS] [--tls 1.2|1.3]
 //!                         [--phases handshakes,echo,records] [--size BYTES] [--window N]
+//!                         [--udp gso|plain]
 //! ```
 //!
 //! Every subcommand prints a summary table, writes its figures as JSON with `--json FILE`, and

@@ -33,6 +33,8 @@ pub enum UdpMode {
 /// Largest buffer one GRO receive may fill (64 KiB: the largest UDP payload the kernel
 /// coalesces).
 const RX_BUF: usize = 64 * 1024;
+/// Most bytes one GSO send carries (an IP packet, and so a GSO batch, is at most 64 KiB).
+const TX_MAX: usize = 60_000;
 
 /// A connected UDP socket in either mode.
 pub struct BenchUdp {
@@ -80,7 +82,7 @@ impl BenchUdp {
                     rx_len: 0,
                     rx_stride: 0,
                     rx_pos: 0,
-                    tx: Vec::with_capacity(RX_BUF),
+                    tx: Vec::with_capacity(TX_MAX),
                     tx_segment: 0,
                     tx_count: 0,
                     tx_closed: false,
@@ -122,7 +124,7 @@ impl DatagramTransport for BenchUdp {
             && !b.tx_closed
             && datagram.len() <= b.tx_segment
             && b.tx_count < b.state.max_gso_segments()
-            && b.tx.len() + datagram.len() <= RX_BUF;
+            && b.tx.len() + datagram.len() <= TX_MAX;
         if !fits && b.tx_count > 0 {
             self.flush()?;
         }
