@@ -660,6 +660,54 @@ mod tests {
         ));
     }
 
+    /// A SEC1 key ("EC PRIVATE KEY", what OpenSSL writes) loads and signs like its PKCS#8 form.
+    #[test]
+    fn sec1_keys_load_and_sign() {
+        for (alg, hash) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, HashAlgorithm::SHA256),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, HashAlgorithm::SHA384),
+        ] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["dtls.test".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let sec1 = sec1_of_pkcs8(&key.serialize_der());
+            assert_eq!(sec1.first(), Some(&0x30));
+            let mut signer = KEYS.load_private_key(&sec1).expect("a SEC1 key loads");
+            assert_eq!(signer.hash_algorithm(), hash);
+            let mut sig = Buf::new();
+            signer.sign(b"flight", hash, &mut sig).unwrap();
+            VERIFIER
+                .verify_signature(cert.der(), b"flight", &sig, hash, SignatureAlgorithm::ECDSA)
+                .expect("the SEC1 key's signature verifies");
+        }
+    }
+
+    /// The SEC1 ECPrivateKey inside a PKCS#8 EC key: PrivateKeyInfo's privateKey OCTET STRING
+    /// (SEQUENCE { INTEGER 0, AlgorithmIdentifier, OCTET STRING ECPrivateKey }).
+    fn sec1_of_pkcs8(pkcs8: &[u8]) -> Vec<u8> {
+        fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
+            let (tag, len_byte) = (b[0], b[1]);
+            let (len, head) = if len_byte < 0x80 {
+                (usize::from(len_byte), 2)
+            } else {
+                let n = usize::from(len_byte & 0x7f);
+                let len = b[2..2 + n]
+                    .iter()
+                    .fold(0usize, |a, &x| (a << 8) | usize::from(x));
+                (len, 2 + n)
+            };
+            (tag, &b[head..head + len], &b[head + len..])
+        }
+        let (_, info, _) = tlv(pkcs8);
+        let (_, _, rest) = tlv(info); // version
+        let (_, _, rest) = tlv(rest); // algorithm
+        let (tag, key, _) = tlv(rest);
+        assert_eq!(tag, 0x04);
+        key.to_vec()
+    }
+
     /// Both ends of each group agree on the secret; a point off the curve is refused.
     #[test]
     fn key_exchange_agrees_and_refuses_bad_points() {
