@@ -94,24 +94,40 @@ impl BenchUdp {
 
     /// Sends the queued batch, if any.
     fn flush(&mut self) -> Result<(), TransportError> {
-        let Some(b) = &mut self.batch else {
-            return Ok(());
-        };
-        if b.tx_count == 0 {
+        match &mut self.batch {
+            Some(b) => b.flush(&self.socket),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Batch {
+    /// Sends the queued datagrams in one GSO `sendmsg`, if there are any.
+    fn flush(&mut self, socket: &UdpSocket) -> Result<(), TransportError> {
+        if self.tx_count == 0 {
             return Ok(());
         }
         let transmit = quinn_udp::Transmit {
-            destination: b.peer,
+            destination: self.peer,
             ecn: None,
-            contents: &b.tx,
-            segment_size: (b.tx_count > 1).then_some(b.tx_segment),
+            contents: &self.tx,
+            segment_size: (self.tx_count > 1).then_some(self.tx_segment),
             src_ip: None,
         };
-        let r = retry(|| b.state.try_send((&self.socket).into(), &transmit));
-        b.tx.clear();
-        b.tx_count = 0;
-        b.tx_closed = false;
+        let r = retry(|| self.state.try_send(socket.into(), &transmit));
+        self.tx.clear();
+        self.tx_count = 0;
+        self.tx_closed = false;
         r
+    }
+
+    /// Whether `datagram` can join the queued batch (same segment size, or a shorter last one).
+    fn fits(&self, datagram: &[u8]) -> bool {
+        self.tx_count > 0
+            && !self.tx_closed
+            && datagram.len() <= self.tx_segment
+            && self.tx_count < self.state.max_gso_segments()
+            && self.tx.len() + datagram.len() <= TX_MAX
     }
 }
 
@@ -120,17 +136,9 @@ impl DatagramTransport for BenchUdp {
         let Some(b) = &mut self.batch else {
             return retry(|| self.socket.send(datagram)).map(drop);
         };
-        let fits = b.tx_count > 0
-            && !b.tx_closed
-            && datagram.len() <= b.tx_segment
-            && b.tx_count < b.state.max_gso_segments()
-            && b.tx.len() + datagram.len() <= TX_MAX;
-        if !fits && b.tx_count > 0 {
-            self.flush()?;
+        if !b.fits(datagram) {
+            b.flush(&self.socket)?;
         }
-        let Some(b) = &mut self.batch else {
-            unreachable!("batch mode checked above")
-        };
         if b.tx_count == 0 {
             b.tx_segment = datagram.len();
         } else if datagram.len() < b.tx_segment {
@@ -142,14 +150,12 @@ impl DatagramTransport for BenchUdp {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
-        if self.batch.as_ref().is_some_and(|b| b.rx_pos >= b.rx_len) {
-            // About to wait: what the client queued goes out first.
-            self.flush()?;
-        }
         let Some(b) = &mut self.batch else {
             return retry(|| self.socket.recv(buf));
         };
         if b.rx_pos >= b.rx_len {
+            // About to wait: what the client queued goes out first.
+            b.flush(&self.socket)?;
             let mut meta = [quinn_udp::RecvMeta::default()];
             let n = retry(|| {
                 let mut bufs = [IoSliceMut::new(&mut b.rx)];

@@ -220,28 +220,22 @@ fn dtls12_suites(
     base: &'static [&'static dyn SupportedDtls12CipherSuite],
 ) -> &'static [&'static dyn SupportedDtls12CipherSuite] {
     static SUITES: OnceLock<Vec<&'static dyn SupportedDtls12CipherSuite>> = OnceLock::new();
-    SUITES.get_or_init(|| {
-        base.iter()
-            .map(|&s| {
-                let leaked: &'static Suite12 = Box::leak(Box::new(Suite12(s)));
-                leaked as &'static dyn SupportedDtls12CipherSuite
-            })
-            .collect()
-    })
+    SUITES.get_or_init(|| wrap_all(base, |s| Box::leak(Box::new(Suite12(s)))))
 }
 
 fn dtls13_suites(
     base: &'static [&'static dyn SupportedDtls13CipherSuite],
 ) -> &'static [&'static dyn SupportedDtls13CipherSuite] {
     static SUITES: OnceLock<Vec<&'static dyn SupportedDtls13CipherSuite>> = OnceLock::new();
-    SUITES.get_or_init(|| {
-        base.iter()
-            .map(|&s| {
-                let leaked: &'static Suite13 = Box::leak(Box::new(Suite13(s)));
-                leaked as &'static dyn SupportedDtls13CipherSuite
-            })
-            .collect()
-    })
+    SUITES.get_or_init(|| wrap_all(base, |s| Box::leak(Box::new(Suite13(s)))))
+}
+
+/// Each of `base` wrapped by `wrap`.
+fn wrap_all<T: ?Sized + 'static>(
+    base: &'static [&'static T],
+    wrap: impl Fn(&'static T) -> &'static T,
+) -> Vec<&'static T> {
+    base.iter().map(|&s| wrap(s)).collect()
 }
 
 // ---- key exchange -----------------------------------------------------------------------------
