@@ -18,7 +18,7 @@
 //! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `ca`, `allow`,
 //! `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
 //! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `verified-client-chains`,
-//! `min-tls`, `log-level`). Relative paths in the file are relative to the file's directory. A
+//! `min-tls`, `crypto`, `log-level`). Relative paths in the file are relative to the file's directory. A
 //! flag given on the command line wins over the file. An unknown key or a bad value stops the start with one line naming the key and its
 //! line in the file.
 //!
@@ -41,7 +41,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
-use tether::{Identity, TlsVersion, Trust};
+use tether::{Crypto, Identity, TlsVersion, Trust};
 use tether_gateway::{
     AllowList, ClientAuthPolicy, DtlsListen, Gateway, GatewayConfig, TicketSource,
 };
@@ -118,6 +118,10 @@ pub struct Args {
     /// Lowest TLS version accepted [default: 1.2].
     #[arg(long, value_name = "1.2|1.3", value_parser = parse_version)]
     min_tls: Option<TlsVersion>,
+    /// Cryptography library for TLS: aws-lc (about twice ring's speed for X25519; offers
+    /// X25519MLKEM768) or ring [default: aws-lc].
+    #[arg(long, value_name = "aws-lc|ring", value_parser = parse_crypto)]
+    crypto: Option<Crypto>,
     /// Log messages (to stderr) at this level and above: refused devices and drains at `info`,
     /// accept failures (out of descriptors) at `warn`, each failed handshake at `debug`
     /// [default: info].
@@ -168,6 +172,10 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     secs(v)
 }
 
+fn parse_crypto(s: &str) -> Result<Crypto, String> {
+    s.parse::<Crypto>().map_err(|e| e.to_string())
+}
+
 fn parse_version(s: &str) -> Result<TlsVersion, String> {
     match s {
         "1.2" => Ok(TlsVersion::Tls12),
@@ -208,6 +216,8 @@ struct FileConfig {
     drain_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_version")]
     min_tls: Option<TlsVersion>,
+    #[serde(default, deserialize_with = "de_crypto")]
+    crypto: Option<Crypto>,
     #[serde(default, deserialize_with = "de_level")]
     log_level: Option<LogLevel>,
 }
@@ -271,6 +281,11 @@ impl Visitor<'_> for VersionVisitor {
             )))
         }
     }
+}
+
+fn de_crypto<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Crypto>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_crypto(&s).map(Some).map_err(de::Error::custom)
 }
 
 fn de_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TlsVersion>, D::Error> {
@@ -539,6 +554,9 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     if let Some(v) = args.min_tls.or(file.min_tls) {
         config.min_tls = v;
     }
+    if let Some(c) = args.crypto.or(file.crypto) {
+        config.crypto = c;
+    }
     if let Some(d) = args.handshake_timeout.or(file.handshake_timeout) {
         config.handshake_timeout = d;
     }
@@ -644,7 +662,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     if let Some(note) = limit_note {
         say!("tether serve: {note}");
     }
-    let (min_tls, drain) = (config.min_tls, config.drain_timeout);
+    let (min_tls, drain, crypto) = (config.min_tls, config.drain_timeout, config.crypto);
     let gateway = Gateway::bind(config).await?;
     let addr = gateway.local_addr();
     if dev {
@@ -681,7 +699,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         std::process::exit(1);
     });
     say!(
-        "tether serve: listening on {addr} ({}, {auth}), {dtls}{http}",
+        "tether serve: listening on {addr} ({}, {auth}, {crypto}), {dtls}{http}",
         versions(min_tls)
     );
     gateway.run().await?;

@@ -293,6 +293,8 @@ fn dev_pki_prints_a_device_command_that_works() {
         out.contains("development PKI: made ca, server, device-1 in tether-dev/"),
         "{out}"
     );
+    // aws-lc by default (the gateway's faster library).
+    assert!(out.contains(", aws-lc), "), "{out}");
     let (status, body) = http_get(serve.http.unwrap(), "/health");
     assert_eq!(status, 200);
     assert!(body.contains("\"status\":\"ok\""), "{body}");
@@ -416,6 +418,7 @@ fn config_file_keys_and_flags_that_override_them() {
          handshake-timeout = 2.5\n\
          idle-timeout = 60\n\
          min-tls = \"1.3\"\n\
+         crypto = \"ring\"\n\
          allow = \"ids.txt\"\n",
     )
     .unwrap();
@@ -437,6 +440,7 @@ fn config_file_keys_and_flags_that_override_them() {
         "{}",
         serve.output()
     );
+    assert!(serve.output().contains(", ring), "), "{}", serve.output());
     let mut s = serve.connect(&f.client(None));
     assert_eq!(s.session().version(), Some(TlsVersion::Tls13));
     // 40 bytes: over the file's 16, under the flag's 64.
@@ -487,6 +491,26 @@ fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
     let err = fails(&["--config", &bad_version], d);
     assert!(
         err.contains("line 3") && err.contains("min-tls") && err.contains("1.2 or 1.3"),
+        "{err}"
+    );
+
+    let bad_crypto = write("crypto.toml", "crypto = \"openssl\"\n");
+    let err = fails(&["--config", &bad_crypto], d);
+    assert!(
+        err.contains("line 1") && err.contains("crypto") && err.contains("\"ring\" or \"aws-lc\""),
+        "{err}"
+    );
+    // A bad flag value: clap's error (with its usage line), exit status 2.
+    let out = Command::new(TETHER)
+        .args(["serve", "--crypto", "boringssl"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid value 'boringssl' for '--crypto")
+            && err.contains("\"ring\" or \"aws-lc\""),
         "{err}"
     );
 

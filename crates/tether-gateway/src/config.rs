@@ -63,6 +63,9 @@ pub struct GatewayConfig {
     /// same chain skips its signature checks (times, pins and the handshake signature are still
     /// checked). Default [`tether::config::DEFAULT_VERIFIED_CACHE`]; 0 turns it off.
     pub verified_client_chains: usize,
+    /// The cryptography library for TLS handshakes and records (default
+    /// [`tether::Crypto::fastest`]: aws-lc, which this crate builds with).
+    pub crypto: tether::Crypto,
     /// How long a drain may take: connections still open after it are cut.
     pub drain_timeout: Duration,
     /// Where session-ticket keys come from.
@@ -115,6 +118,7 @@ impl fmt::Debug for GatewayConfig {
             .field("max_per_ip", &self.max_per_ip)
             .field("max_frame", &self.max_frame)
             .field("verified_client_chains", &self.verified_client_chains)
+            .field("crypto", &self.crypto)
             .field("drain_timeout", &self.drain_timeout)
             .field("tickets", &self.tickets)
             .field("dtls", &self.dtls)
@@ -140,6 +144,7 @@ impl GatewayConfig {
             max_per_ip: DEFAULT_MAX_PER_IP,
             max_frame: tether_wire::DEFAULT_MAX_BODY,
             verified_client_chains: tether::config::DEFAULT_VERIFIED_CACHE,
+            crypto: tether::Crypto::fastest(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             tickets: TicketSource::default(),
             dtls: DtlsListen::SameAsTls,

@@ -148,6 +148,7 @@ impl Gateway {
             .client_auth(auth)
             .ticketer(ticketer.clone())
             .verified_client_chains(config.verified_client_chains)
+            .crypto(config.crypto)
             .build()
             .map_err(GatewayError::Tls)?;
 

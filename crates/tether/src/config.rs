@@ -87,12 +87,87 @@ fn versions(
     Ok(v)
 }
 
-/// The crypto provider (ring), optionally narrowed to some suites and groups.
+/// The cryptography library a configuration's handshakes use.
+///
+/// Both verify the same way (webpki, the same algorithms) and negotiate the same suites; they
+/// differ in speed, in post-quantum key exchange and in where they build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Crypto {
+    /// ring (the default): builds without std and with no C toolchain beyond `cc`; what a
+    /// device uses. Groups X25519, P-256, P-384.
+    #[default]
+    Ring,
+    /// AWS-LC through aws-lc-rs (feature `aws-lc`, std only): about twice ring's speed for
+    /// X25519 and faster P-256 on x86_64 and aarch64, and the hybrid post-quantum group
+    /// X25519MLKEM768, offered first (with an X25519 share beside it, so servers without it
+    /// cost nothing more than a larger ClientHello). What a gateway or a desktop tool uses.
+    #[cfg(feature = "aws-lc")]
+    AwsLc,
+}
+
+#[cfg(feature = "aws-lc")]
+const FASTEST: Crypto = Crypto::AwsLc;
+#[cfg(not(feature = "aws-lc"))]
+const FASTEST: Crypto = Crypto::Ring;
+
+impl Crypto {
+    /// The library's name, as the CLI and config files spell it (`ring`, `aws-lc`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Crypto::Ring => "ring",
+            #[cfg(feature = "aws-lc")]
+            Crypto::AwsLc => "aws-lc",
+        }
+    }
+
+    /// The fastest library this build has: aws-lc with feature `aws-lc`, ring otherwise.
+    pub fn fastest() -> Crypto {
+        FASTEST
+    }
+
+    fn provider(self) -> CryptoProvider {
+        match self {
+            Crypto::Ring => rustls::crypto::ring::default_provider(),
+            #[cfg(feature = "aws-lc")]
+            Crypto::AwsLc => rustls::crypto::aws_lc_rs::default_provider(),
+        }
+    }
+}
+
+impl fmt::Display for Crypto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::str::FromStr for Crypto {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Crypto, ConfigError> {
+        match s {
+            "ring" => Ok(Crypto::Ring),
+            #[cfg(feature = "aws-lc")]
+            "aws-lc" => Ok(Crypto::AwsLc),
+            #[cfg(not(feature = "aws-lc"))]
+            "aws-lc" => Err(ConfigError::Inconsistent(
+                "crypto \"aws-lc\" is not in this build (tether feature `aws-lc`); use \"ring\""
+                    .into(),
+            )),
+            other => Err(ConfigError::Inconsistent(alloc::format!(
+                "unknown crypto library {other:?}; expected \"ring\" or \"aws-lc\""
+            ))),
+        }
+    }
+}
+
+/// The crypto provider, optionally narrowed to some suites and groups.
 pub(crate) fn provider_with(
+    crypto: Crypto,
     suites: Option<&[CipherSuite]>,
     groups: Option<&[NamedGroup]>,
 ) -> Result<Arc<CryptoProvider>, Error> {
-    let mut p = rustls::crypto::ring::default_provider();
+    let mut p = crypto.provider();
     // Mozilla "intermediate" order: AES-128-GCM first (SHA-256 has hardware support on common
     // CPUs; SHA-384 does not in ring), then AES-256-GCM, then ChaCha20-Poly1305.
     p.cipher_suites.sort_by_key(|s| suite_rank(s.suite()));
@@ -101,7 +176,9 @@ pub(crate) fn provider_with(
         if p.cipher_suites.is_empty() {
             return Err(ConfigError::Inconsistent(alloc::format!(
                 "none of the cipher suites {suites:?} is supported; supported: {:?}",
-                rustls::crypto::ring::ALL_CIPHER_SUITES
+                crypto
+                    .provider()
+                    .cipher_suites
                     .iter()
                     .map(|s| s.suite())
                     .collect::<Vec<_>>()
@@ -113,7 +190,13 @@ pub(crate) fn provider_with(
         p.kx_groups.retain(|g| groups.contains(&g.name()));
         if p.kx_groups.is_empty() {
             return Err(ConfigError::Inconsistent(alloc::format!(
-                "none of the key-exchange groups {groups:?} is supported (X25519, secp256r1, secp384r1)"
+                "none of the key-exchange groups {groups:?} is supported by {crypto}; supported: {:?}",
+                crypto
+                    .provider()
+                    .kx_groups
+                    .iter()
+                    .map(|g| g.name())
+                    .collect::<Vec<_>>()
             ))
             .into());
         }
@@ -203,6 +286,7 @@ struct Common {
     handshake_timeout: Duration,
     time: TimePolicy,
     resumption: bool,
+    crypto: Crypto,
 }
 
 impl Default for Common {
@@ -217,6 +301,7 @@ impl Default for Common {
             handshake_timeout: Duration::from_secs(10),
             time: TimePolicy::default(),
             resumption: true,
+            crypto: Crypto::default(),
         }
     }
 }
@@ -271,6 +356,13 @@ macro_rules! common_setters {
         /// Turns session resumption on (default) or off.
         pub fn resumption(mut self, on: bool) -> Self {
             self.common.resumption = on;
+            self
+        }
+
+        /// The cryptography library for handshakes and records (default [`Crypto::Ring`]).
+        /// A client's records after the handshake are tether's own, on ring, either way.
+        pub fn crypto(mut self, crypto: Crypto) -> Self {
+            self.common.crypto = crypto;
             self
         }
     };
@@ -371,7 +463,7 @@ impl ClientConfigBuilder {
         }
         check_record_size(self.common.max_record)?;
         let c = &self.common;
-        let provider = provider_with(c.suites.as_deref(), c.groups.as_deref())?;
+        let provider = provider_with(c.crypto, c.suites.as_deref(), c.groups.as_deref())?;
         let time = Arc::new(PolicyTime(c.time.clone()));
         let parts = Arc::new(VerifierParts {
             trust: self.trust,
@@ -513,7 +605,7 @@ impl ServerConfigBuilder {
     pub fn build(self) -> Result<ServerConfig, Error> {
         check_record_size(self.common.max_record)?;
         let c = &self.common;
-        let provider = provider_with(c.suites.as_deref(), c.groups.as_deref())?;
+        let provider = provider_with(c.crypto, c.suites.as_deref(), c.groups.as_deref())?;
         let time = Arc::new(PolicyTime(c.time.clone()));
         let builder = rustls::ServerConfig::builder_with_details(provider.clone(), time)
             .with_protocol_versions(&versions(c.min, c.max)?)

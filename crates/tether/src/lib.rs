@@ -99,7 +99,8 @@ pub mod asynch;
 pub mod smoltcp;
 
 pub use config::{
-    ClientConfig, ClientConfigBuilder, Identity, ServerConfig, ServerConfigBuilder, TlsVersion,
+    ClientConfig, ClientConfigBuilder, Crypto, Identity, ServerConfig, ServerConfigBuilder,
+    TlsVersion,
 };
 pub use error::Error;
 pub use pin::Pin;

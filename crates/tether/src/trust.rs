@@ -639,7 +639,7 @@ mod verified_cache_tests {
 
     fn verifier(cache: usize) -> ClientVerifier {
         let trust = Trust::from_pem(include_bytes!("../tests/data/ca.pem")).unwrap();
-        let provider = crate::config::provider_with(None, None).unwrap();
+        let provider = crate::config::provider_with(crate::Crypto::Ring, None, None).unwrap();
         ClientVerifier::new(trust, true, provider, TimePolicy::System, cache)
     }
 

@@ -147,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let Some(target) = c.target.clone() else {
         bail!("tether bench dtls needs --target HOST:PORT (the server's DTLS address, UDP)");
     };
+    c.tls_only_flags_absent("dtls")?;
     let Some(ca) = &c.ca else {
         bail!("tether bench dtls needs --ca FILE (the CA that issued the server's certificate)");
     };

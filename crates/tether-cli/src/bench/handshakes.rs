@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = super::parse_count)]
     concurrency: Option<usize>,
     /// Plain TCP, no TLS: connect, FIN, wait for the server's FIN, close (the kernel's floor).
-    #[arg(long, conflicts_with_all = ["resume", "ca", "cert", "key", "tls"])]
+    #[arg(long, conflicts_with_all = ["resume", "ca", "cert", "key", "tls", "kx", "crypto"])]
     plain: bool,
 }
 

@@ -46,7 +46,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use tether::{ClientConfig, ClientConfigBuilder, Identity, TlsVersion, Trust};
+use tether::{ClientConfig, ClientConfigBuilder, Crypto, Identity, NamedGroup, TlsVersion, Trust};
 
 /// Sessions one process holds at most when its open-file limit is this many below the limit
 /// (the runtime, stdio and the worker pipes need a few descriptors).
@@ -133,6 +133,38 @@ pub struct Common {
     /// [default: 10].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     timeout: Option<Duration>,
+    /// Key-exchange group to offer (only this one; TLS benches) [default: x25519].
+    #[arg(long, value_name = "x25519|p256|p384|x25519mlkem768", value_parser = parse_kx)]
+    kx: Option<NamedGroup>,
+    /// The client's cryptography library (TLS benches) [default: aws-lc].
+    #[arg(long, value_name = "aws-lc|ring", value_parser = parse_crypto)]
+    crypto: Option<Crypto>,
+}
+
+impl Common {
+    /// Refuses the flags that only TLS benches take (`what` names the bench).
+    pub(crate) fn tls_only_flags_absent(&self, what: &str) -> anyhow::Result<()> {
+        if self.kx.is_some() || self.crypto.is_some() {
+            bail!("--kx and --crypto apply to TLS benches, not to tether bench {what}");
+        }
+        Ok(())
+    }
+}
+
+fn parse_kx(s: &str) -> Result<NamedGroup, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "x25519" => Ok(NamedGroup::X25519),
+        "p256" | "p-256" | "secp256r1" => Ok(NamedGroup::secp256r1),
+        "p384" | "p-384" | "secp384r1" => Ok(NamedGroup::secp384r1),
+        "x25519mlkem768" => Ok(NamedGroup::X25519MLKEM768),
+        _ => Err(format!(
+            "{s:?} is not a key-exchange group tether offers: use x25519, p256, p384 or x25519mlkem768"
+        )),
+    }
+}
+
+fn parse_crypto(s: &str) -> Result<Crypto, String> {
+    s.parse::<Crypto>().map_err(|e| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -242,7 +274,9 @@ impl Plan {
             Trust::from_pem(&read(ca, "CA")?).with_context(|| format!("--ca {}", ca.display()))?;
         let mut builder = ClientConfig::builder(trust)
             .resumption(opts.resume)
-            .handshake_timeout(timeout);
+            .handshake_timeout(timeout)
+            .kx_groups(&[common.kx.unwrap_or(NamedGroup::X25519)])
+            .crypto(common.crypto.unwrap_or(Crypto::fastest()));
         if let Some(v) = common.tls {
             builder = builder.versions(v, v);
         }
