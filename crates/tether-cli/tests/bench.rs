@@ -207,7 +207,7 @@ fn handshakes_full_and_resumed() {
                 "--duration",
                 "1",
             ],
-            t,
+            t.clone(),
         ),
         dir.path(),
     );
@@ -216,6 +216,34 @@ fn handshakes_full_and_resumed() {
     assert_eq!(v["tls"], "TLS 1.3");
     assert!(f(&v, "/resumed_fraction") >= 0.99, "{v:#}");
     assert_eq!(u(&v, "/errors/total"), 0, "{v:#}");
+
+    // X25519 by default; --kx and --crypto choose the group and the client's library.
+    assert_eq!(v["negotiated"]["kx_group"], "X25519", "{v:#}");
+    for (kx, crypto, group) in [
+        ("p256", "ring", "secp256r1"),
+        ("x25519mlkem768", "aws-lc", "X25519MLKEM768"),
+    ] {
+        let v = bench(
+            &args(
+                &[
+                    "handshakes",
+                    "--tls",
+                    "1.3",
+                    "--kx",
+                    kx,
+                    "--crypto",
+                    crypto,
+                    "--duration",
+                    "1",
+                ],
+                t.clone(),
+            ),
+            dir.path(),
+        );
+        assert!(u(&v, "/handshakes") > 0, "{v:#}");
+        assert_eq!(v["negotiated"]["kx_group"], group, "{v:#}");
+        assert_eq!(u(&v, "/errors/total"), 0, "{v:#}");
+    }
 }
 
 #[test]
@@ -464,6 +492,12 @@ fn bad_flags_fail_with_one_clear_line() {
         (vec!["echo", "--rate", "fast"], "frames per second"),
         (vec!["handshakes", "--duration", "-1"], ""),
         (vec!["handshakes", "--plain", "--resume"], "--resume"),
+        (vec!["handshakes", "--kx", "ffdhe2048"], "use x25519, p256"),
+        (
+            vec!["handshakes", "--crypto", "openssl"],
+            "\"ring\" or \"aws-lc\"",
+        ),
+        (vec!["handshakes", "--plain", "--kx", "p256"], "--kx"),
         (vec!["idle", "--hold", "0"], "positive number of seconds"),
         (vec!["frobnicate"], "frobnicate"),
     ] {

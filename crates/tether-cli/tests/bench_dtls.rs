@@ -168,6 +168,10 @@ fn bench_dtls_says_what_is_wrong() {
             ],
             "not a measurement",
         ),
+        (
+            vec!["bench", "dtls", "--target", "127.0.0.1:9", "--kx", "p256"],
+            "--kx and --crypto apply to TLS benches",
+        ),
     ] {
         let out = Command::new(TETHER).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");

@@ -63,8 +63,8 @@ pub struct GatewayConfig {
     /// same chain skips its signature checks (times, pins and the handshake signature are still
     /// checked). Default [`tether::config::DEFAULT_VERIFIED_CACHE`]; 0 turns it off.
     pub verified_client_chains: usize,
-    /// The cryptography library for TLS handshakes and records (default
-    /// [`tether::Crypto::fastest`]: aws-lc, which this crate builds with).
+    /// The cryptography for TLS handshakes and records (default
+    /// [`tether::Crypto::fastest`]: AWS-LC's key exchange, which this crate builds with).
     pub crypto: tether::Crypto,
     /// How long a drain may take: connections still open after it are cut.
     pub drain_timeout: Duration,
