@@ -27,6 +27,11 @@ use crate::metrics::Metrics;
 
 /// Bytes read from the socket at a time: a whole TLS record (16 KiB plaintext plus overhead).
 const READ_CHUNK: usize = 16 * 1024 + 512;
+/// Bytes read at a time during the handshake: a device's flights (a ClientHello, even with a
+/// post-quantum key share; a certificate chain, its signature and Finished) fit, and the
+/// buffer zeroed and allocated per read is a quarter of [`READ_CHUNK`]. A larger flight takes
+/// more reads.
+const HANDSHAKE_READ_CHUNK: usize = 4096;
 /// Largest TLS plaintext per record.
 const MAX_RECORD: usize = 16 * 1024;
 /// Bytes a record adds to its plaintext, rounded up (tether: at most 29).
@@ -99,8 +104,13 @@ impl TlsConn {
 
     /// Passes what the socket holds now to the session, without waiting (`None`: nothing).
     pub(crate) fn try_read_input(&mut self) -> Result<Option<Input>, DriveError> {
+        let chunk = if self.session.is_handshaking() {
+            HANDSHAKE_READ_CHUNK
+        } else {
+            READ_CHUNK
+        };
         loop {
-            let buf = self.session.input_buffer(READ_CHUNK);
+            let buf = self.session.input_buffer(chunk);
             match self.tcp.try_read(buf) {
                 Ok(0) => {
                     self.commit(0)?;
@@ -109,7 +119,7 @@ impl TlsConn {
                 }
                 Ok(n) => {
                     self.metrics.wire_in(n);
-                    if n < READ_CHUNK {
+                    if n < chunk {
                         self.drained();
                     }
                     self.commit(n)?;

@@ -404,6 +404,33 @@ fn clients_without_certificate_or_from_another_ca_are_refused_and_counted() {
 }
 
 #[test]
+fn a_device_flight_larger_than_one_handshake_read_completes() {
+    // The gateway reads 4 KiB at a time during the handshake: a device chain padded with
+    // copies of the CA certificate (ignored by path building) makes its flight over 5 KiB.
+    let pki = pki();
+    let gw = Running::start(pki.config());
+    let mut chain = pki.device.cert_pem.clone();
+    for _ in 0..20 {
+        chain.push_str(pki.ca.cert_pem());
+    }
+    // PEM is 4/3 of the DER that goes on the wire.
+    assert!(chain.len() * 3 / 4 > 2 * 4096, "{}", chain.len());
+    let identity = Identity::from_pem(chain.as_bytes(), pki.device.key_pem.as_bytes()).unwrap();
+    let config = ClientConfig::builder(pki.trust())
+        .identity(identity)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let mut s = gw.connect(&config).unwrap();
+        let before = now_ms();
+        s.write_all(&requests(b"long chain")).unwrap();
+        check_replies(b"long chain", &read_frames(&mut s, 3), before);
+        let (_, devices) = gw.get("/devices");
+        assert!(devices.contains("\"device-1\""), "{devices}");
+    }
+}
+
+#[test]
 fn allow_list_refuses_unlisted_devices() {
     let pki = pki();
     let mut config = pki.config();
