@@ -7,6 +7,7 @@
 //! tether serve --config gateway.toml [flags that override the file]
 //! tether serve ... --dtls-listen 127.0.0.1:5684    # DTLS elsewhere (default: the TLS address, UDP)
 //! tether serve ... --dtls-listen off               # no DTLS listener
+//! tether serve ... --crypto ring                   # ring's key exchange instead of AWS-LC's
 //! ```
 //!
 //! Devices reach the gateway over TLS (TCP) or DTLS 1.2/1.3 (UDP) with the same certificates,
