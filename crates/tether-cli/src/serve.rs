@@ -121,7 +121,7 @@ pub struct Args {
     min_tls: Option<TlsVersion>,
     /// Cryptography for TLS: aws-lc (AWS-LC's key exchange, X25519 in half ring's time, and
     /// X25519MLKEM768; ring for the rest) or ring [default: aws-lc].
-    #[arg(long, value_name = "aws-lc|ring", value_parser = parse_crypto)]
+    #[arg(long, value_name = "aws-lc|ring")]
     crypto: Option<Crypto>,
     /// Log messages (to stderr) at this level and above: refused devices and drains at `info`,
     /// accept failures (out of descriptors) at `warn`, each failed handshake at `debug`
@@ -171,10 +171,6 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     secs(v)
-}
-
-fn parse_crypto(s: &str) -> Result<Crypto, String> {
-    s.parse::<Crypto>().map_err(|e| e.to_string())
 }
 
 fn parse_version(s: &str) -> Result<TlsVersion, String> {
@@ -286,7 +282,7 @@ impl Visitor<'_> for VersionVisitor {
 
 fn de_crypto<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Crypto>, D::Error> {
     let s = String::deserialize(d)?;
-    parse_crypto(&s).map(Some).map_err(de::Error::custom)
+    s.parse::<Crypto>().map(Some).map_err(de::Error::custom)
 }
 
 fn de_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TlsVersion>, D::Error> {

@@ -165,13 +165,21 @@ impl TlsConn {
     /// Writes everything the session has queued (handshake flights, alerts, tickets,
     /// close_notify).
     pub(crate) async fn flush(&mut self) -> Result<(), DriveError> {
-        if !self.session.wants_transmit() {
-            return Ok(());
+        match self.take_transmit() {
+            Some(bytes) => self.write_raw(&bytes).await,
+            None => Ok(()),
         }
-        // Everything queued, in one write.
+    }
+
+    /// Everything the session has queued, for one write (`None`: nothing).
+    fn take_transmit(&mut self) -> Option<Vec<u8>> {
+        if !self.session.wants_transmit() {
+            return None;
+        }
         let mut buf = vec![0u8; self.session.transmit_len()];
         let n = self.session.poll_transmit(&mut buf);
-        self.write_raw(&buf[..n]).await
+        buf.truncate(n);
+        Some(buf)
     }
 
     /// Like [`flush`](Self::flush), for the last bytes before a close or a shutdown of the
@@ -179,12 +187,10 @@ impl TlsConn {
     /// and sends both in one segment (one segment and one loopback delivery fewer per
     /// connection) instead of the bytes at once (TCP_NODELAY) and the FIN after them.
     async fn flush_before_fin(&mut self) -> Result<(), DriveError> {
-        if !self.session.wants_transmit() {
+        let Some(bytes) = self.take_transmit() else {
             return Ok(());
-        }
-        let mut buf = vec![0u8; self.session.transmit_len()];
-        let n = self.session.poll_transmit(&mut buf);
-        let mut rest = &buf[..n];
+        };
+        let mut rest = &bytes[..];
         while !rest.is_empty() {
             self.tcp.writable().await.map_err(DriveError::Io)?;
             let sent = self.tcp.try_io(Interest::WRITABLE, || {
@@ -198,7 +204,7 @@ impl TlsConn {
                 Err(e) => return Err(DriveError::Io(e)),
             }
         }
-        self.metrics.wire_out(n);
+        self.metrics.wire_out(bytes.len());
         Ok(())
     }
 

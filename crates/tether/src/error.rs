@@ -402,6 +402,7 @@ impl fmt::Display for ConfigError {
 // Unconditional (core::error::Error is in core since Rust 1.81): embedded-io's `Error` trait
 // requires it without std.
 impl core::error::Error for Error {}
+impl core::error::Error for ConfigError {}
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {

@@ -137,7 +137,7 @@ pub struct Common {
     #[arg(long, value_name = "x25519|p256|p384|x25519mlkem768", value_parser = parse_kx)]
     kx: Option<NamedGroup>,
     /// The client's cryptography library (TLS benches) [default: aws-lc].
-    #[arg(long, value_name = "aws-lc|ring", value_parser = parse_crypto)]
+    #[arg(long, value_name = "aws-lc|ring")]
     crypto: Option<Crypto>,
 }
 
@@ -161,10 +161,6 @@ fn parse_kx(s: &str) -> Result<NamedGroup, String> {
             "{s:?} is not a key-exchange group tether offers: use x25519, p256, p384 or x25519mlkem768"
         )),
     }
-}
-
-fn parse_crypto(s: &str) -> Result<Crypto, String> {
-    s.parse::<Crypto>().map_err(|e| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
