@@ -213,16 +213,25 @@ impl TlsConn {
     /// What the session queues after the handshake (TLS 1.3 session tickets) is left queued:
     /// it goes out in the same write as the first replies or the close_notify, or by
     /// [`flush`](Self::flush) before the connection waits for input.
+    ///
+    /// A handshake that completed counts as done even if a record read with its last flight
+    /// failed the session (a device's first frame usually travels right behind its Finished):
+    /// the caller finds that error on its first receive and reports it as what it is, a
+    /// failed connection after a successful handshake.
     pub(crate) async fn handshake(&mut self) -> Result<(), DriveError> {
         loop {
-            if let Some(e) = self.session.error() {
-                return Err(DriveError::Tls(e.clone()));
-            }
             if !self.session.is_handshaking() {
                 return Ok(());
             }
+            if let Some(e) = self.session.error() {
+                return Err(DriveError::Tls(e.clone()));
+            }
             self.flush().await?;
-            self.read_input().await?;
+            match self.read_input().await {
+                Ok(_) => {}
+                Err(DriveError::Tls(_)) if !self.session.is_handshaking() => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
     }
 

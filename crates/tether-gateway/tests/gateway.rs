@@ -495,6 +495,94 @@ fn oversize_frame_gets_error_then_close_notify_and_unknown_type_an_error() {
     );
 }
 
+/// Reads raw bytes until the gateway closes the connection (EOF or reset), within `limit`.
+fn read_until_closed(tcp: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let start = Instant::now();
+    tcp.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the gateway did not close within {limit:?}: {e}"),
+        }
+    }
+    assert!(
+        start.elapsed() < limit,
+        "closed only after {:?}",
+        start.elapsed()
+    );
+    got
+}
+
+#[test]
+fn hostile_peers_are_cut_and_counted_and_tampered_records_never_reach_the_frame_handler() {
+    let pki = pki();
+    let mut config = pki.config();
+    // Long enough that a close caused by the timeout cannot pass for one caused by the input.
+    config.handshake_timeout = Duration::from_secs(60);
+    let gw = Running::start(config);
+    let quick = Duration::from_secs(5);
+
+    // Not TLS at all (a plain HTTP request on the TLS port), and a record header that claims
+    // more than a TLS record may hold: each refused at once, as a protocol failure.
+    for hostile in [
+        &b"GET /v1/models HTTP/1.1\r\nHost: gateway\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 0, 0, 0][..],
+    ] {
+        let mut tcp = TcpStream::connect(gw.addr).unwrap();
+        tcp.write_all(hostile).unwrap();
+        let answer = read_until_closed(&mut tcp, quick);
+        // At most a plaintext alert record (type 21), never a handshake.
+        assert!(
+            answer.is_empty() || answer[0] == 21,
+            "answered {answer:02x?}"
+        );
+    }
+
+    // A verified device whose first application record was altered on the way: the gateway
+    // sends bad_record_mac and closes; the frames in it are not answered nor counted.
+    let socket = gw.connect(&pki.device_client()).unwrap();
+    let (mut tcp, mut session) = socket.into_parts();
+    let mut out = vec![0u8; 4096];
+    let sent = session.send(&requests(b"tampered"), &mut out).unwrap();
+    assert_eq!(sent.consumed, requests(b"tampered").len());
+    out[sent.written - 3] ^= 0x01;
+    tcp.write_all(&out[..sent.written]).unwrap();
+    let answer = read_until_closed(&mut tcp, quick);
+    let err = session
+        .handle_input(tether::Instant::ZERO, &answer)
+        .expect_err("the gateway must refuse the altered record");
+    assert!(err.to_string().contains("bad_record_mac"), "{err}");
+
+    // Others are served as before.
+    let mut ok = gw.connect(&pki.device_client()).unwrap();
+    let before = now_ms();
+    ok.write_all(&requests(b"honest")).unwrap();
+    check_replies(b"honest", &read_frames(&mut ok, 3), before);
+
+    let m = gw.metrics();
+    assert_eq!(
+        m["tether_handshake_failures_total{category=\"protocol\",reason=\"protocol\"}"],
+        2.0
+    );
+    assert_eq!(
+        m["tether_connections_closed_total{reason=\"tls_error\"}"],
+        1.0
+    );
+    // Only the honest device's frames reached the handler.
+    assert_eq!(
+        m["tether_frames_total{direction=\"in\",type=\"echo\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["tether_frames_total{direction=\"out\",type=\"echo\"}"],
+        1.0
+    );
+}
+
 #[test]
 fn idle_connection_gets_close_notify_at_the_idle_timeout() {
     let pki = pki();

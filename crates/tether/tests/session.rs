@@ -174,6 +174,47 @@ fn small_recv_buffers_lose_nothing() {
     assert_eq!(got, msg);
 }
 
+#[test]
+fn a_bad_record_behind_the_last_flight_fails_the_connection_after_a_completed_handshake() {
+    // TLS 1.3: the client may send data right behind its Finished, and a server reads both at
+    // once. An altered record there fails the session, delivers nothing, and leaves the
+    // handshake reported as completed (the peer was verified): the failure is the
+    // connection's, which is how a gateway counts it.
+    let mut p = Pair::new(
+        &client_config(V13, true),
+        "localhost",
+        &server_config(V13, true),
+    );
+    let mut buf = vec![0u8; 8192];
+    let n = p.client.poll_transmit(&mut buf);
+    p.server.handle_input(p.now, &buf[..n]).unwrap();
+    let n = p.server.poll_transmit(&mut buf);
+    p.client.handle_input(p.now, &buf[..n]).unwrap();
+    assert!(!p.client.is_handshaking());
+    let n = p.client.poll_transmit(&mut buf);
+    let mut wire = buf[..n].to_vec();
+    let sent = p.client.send(b"never delivered", &mut buf).unwrap();
+    buf[sent.written - 1] ^= 0x80;
+    wire.extend_from_slice(&buf[..sent.written]);
+
+    let err = p.server.handle_input(p.now, &wire).unwrap_err();
+    assert!(!p.server.is_handshaking(), "the handshake itself completed");
+    assert!(p.server.is_failed());
+    assert!(
+        p.server.peer_certificates().is_some(),
+        "the client was verified"
+    );
+    assert_eq!(
+        p.server.recv(&mut buf),
+        Err(err.clone()),
+        "nothing delivered"
+    );
+    // bad_record_mac goes back to the client.
+    let n = p.server.poll_transmit(&mut buf);
+    let e = p.client.handle_input(p.now, &buf[..n]).unwrap_err();
+    assert!(e.to_string().contains("bad_record_mac"), "{e}");
+}
+
 fn client_err(p: &mut Pair) -> Error {
     let _ = p.run();
     assert!(
