@@ -695,3 +695,77 @@ fn dev_pki_prints_a_dtls_device_command_that_works() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_kernel_picked_port_taken_on_udp_is_picked_again_for_tls_and_dtls() {
+    // `--listen ADDR:0` lets the kernel pick the TCP port and the DTLS listener takes the same
+    // number on UDP, where another socket may hold it. In a namespace whose ephemeral range is
+    // four ports, two held on UDP by other gateways (the odd ones, which Linux tries first for
+    // an unbound port), the gateway must still come up, on one even port for both.
+    if !testpeers::netns::skip_or_fail_netns(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let base = f.tls_args();
+    let ns = testpeers::netns::Netns::new("port").unwrap();
+    // The namespace's own sysctl, written from inside it.
+    let status = ns
+        .command("sh")
+        .args([
+            "-c",
+            "echo '40000 40003' > /proc/sys/net/ipv4/ip_local_port_range",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let serve_in_ns = |name: &str, more: &[&str]| {
+        let mut all = vec!["serve"];
+        all.extend(args(&base, &["--http", "off"]));
+        all.extend_from_slice(more);
+        let peer = ns.spawn(name, TETHER, &all).unwrap();
+        peer.wait_for_output("listening on ", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", peer.output_so_far()));
+        peer
+    };
+    let _holders = [
+        serve_in_ns(
+            "udp-40001",
+            &[
+                "--listen",
+                "127.0.0.1:50001",
+                "--dtls-listen",
+                "127.0.0.1:40001",
+            ],
+        ),
+        serve_in_ns(
+            "udp-40003",
+            &[
+                "--listen",
+                "127.0.0.1:50003",
+                "--dtls-listen",
+                "127.0.0.1:40003",
+            ],
+        ),
+    ];
+    let picked = serve_in_ns("picked", &["--listen", "127.0.0.1:0"]);
+    let out = picked.output_so_far();
+    let line = out.lines().find(|l| l.contains("listening on ")).unwrap();
+    let tls: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let udp: SocketAddr = line
+        .split(" on udp ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(tls.port(), udp.port(), "{line}");
+    assert!([40000, 40002].contains(&tls.port()), "{line}");
+}

@@ -80,9 +80,10 @@ pub struct GatewayConfig {
 /// Where the DTLS listener listens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DtlsListen {
-    /// UDP on the TLS listener's address and port (the default). When the identity cannot
-    /// serve DTLS (DTLS needs an ECDSA P-256/P-384 key), the gateway logs a warning and runs
-    /// without it.
+    /// UDP on the TLS listener's address and port (the default). With TLS on port 0, the
+    /// kernel's pick is taken again until the number is free on UDP too. When the identity
+    /// cannot serve DTLS (DTLS needs an ECDSA P-256/P-384 key), the gateway logs a warning and
+    /// runs without it.
     #[default]
     SameAsTls,
     /// UDP on this address (port 0: a free port). An identity that cannot serve DTLS is an

@@ -110,6 +110,9 @@ fn make_ticketer(source: &TicketSource) -> Result<(Arc<Ticketer>, Option<Keys>),
     })
 }
 
+/// How many TCP ports the kernel may pick before one is also free on UDP (DTLS on the same port).
+const PORT_PICKS: usize = 32;
+
 async fn listen(addr: SocketAddr, what: &str) -> Result<TcpListener, GatewayError> {
     let err = |e| GatewayError::io(format!("cannot listen on {addr} ({what})"), e);
     let socket = if addr.is_ipv4() {
@@ -152,11 +155,31 @@ impl Gateway {
             .build()
             .map_err(GatewayError::Tls)?;
 
-        let listener = listen(config.listen, "TLS").await?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| GatewayError::io("cannot read the TLS listener's address".into(), e))?;
-        let dtls = bind_dtls(&config, local_addr).await?;
+        // The DTLS listener takes the TLS listener's port number on UDP. When the kernel picks
+        // the TCP port (port 0), that number may be taken on UDP by another socket: pick again
+        // rather than fail (an explicit port that is taken is the user's error to see).
+        let kernel_picks =
+            config.listen.port() == 0 && matches!(config.dtls, DtlsListen::SameAsTls);
+        // Ports found taken on UDP stay held until a free pair is found, so that the kernel
+        // does not pick them again.
+        let mut held = Vec::new();
+        let (listener, local_addr, dtls) = loop {
+            let listener = listen(config.listen, "TLS").await?;
+            let local_addr = listener.local_addr().map_err(|e| {
+                GatewayError::io("cannot read the TLS listener's address".into(), e)
+            })?;
+            match bind_dtls(&config, local_addr).await {
+                Err(GatewayError::Io { source, .. })
+                    if kernel_picks
+                        && source.kind() == std::io::ErrorKind::AddrInUse
+                        && held.len() < PORT_PICKS =>
+                {
+                    held.push(listener);
+                }
+                dtls => break (listener, local_addr, dtls?),
+            }
+        };
+        drop(held);
         let dtls_addr = match &dtls {
             Some(l) => Some(l.socket.local_addr().map_err(|e| {
                 GatewayError::io("cannot read the DTLS listener's address".into(), e)
