@@ -223,3 +223,24 @@ fn connect_tofu_remembers_the_first_key_and_refuses_a_change() {
     assert!(!o.status.success(), "{out}");
     assert!(err.contains("TOFU key change for localhost"), "{err}");
 }
+
+#[test]
+fn connect_to_a_plaintext_service_says_it_does_not_speak_tls_and_what_it_sent() {
+    // A plaintext HTTP server on the port: it answers the ClientHello with an HTTP error.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 512];
+        let _ = s.read(&mut hello);
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    let o = tether(&["connect", &target, "--timeout", "5"]);
+    server.join().unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(err.contains("does not speak TLS"), "{err}");
+    assert!(err.contains("\"HTTP/1.1 400 Bad Request\""), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

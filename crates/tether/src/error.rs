@@ -410,6 +410,31 @@ impl From<ConfigError> for Error {
     }
 }
 
+/// What to say when the peer's first bytes are not a TLS record: its first line when it is
+/// text (an HTTP request or response, an SSH or SMTP banner...), else its first bytes in hex.
+pub(crate) fn not_tls(input: &[u8]) -> String {
+    let line = input
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let shown = &line[..line.len().min(60)];
+    let sent = if shown.len() >= 3 && shown.iter().all(|b| (0x20..0x7f).contains(b)) {
+        let text = core::str::from_utf8(shown).unwrap_or_default();
+        let more = if shown.len() < line.len() { "..." } else { "" };
+        alloc::format!("{text:?}{more}")
+    } else {
+        let mut hex = String::new();
+        for b in input.iter().take(8) {
+            hex.push_str(&alloc::format!("{b:02x} "));
+        }
+        alloc::format!("the bytes {}", hex.trim_end())
+    };
+    alloc::format!(
+        "the peer does not speak TLS: it sent {sent} where a TLS record should start \
+         (a plaintext service, or another protocol, on this port?); check the host and port"
+    )
+}
+
 /// Maps a rustls error onto tether's categories.
 pub(crate) fn from_rustls(err: rustls::Error) -> Error {
     use rustls::AlertDescription as A;

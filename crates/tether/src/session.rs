@@ -726,6 +726,15 @@ impl Session {
     }
 
     fn translate(&mut self, e: rustls::Error) -> Error {
+        // The first bytes are not a TLS record: say what the peer sent instead.
+        if !self.connected
+            && let rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+                | rustls::InvalidMessage::UnknownProtocolVersion,
+            ) = e
+        {
+            return Error::Protocol(crate::error::not_tls(&self.incoming));
+        }
         if let Some(slot) = &self.slot
             && let Some(detail) = slot.lock().take()
         {

@@ -215,6 +215,47 @@ fn a_bad_record_behind_the_last_flight_fails_the_connection_after_a_completed_ha
     assert!(e.to_string().contains("bad_record_mac"), "{e}");
 }
 
+#[test]
+fn a_peer_that_does_not_speak_tls_is_named_by_what_it_sent() {
+    let cases: [(&[u8], &str); 3] = [
+        (
+            b"HTTP/1.1 400 Bad Request\r\nServer: x\r\n\r\n",
+            "\"HTTP/1.1 400 Bad Request\"",
+        ),
+        (
+            b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
+            "\"SSH-2.0-OpenSSH_9.2p1 Debian-2\"",
+        ),
+        (
+            &[0xff, 0x00, 0x13, 0x37, 0, 0, 0, 0, 9],
+            "the bytes ff 00 13 37 00 00 00 00",
+        ),
+    ];
+    for (answer, shown) in cases {
+        let mut client =
+            Session::client(&client_config(BOTH, false), "localhost", Instant::ZERO).unwrap();
+        let mut hello = vec![0u8; 4096];
+        assert!(client.poll_transmit(&mut hello) > 0);
+        let err = client.handle_input(Instant::ZERO, answer).unwrap_err();
+        assert_eq!(err.category(), "protocol");
+        let text = err.to_string();
+        assert!(text.contains("does not speak TLS"), "{text}");
+        assert!(text.contains(shown), "{text}");
+    }
+    // A server reading a plaintext request says the same.
+    let mut server = Session::server(&server_config(BOTH, false), Instant::ZERO).unwrap();
+    let err = server
+        .handle_input(
+            Instant::ZERO,
+            b"GET /v1/models HTTP/1.1\r\nHost: api\r\n\r\n",
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("\"GET /v1/models HTTP/1.1\""),
+        "{err}"
+    );
+}
+
 fn client_err(p: &mut Pair) -> Error {
     let _ = p.run();
     assert!(
