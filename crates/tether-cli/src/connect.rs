@@ -9,8 +9,13 @@
 //! versions), with the same trust options and the same fields; DTLS peers present only their
 //! leaf certificate, and there is no ALPN or resumption. `--send` sends the line as one record.
 //!
-//! Exit status 0 only when the handshake succeeded and the peer was verified; otherwise one line
-//! on stderr says why, and the status is 1.
+//! In TLS 1.3 the client's handshake completes before the server has checked the client, so
+//! it waits a moment (twice the handshake time, 150 ms to 1 s) for the server's verdict: an
+//! alert (no client certificate, another CA) or an immediate close (an allow-list) fails the
+//! run, and data the server sends first is shown.
+//!
+//! Exit status 0 only when the handshake succeeded, the peer was verified and the server did
+//! not refuse the session; otherwise one line on stderr says why, and the status is 1.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -163,35 +168,92 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let (config, trust_desc) = build_config(&args)?;
 
-    let mut socket = connect_once(&args, &name, &config, &trust_desc)?;
+    let (mut socket, early) = connect_once(&args, &name, &config, &trust_desc)?;
+    if !early.is_empty() {
+        say!("the server spoke first ({} bytes):", early.len());
+        let mut out = std::io::stdout();
+        out.write_all(&early)?;
+        out.flush()?;
+    }
     if let Some(text) = &args.send {
         exchange(&mut socket, text, Duration::from_secs_f64(args.timeout))?;
-    } else if args.reconnect {
-        // TLS 1.3 tickets arrive after the handshake; give them a moment to come in.
-        socket.set_io_timeout(Some(Duration::from_millis(300)));
-        let mut buf = [0u8; 1];
-        let _ = socket.read(&mut buf);
     }
     let _ = socket.close();
     if args.reconnect {
         say!();
         say!("reconnecting with the same session cache:");
-        let mut again = connect_once(&args, &name, &config, &trust_desc)?;
+        let (mut again, _) = connect_once(&args, &name, &config, &trust_desc)?;
         let _ = again.close();
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// TLS 1.3 completes the client's handshake before the server has checked the client's
+/// Finished and certificate: a server that refuses the client (no certificate, another CA,
+/// not on its allow-list) says so just after. Waits that long for its verdict (twice the
+/// handshake time, within 150 ms to 1 s and `--timeout`): an alert or a close is the
+/// connection's failure, tickets are taken (for `--reconnect`), and data the server sends
+/// first is returned to be shown.
+fn await_verdict(
+    socket: &mut TcpTlsSocket,
+    handshake: Duration,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    if socket.session().version() != Some(TlsVersion::Tls13) {
+        // TLS 1.2: the server's Finished came after it had checked everything.
+        return Ok(Vec::new());
+    }
+    let wait = (handshake * 2)
+        .clamp(Duration::from_millis(150), Duration::from_secs(1))
+        .min(timeout);
+    socket.set_io_timeout(Some(wait));
+    let mut early = Vec::new();
+    let mut buf = [0u8; 4096];
+    let outcome = loop {
+        match socket.read(&mut buf) {
+            Ok(0) if early.is_empty() => bail!(
+                "the server closed the connection right after the handshake (close_notify): \
+                 it accepted TLS but refused this client (an allow-list, or a policy on the \
+                 client certificate?)"
+            ),
+            Ok(0) => break Ok(()),
+            Ok(n) => early.extend_from_slice(&buf[..n]),
+            Err(tether::Error::Timeout(_)) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    socket.set_io_timeout(Some(timeout));
+    match outcome {
+        Ok(()) => Ok(early),
+        Err(e) if socket.session().peer_certificates().is_some() => {
+            let hint = if e.to_string().contains("client certificate") {
+                " (give one with --cert FILE --key FILE)"
+            } else {
+                ""
+            };
+            Err(e).context(format!(
+                "the server refused the session after the handshake{hint}"
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Connects, waits for the server's verdict, prints the session; returns the socket and any
+/// data the server sent first.
 fn connect_once(
     args: &Args,
     name: &str,
     config: &ClientConfig,
     trust_desc: &str,
-) -> anyhow::Result<TcpTlsSocket> {
+) -> anyhow::Result<(TcpTlsSocket, Vec<u8>)> {
     let start = Instant::now();
-    let socket = tether::net::connect_named(&args.target, name, config)
-        .with_context(|| format!("{} (server name {name:?})", args.target))?;
+    let context = || format!("{} (server name {name:?})", args.target);
+    let mut socket =
+        tether::net::connect_named(&args.target, name, config).with_context(context)?;
     let total = start.elapsed();
+    let early = await_verdict(&mut socket, total, Duration::from_secs_f64(args.timeout))
+        .with_context(context)?;
     let s = socket.session();
     let peer = socket
         .transport()
@@ -237,7 +299,7 @@ fn connect_once(
         None => say!("peer chain:     (not available)"),
     }
     std::io::stdout().flush().ok();
-    Ok(socket)
+    Ok((socket, early))
 }
 
 /// One certificate of the peer chain, as `[i] subject / issuer / valid / SANs / pin`.

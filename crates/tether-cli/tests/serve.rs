@@ -769,3 +769,72 @@ fn a_kernel_picked_port_taken_on_udp_is_picked_again_for_tls_and_dtls() {
     assert_eq!(tls.port(), udp.port(), "{line}");
     assert!([40000, 40002].contains(&tls.port()), "{line}");
 }
+
+#[test]
+fn connect_reports_a_refusal_that_comes_after_a_tls13_handshake() {
+    // TLS 1.3: the client's handshake completes before the gateway has checked the client.
+    // tether connect waits for the verdict instead of printing "connected".
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let device_cert = dir.path().join("device-1.pem");
+    let device_key = dir.path().join("device-1.key");
+    std::fs::write(&device_cert, &f.device_cert).unwrap();
+    std::fs::write(&device_key, &f.device_key).unwrap();
+    let allow = dir.path().join("allow.txt");
+    std::fs::write(&allow, "device-9\n").unwrap();
+    let base = f.tls_args();
+    let serve = Serve::start(&args(&base, &LOCAL), dir.path());
+    let listed_only = Serve::start(
+        &args(
+            &base,
+            &[&LOCAL[..], &["--allow", allow.to_str().unwrap()]].concat(),
+        ),
+        dir.path(),
+    );
+    let connect = |target: SocketAddr, more: &[&str]| {
+        let o = Command::new(TETHER)
+            .args([
+                "connect",
+                &target.to_string(),
+                "--ca",
+                f.ca.to_str().unwrap(),
+            ])
+            .args(more)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let with_cert = [
+        "--cert",
+        device_cert.to_str().unwrap(),
+        "--key",
+        device_key.to_str().unwrap(),
+    ];
+
+    let (ok, out, err) = connect(serve.tls, &[]);
+    assert!(!ok, "no certificate, yet: {out}");
+    assert!(!out.contains("connected to"), "{out}");
+    assert!(
+        err.contains("certificate_required") && err.contains("--cert FILE --key FILE"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let (ok, out, err) = connect(listed_only.tls, &with_cert);
+    assert!(!ok, "not on the allow-list, yet: {out}");
+    assert!(
+        err.contains("closed the connection right after the handshake"),
+        "{err}"
+    );
+
+    let (ok, out, err) = connect(serve.tls, &with_cert);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("TLSv1.3") && out.contains("verification  OK"),
+        "{out}"
+    );
+}
