@@ -98,6 +98,10 @@ pub type TcpTlsSocket = TlsSocket<TcpStream, StdClock>;
 
 /// Connects to `addr` (`host:port`), verifies the server as `host`, and completes the
 /// handshake. TCP connection set-up is bounded by the config's handshake timeout too.
+///
+/// In TLS 1.3 the client's side of the handshake completes before the server has checked the
+/// client's Finished and certificate: a server that refuses the client (no certificate, one
+/// from another CA) says so with an alert that the first read returns as the error.
 pub fn connect(addr: &str, config: &ClientConfig) -> Result<TcpTlsSocket, Error> {
     let (host, _) = addr.rsplit_once(':').ok_or_else(|| {
         Error::Config(crate::error::ConfigError::BadServerName(format!(
