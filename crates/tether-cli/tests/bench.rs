@@ -357,6 +357,40 @@ fn idle_holds_sessions_in_one_process_and_in_workers() {
 }
 
 #[test]
+fn idle_waits_for_a_busy_server_to_settle_before_the_held_sample() {
+    // A measured process that keeps a core busy for 4 s after it starts, then sleeps: like a
+    // server still completing TLS 1.3 handshakes its clients consider done. The held sample
+    // must wait for it, so its work is not counted as holding CPU.
+    struct Busy(Child);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let busy = Busy(
+        Command::new("bash")
+            .args(["-c", "while [ $SECONDS -lt 4 ]; do :; done; exec sleep 120"])
+            .spawn()
+            .expect("start bash"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Server::gateway(dir.path());
+    let mut t = target(&gw, dir.path());
+    t.extend(["--measure-pid".to_string(), busy.0.id().to_string()]);
+    let v = bench(
+        &args(&["idle", "--connections", "20", "--hold", "1"], t),
+        dir.path(),
+    );
+    assert_eq!(u(&v, "/held"), 20, "{v:#}");
+    assert!(f(&v, "/settle_s") >= 1.5, "settled too soon: {v:#}");
+    assert!(
+        f(&v, "/server/cpu_utilization_holding") < 0.3,
+        "the busy period counted as holding: {v:#}"
+    );
+}
+
+#[test]
 fn plain_tcp_floor_against_the_echo_server() {
     let dir = tempfile::tempdir().unwrap();
     let echo = Server::start(

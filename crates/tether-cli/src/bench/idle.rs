@@ -1,7 +1,10 @@
 //! `tether bench idle`: open N concurrent TLS sessions, hold them, then close them.
 //!
 //! Phases: sample the `--measure-pid` processes; open the N sessions (`--concurrency`
-//! handshakes in flight); wait a second for the server to settle; sample; hold for `--hold`
+//! handshakes in flight); wait for the server to settle (a second, then until its CPU use
+//! stays under 5% of a core for half a second, at most a minute: a TLS 1.3 client is done
+//! before the server has checked its Finished, and a slow server may still be completing
+//! handshakes); sample; hold for `--hold`
 //! seconds; sample again (the server's CPU over the hold, its RSS at the end); send close_notify
 //! on every session. Memory per session is the RSS growth (end of hold minus before) divided by
 //! the sessions still open at the end.
@@ -33,6 +36,12 @@ use super::{Common, Plan, PlanOptions};
 const PER_SOURCE: usize = 5_000;
 /// Time the server gets to finish its post-handshake work before the "held" sample.
 const SETTLE: Duration = Duration::from_secs(1);
+/// After [`SETTLE`], the measured server is sampled this often until it is quiet.
+const SETTLE_STEP: Duration = Duration::from_millis(500);
+/// Quiet: at most this much CPU (10 ms ticks) over one [`SETTLE_STEP`], under 5% of a core.
+const QUIET_TICKS: u64 = 2;
+/// The longest wait for a quiet server; the held sample is taken then anyway.
+const SETTLE_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -532,7 +541,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let open_s = start.elapsed().as_secs_f64();
     bar.set_prefix("holding");
     bar.set_message(format!("{opened} open"));
+    let settle_start = Instant::now();
     std::thread::sleep(SETTLE);
+    if let Some(g) = &group {
+        settle(g, &mut clients)?;
+    }
+    let settled_s = settle_start.elapsed().as_secs_f64();
     let held = group.as_ref().map(Group::sample).transpose()?;
     bar.set_length(hold_for.as_secs().max(1));
     bar.set_position(0);
@@ -578,6 +592,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "held": alive,
         "clean_closes": totals.clean_closes,
         "open_s": round(open_s, 3),
+        "settle_s": round(settled_s, 3),
         "opened_per_s": round(totals.opened as f64 / open_s.max(1e-3), 1),
         "hold_s": round(hold_for.as_secs_f64(), 3),
         "sources": plan.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -601,7 +616,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     table.row(
         "sessions",
         &format!(
-            "{} of {n} opened in {open_s:.2} s ({:.0}/s), {} failed, {} dropped while held, {alive} held for {:.1} s",
+            "{} of {n} opened in {open_s:.2} s ({:.0}/s), {} failed, {} dropped while held, {alive} held for {:.1} s (after {settled_s:.1} s for the server to settle)",
             totals.opened,
             totals.opened as f64 / open_s.max(1e-3),
             totals.failed,
@@ -642,6 +657,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Waits until the measured server stops working on the sessions just opened.
+///
+/// In TLS 1.3 a client's handshake completes before the server has checked the client's
+/// Finished and certificate, so a client can open sessions faster than a slow server
+/// completes them (nginx verifying client certificates falls seconds behind). Sampling then
+/// would take the held figures (memory, descriptors) of a server half done and count its
+/// catching up as holding CPU.
+fn settle(group: &Group, clients: &mut Clients) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last = group.sample()?;
+    while start.elapsed() < SETTLE_MAX {
+        std::thread::sleep(SETTLE_STEP);
+        if let Clients::Workers(w) = clients {
+            w.poll(Duration::ZERO)?;
+        }
+        let now = group.sample()?;
+        if now.cpu_ticks.saturating_sub(last.cpu_ticks) <= QUIET_TICKS {
+            return Ok(());
+        }
+        last = now;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
