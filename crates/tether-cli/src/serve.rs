@@ -17,7 +17,7 @@
 //!
 //! The configuration file is TOML; its keys are the flags' names without the dashes in front
 //! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `ca`, `allow`,
-//! `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
+//! `allow-reload`, `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
 //! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `verified-client-chains`,
 //! `min-tls`, `crypto`, `log-level`). Relative paths in the file are relative to the file's directory. A
 //! flag given on the command line wins over the file. An unknown key or a bad value stops the start with one line naming the key and its
@@ -80,9 +80,14 @@ pub struct Args {
     /// The device CA (PEM): devices must present a certificate it issued (mTLS).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Only these device ids (certificate common names, one a line) may connect.
+    /// Only these device ids (certificate common names, one a line) may connect. The file is
+    /// read again every --allow-reload seconds: a device no longer listed is refused and its
+    /// open sessions get close_notify.
     #[arg(long, value_name = "FILE")]
     allow: Option<PathBuf>,
+    /// Seconds between two reads of --allow [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    allow_reload: Option<Duration>,
     /// Server-only TLS: devices present no certificate (and have no device id).
     #[arg(long)]
     no_client_auth: bool,
@@ -197,6 +202,8 @@ struct FileConfig {
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
     allow: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_secs")]
+    allow_reload: Option<Duration>,
     no_client_auth: Option<bool>,
     ticket_keys: Option<PathBuf>,
     #[serde(default, deserialize_with = "de_secs")]
@@ -536,6 +543,15 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     };
 
     let mut config = GatewayConfig::new(identity, client_auth);
+    if matches!(
+        config.client_auth,
+        ClientAuthPolicy::Required { allow: Some(_), .. }
+    ) {
+        config.allow_file = allow;
+    }
+    if let Some(d) = args.allow_reload.or(file.allow_reload) {
+        config.allow_reload_every = d;
+    }
     if let Some(a) = args.listen.or(file.listen) {
         config.listen = a;
     }

@@ -419,7 +419,8 @@ fn config_file_keys_and_flags_that_override_them() {
          idle-timeout = 60\n\
          min-tls = \"1.3\"\n\
          crypto = \"ring\"\n\
-         allow = \"ids.txt\"\n",
+         allow = \"ids.txt\"\n\
+         allow-reload = 0.2\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("ids.txt"), "# fleet\ndevice-1\n").unwrap();
@@ -451,6 +452,14 @@ fn config_file_keys_and_flags_that_override_them() {
         .unwrap();
     let err = read_frames(&mut s, 1).remove(0);
     assert_eq!(err.parse_error().unwrap().0, ErrorCode::TooLarge);
+    // The allow-list file is read again (every 0.2 s here): device-1 dropped, its session ends.
+    let mut s = serve.connect(&f.client(None));
+    s.write_all(&encode(std::slice::from_ref(&echo))).unwrap();
+    assert_eq!(read_frames(&mut s, 1)[0], echo);
+    std::fs::write(dir.path().join("ids.txt"), "# nobody\n").unwrap();
+    s.set_io_timeout(Some(Duration::from_secs(10)));
+    let mut b = [0u8; 16];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "expected close_notify");
     // Ctrl-C drains like SIGTERM.
     let status = Command::new("kill")
         .args(["-INT", &serve.child.id().to_string()])

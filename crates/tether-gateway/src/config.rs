@@ -26,6 +26,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_MAX_PER_IP: usize = 10_000;
 /// Default interval at which a ticket key file is read again (a changed file is installed).
 pub const DEFAULT_TICKET_RELOAD: Duration = Duration::from_secs(60);
+/// Default interval between reads of the allow-list file.
+pub const DEFAULT_ALLOW_RELOAD: Duration = Duration::from_secs(10);
 /// Default limit of DTLS sessions in their handshake at once.
 pub const DEFAULT_DTLS_MAX_HANDSHAKING: usize = 4096;
 /// Default rotation interval of generated ticket keys (no key file).
@@ -75,6 +77,14 @@ pub struct GatewayConfig {
     /// DTLS sessions in their handshake at most; a valid-cookie ClientHello over the limit is
     /// dropped (the client retransmits).
     pub dtls_max_handshaking: usize,
+    /// The file the allow-list came from (mTLS with an allow-list): read again every
+    /// [`allow_reload_every`](Self::allow_reload_every). A changed list applies to new
+    /// handshakes at once, and the established sessions of devices no longer listed get
+    /// close_notify (counted with reason `revoked`). A file that cannot be read or parsed
+    /// keeps the list in force (a warning is logged).
+    pub allow_file: Option<PathBuf>,
+    /// How often [`allow_file`](Self::allow_file) is read (default 10 s).
+    pub allow_reload_every: Duration,
 }
 
 /// Where the DTLS listener listens.
@@ -150,6 +160,8 @@ impl GatewayConfig {
             tickets: TicketSource::default(),
             dtls: DtlsListen::SameAsTls,
             dtls_max_handshaking: DEFAULT_DTLS_MAX_HANDSHAKING,
+            allow_file: None,
+            allow_reload_every: DEFAULT_ALLOW_RELOAD,
         }
     }
 }

@@ -66,15 +66,15 @@ pub(crate) async fn serve(
 
     let device_id = match &shared.client_auth {
         ClientAuthPolicy::ServerOnly => None,
-        ClientAuthPolicy::Required { allow, .. } => {
+        ClientAuthPolicy::Required { .. } => {
             let id = conn
                 .session()
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(device_id);
-            let refused = match (&id, allow) {
-                (None, _) => Some(FailReason::NoDeviceId),
-                (Some(id), Some(list)) if !list.contains(id) => Some(FailReason::NotAllowed),
+            let refused = match &id {
+                None => Some(FailReason::NoDeviceId),
+                Some(id) if !shared.allowed(id) => Some(FailReason::NotAllowed),
                 _ => None,
             };
             if let Some(reason) = refused {
@@ -89,6 +89,11 @@ pub(crate) async fn serve(
     let session = conn.session();
     let resumed = session.is_resumed();
     shared.metrics.handshake_ok(accepted.elapsed(), resumed);
+    let recheck = if shared.has_allow_list() {
+        device_id.clone()
+    } else {
+        None
+    };
     let entry = shared.registry.insert(
         id,
         NewDevice {
@@ -102,6 +107,14 @@ pub(crate) async fn serve(
             resumed,
         },
     );
+    // An allow-list installed between the check above and the registry entry found no entry
+    // to close: look again now that there is one.
+    if let Some(id) = &recheck
+        && !shared.allowed(id)
+    {
+        entry.stats.revoked.store(true, Relaxed);
+    }
+    drop(recheck);
     let (why, close) = frame_loop(&mut conn, &shared, &entry.stats, &mut shutdown).await;
     // Counted and unlisted before the linger: the device is gone for the API already.
     shared.metrics.connection_closed(why);
@@ -206,8 +219,12 @@ async fn frame_loop(
             }
         }
 
+        if stats.revoked.load(Relaxed) {
+            return (CloseReason::Revoked, Some(LINGER));
+        }
         tokio::select! {
             biased;
+            () = stats.kick.notified() => return (CloseReason::Revoked, Some(LINGER)),
             input = conn.read_input() => match input {
                 Ok(Input::Data | Input::Eof) => {}
                 // The session failed on this input: the next pump reports it.

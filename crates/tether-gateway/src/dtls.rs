@@ -439,21 +439,26 @@ impl State {
         let mut due = Vec::new();
         for (addr, peer) in &self.peers {
             let timer = peer.session.poll_timeout().is_some_and(|d| d <= t);
-            let idle_out =
-                peer.device.is_some() && t.saturating_duration_since(peer.last_input) >= idle;
-            if timer || idle_out {
-                due.push((*addr, idle_out));
+            let close = match &peer.device {
+                Some(d) if d.entry.stats.revoked.load(Relaxed) => Some(CloseReason::Revoked),
+                Some(_) if t.saturating_duration_since(peer.last_input) >= idle => {
+                    Some(CloseReason::IdleTimeout)
+                }
+                _ => None,
+            };
+            if timer || close.is_some() {
+                due.push((*addr, close));
             }
         }
-        for (addr, idle_out) in due {
-            let outcome = if idle_out {
+        for (addr, close) in due {
+            let outcome = if let Some(why) = close {
                 if let Some(peer) = self.peers.get_mut(&addr) {
                     peer.session.close();
                     while let Some(d) = peer.session.pop_datagram() {
                         self.outbox.push((addr, d));
                     }
                 }
-                self.metrics().connection_closed(CloseReason::IdleTimeout);
+                self.metrics().connection_closed(why);
                 Outcome::Remove
             } else {
                 let r = match self.peers.get_mut(&addr) {
@@ -576,17 +581,20 @@ fn established(
     let session = &peer.session;
     let device_id = match &shared.client_auth {
         ClientAuthPolicy::ServerOnly => None,
-        ClientAuthPolicy::Required { allow, .. } => {
+        ClientAuthPolicy::Required { .. } => {
             let id = session.peer_certificate().and_then(crate::conn::device_id);
-            match (&id, allow) {
-                (None, _) => return Err(FailReason::NoDeviceId),
-                (Some(id), Some(list)) if !list.contains(id) => {
-                    return Err(FailReason::NotAllowed);
-                }
+            match &id {
+                None => return Err(FailReason::NoDeviceId),
+                Some(id) if !shared.allowed(id) => return Err(FailReason::NotAllowed),
                 _ => {}
             }
             id
         }
+    };
+    let recheck = if shared.has_allow_list() {
+        device_id.clone()
+    } else {
+        None
     };
     let took = now().saturating_duration_since(peer.started);
     shared.metrics.dtls().handshake_ok(took, false);
@@ -603,6 +611,13 @@ fn established(
             resumed: false,
         },
     );
+    // An allow-list installed between the check above and the registry entry: the timer
+    // tick closes the session.
+    if let Some(id) = &recheck
+        && !shared.allowed(id)
+    {
+        entry.stats.revoked.store(true, Relaxed);
+    }
     peer.device = Some(Device {
         decoder: Decoder::new(shared.max_frame),
         entry,

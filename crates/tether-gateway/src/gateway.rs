@@ -1,7 +1,8 @@
 //! [`Gateway`]: binds the listeners, accepts, spawns a task per connection, drains.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tether::{ClientAuth, ServerConfig, TicketKey, Ticketer, TlsVersion};
@@ -9,7 +10,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{ClientAuthPolicy, DtlsListen, GatewayConfig, TicketSource, load_ticket_keys};
+use crate::config::{
+    AllowList, ClientAuthPolicy, DtlsListen, GatewayConfig, TicketSource, load_ticket_keys,
+};
 use crate::metrics::Metrics;
 use crate::registry::{DeviceInfo, Limits, Registry};
 use crate::{GatewayError, conn, dtls, http};
@@ -32,11 +35,30 @@ pub(crate) struct Shared {
     pub limits: Arc<Limits>,
     pub shutdown: watch::Sender<bool>,
     pub started: std::time::Instant,
+    /// The allow-list in force (mTLS with an allow-list), replaced when its file changes.
+    pub allow: RwLock<Option<Arc<AllowList>>>,
 }
 
 impl Shared {
     pub(crate) fn is_draining(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Whether an allow-list is in force.
+    pub(crate) fn has_allow_list(&self) -> bool {
+        self.allow
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Whether the allow-list in force lets device `id` in (always, without a list).
+    pub(crate) fn allowed(&self, id: &str) -> bool {
+        self.allow
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(|list| list.contains(id))
     }
 }
 
@@ -88,6 +110,8 @@ pub struct Gateway {
     tickets: TicketSource,
     /// The keys read from the ticket key file at bind (the reload compares against them).
     loaded: Option<Keys>,
+    /// The allow-list file and how often to read it.
+    allow_reload: Option<(PathBuf, Duration)>,
 }
 
 /// Ticket keys from a file: current, previous.
@@ -196,6 +220,16 @@ impl Gateway {
             }
             None => (None, None),
         };
+        let allow = match &config.client_auth {
+            ClientAuthPolicy::Required {
+                allow: Some(list), ..
+            } => Some(Arc::new(list.clone())),
+            _ => None,
+        };
+        let allow_reload = match (&allow, &config.allow_file) {
+            (Some(_), Some(path)) => Some((path.clone(), config.allow_reload_every)),
+            _ => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             server_config,
@@ -209,6 +243,7 @@ impl Gateway {
             registry: Arc::new(Registry::default()),
             shutdown: watch::Sender::new(false),
             started: std::time::Instant::now(),
+            allow: RwLock::new(allow),
         });
         Ok(Gateway {
             listener,
@@ -221,6 +256,7 @@ impl Gateway {
             ticketer,
             tickets: config.tickets,
             loaded,
+            allow_reload,
         })
     }
 
@@ -270,11 +306,14 @@ impl Gateway {
             ticketer,
             tickets,
             loaded,
+            allow_reload,
             ..
         } = self;
         let (http_stop, http_stopped) = oneshot::channel::<()>();
         let http_task = http.map(|l| tokio::spawn(http::serve(l, shared.clone(), http_stopped)));
         let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets, loaded));
+        let allow_task = allow_reload
+            .map(|(path, every)| tokio::spawn(reload_allow_list(shared.clone(), path, every)));
 
         let dtls_task =
             dtls.map(|l| tokio::spawn(dtls::serve(l, shared.clone(), shared.shutdown.subscribe())));
@@ -343,6 +382,9 @@ impl Gateway {
             }
         }
         ticket_task.abort();
+        if let Some(task) = allow_task {
+            task.abort();
+        }
         let _ = http_stop.send(());
         if let Some(mut task) = http_task {
             // Requests in progress get a moment; then the API stops with the gateway.
@@ -456,6 +498,34 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: O
                 }
             }
         }
+    }
+}
+
+/// Reads the allow-list file every `every`; a changed list goes in force, and the sessions of
+/// devices it no longer lists are told to close.
+async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let list = match AllowList::load(&path) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!("keeping the allow-list in force: {e}");
+                continue;
+            }
+        };
+        {
+            let mut current = shared.allow.write().unwrap_or_else(PoisonError::into_inner);
+            if current.as_deref() == Some(&list) {
+                continue;
+            }
+            *current = Some(Arc::new(list));
+        }
+        let closing = shared.registry.revoke(|id| shared.allowed(id));
+        tracing::info!(
+            path = %path.display(),
+            closing,
+            "installed a new allow-list; closing the sessions of devices it no longer lists"
+        );
     }
 }
 

@@ -9,7 +9,8 @@
 //! ## Shape
 //!
 //! - [`GatewayConfig`] (module [`config`]): addresses, server identity, client-auth policy
-//!   (mTLS with a device CA and an optional allow-list of device ids, or server-only TLS), TLS
+//!   (mTLS with a device CA and an optional allow-list of device ids, read again from its file
+//!   while running so that a device taken off it is cut off, or server-only TLS), TLS
 //!   minimum version, handshake/idle/drain timeouts, connection limits, the frame size limit,
 //!   and where session-ticket keys come from ([`TicketSource`]: a key file shared by every
 //!   gateway behind a balancer, so that a device resumes on any of them).

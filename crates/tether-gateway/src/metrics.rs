@@ -217,10 +217,13 @@ pub enum CloseReason {
     /// DTLS: the device started a new session from the same address and port (it restarted);
     /// the new session replaced this one.
     Replaced,
+    /// The device is no longer on the allow-list (the file changed); the gateway sent
+    /// close_notify.
+    Revoked,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 7] = [
+    const ALL: [CloseReason; 8] = [
         CloseReason::PeerClosed,
         CloseReason::IdleTimeout,
         CloseReason::FrameTooLarge,
@@ -228,6 +231,7 @@ impl CloseReason {
         CloseReason::TlsError,
         CloseReason::Transport,
         CloseReason::Replaced,
+        CloseReason::Revoked,
     ];
 
     /// The `reason` label.
@@ -240,6 +244,7 @@ impl CloseReason {
             CloseReason::TlsError => "tls_error",
             CloseReason::Transport => "transport",
             CloseReason::Replaced => "replaced",
+            CloseReason::Revoked => "revoked",
         }
     }
 
@@ -353,7 +358,7 @@ pub struct TransportMetrics {
     open: AtomicU64,
     accepted: AtomicU64,
     rejected: [AtomicU64; 2],
-    closed: [AtomicU64; 7],
+    closed: [AtomicU64; CloseReason::ALL.len()],
     handshakes_ok: AtomicU64,
     handshakes_resumed: AtomicU64,
     failures: [AtomicU64; 17],

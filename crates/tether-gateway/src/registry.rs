@@ -2,20 +2,25 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
 use crate::metrics::{Metrics, RejectReason};
 
-/// Per-connection traffic counters, shared between the connection's task and the registry.
+/// Per-connection traffic counters, shared between the connection's task and the registry,
+/// and the registry's way to end the session.
 #[derive(Debug, Default)]
 pub(crate) struct ConnStats {
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Set when the device's id left the allow-list; the TLS task also gets `kick`, the DTLS
+    /// listener looks at the flag on its timer tick.
+    pub revoked: AtomicBool,
+    pub kick: tokio::sync::Notify,
 }
 
 /// One established device session, as `GET /devices` shows it.
@@ -155,6 +160,22 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         lock(&self.entries).len()
+    }
+
+    /// Marks and wakes every session whose device id `allowed` refuses; returns how many.
+    pub(crate) fn revoke(&self, allowed: impl Fn(&str) -> bool) -> usize {
+        let entries = lock(&self.entries);
+        let mut n = 0;
+        for e in entries.values() {
+            if let Some(id) = &e.device_id
+                && !allowed(id)
+                && !e.stats.revoked.swap(true, Relaxed)
+            {
+                e.stats.kick.notify_one();
+                n += 1;
+            }
+        }
+        n
     }
 }
 

@@ -808,6 +808,37 @@ fn idle_sessions_expire_with_close_notify() {
 }
 
 #[test]
+fn a_device_dropped_from_the_allow_list_file_gets_close_notify_over_dtls() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("allow.txt");
+    std::fs::write(&file, "device-1\n").unwrap();
+    let mut config = pki.config();
+    config.client_auth = ClientAuthPolicy::Required {
+        trust: pki.trust(),
+        allow: Some(tether_gateway::AllowList::load(&file).unwrap()),
+    };
+    config.allow_file = Some(file.clone());
+    config.allow_reload_every = Duration::from_millis(100);
+    let gw = Running::start(config);
+    let mut s = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
+    s.send(&encode(&[Frame::new(FrameType::Echo, b"listed".to_vec())]))
+        .unwrap();
+    assert_eq!(read_frames(&mut s, 1)[0].body, b"listed");
+    // An allow-list without device-1 (comments only).
+    std::fs::write(&file, "# nobody\n").unwrap();
+    let mut buf = [0u8; 256];
+    assert_eq!(s.recv(&mut buf).unwrap(), 0, "expected close_notify");
+    wait_until("the revoked close counted", Duration::from_secs(10), || {
+        gw.metrics
+            .dtls()
+            .closes(tether_gateway::metrics::CloseReason::Revoked)
+            == 1
+    });
+    assert!(gw.devices().is_empty());
+}
+
+#[test]
 fn drain_sends_close_notify_to_dtls_sessions() {
     let pki = pki();
     let mut gw = Running::start(pki.config());

@@ -458,6 +458,68 @@ fn allow_list_refuses_unlisted_devices() {
 }
 
 #[test]
+fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("allow.txt");
+    std::fs::write(&file, "device-1\ndevice-2\n").unwrap();
+    let mut config = pki.config();
+    config.client_auth = ClientAuthPolicy::Required {
+        trust: pki.trust(),
+        allow: Some(AllowList::load(&file).unwrap()),
+    };
+    config.allow_file = Some(file.clone());
+    config.allow_reload_every = Duration::from_millis(100);
+    let gw = Running::start(config);
+    let second = pki
+        .ca
+        .issue_client("device-2", &IssueOptions::default())
+        .unwrap();
+    let second_client = pki.client(Some(&second), None);
+
+    let mut one = gw.connect(&pki.device_client()).unwrap();
+    let mut two = gw.connect(&second_client).unwrap();
+    for (s, tag) in [(&mut one, &b"one"[..]), (&mut two, &b"two"[..])] {
+        s.write_all(&requests(tag)).unwrap();
+        assert_eq!(read_frames(s, 3).len(), 3);
+    }
+
+    // device-2 leaves the list: its open session gets close_notify, device-1's goes on.
+    std::fs::write(&file, "device-1\n").unwrap();
+    two.set_io_timeout(Some(Duration::from_secs(10)));
+    let mut b = [0u8; 64];
+    assert_eq!(two.read(&mut b).unwrap(), 0, "expected close_notify");
+    one.write_all(&requests(b"still one")).unwrap();
+    assert_eq!(read_frames(&mut one, 3).len(), 3);
+    // And it cannot come back.
+    let mut again = gw.connect(&second_client).unwrap();
+    let _ = again.write_all(&requests(b"x"));
+    assert!(matches!(again.read(&mut b), Ok(0) | Err(_)));
+
+    // A file that does not parse keeps the list in force.
+    std::fs::write(&file, "device-1\nnot an id!\n").unwrap();
+    thread::sleep(Duration::from_millis(400));
+    let mut fresh = gw.connect(&pki.device_client()).unwrap();
+    fresh.write_all(&requests(b"fresh")).unwrap();
+    assert_eq!(read_frames(&mut fresh, 3).len(), 3);
+    let mut still_out = gw.connect(&second_client).unwrap();
+    let _ = still_out.write_all(&requests(b"x"));
+    assert!(matches!(still_out.read(&mut b), Ok(0) | Err(_)));
+
+    let m = gw.metrics();
+    assert_eq!(
+        m["tether_connections_closed_total{reason=\"revoked\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["tether_handshake_failures_total{category=\"policy\",reason=\"not_allowed\"}"],
+        2.0
+    );
+    let (_, devices) = gw.get("/devices");
+    assert!(!devices.contains("\"device-2\""), "{devices}");
+}
+
+#[test]
 fn oversize_frame_gets_error_then_close_notify_and_unknown_type_an_error() {
     let pki = pki();
     let mut config = pki.config();
