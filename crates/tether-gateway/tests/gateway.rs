@@ -491,8 +491,10 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
     assert_eq!(two.read(&mut b).unwrap(), 0, "expected close_notify");
     one.write_all(&requests(b"still one")).unwrap();
     assert_eq!(read_frames(&mut one, 3).len(), 3);
-    // And it cannot come back.
+    // And it cannot come back, not even by resuming its session (the ticket carries its
+    // certificate, so its id is checked again).
     let mut again = gw.connect(&second_client).unwrap();
+    assert!(again.session().is_resumed(), "expected a resumption attempt");
     let _ = again.write_all(&requests(b"x"));
     assert!(matches!(again.read(&mut b), Ok(0) | Err(_)));
 
