@@ -552,6 +552,13 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     if let Some(d) = args.allow_reload.or(file.allow_reload) {
         config.allow_reload_every = d;
     }
+    let mut auth = auth;
+    if config.allow_file.is_some() {
+        auth.push_str(&format!(
+            " (file re-read every {} s)",
+            config.allow_reload_every.as_secs_f64()
+        ));
+    }
     if let Some(a) = args.listen.or(file.listen) {
         config.listen = a;
     }

@@ -431,7 +431,9 @@ fn config_file_keys_and_flags_that_override_them() {
         elsewhere.path(),
     );
     assert!(
-        serve.output().contains("1 allowed device id(s)"),
+        serve
+            .output()
+            .contains("1 allowed device id(s) (file re-read every 0.2 s)"),
         "{}",
         serve.output()
     );

@@ -231,6 +231,9 @@ impl Gateway {
             _ => None,
         };
         let metrics = Arc::new(Metrics::default());
+        if let Some(list) = &allow {
+            metrics.allow_list(list.len(), false);
+        }
         let shared = Arc::new(Shared {
             server_config,
             client_auth: config.client_auth,
@@ -509,6 +512,7 @@ async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) 
         let list = match AllowList::load(&path) {
             Ok(list) => list,
             Err(e) => {
+                shared.metrics.allow_list_failed();
                 tracing::warn!("keeping the allow-list in force: {e}");
                 continue;
             }
@@ -518,6 +522,7 @@ async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) 
             if current.as_deref() == Some(&list) {
                 continue;
             }
+            shared.metrics.allow_list(list.len(), true);
             *current = Some(Arc::new(list));
         }
         let closing = shared.registry.revoke(|id| shared.allowed(id));

@@ -22,6 +22,8 @@
 //! | `tether_dtls_sessions_handshaking` | gauge | |
 //! | `tether_dtls_peer_table_slots` | gauge | |
 //! | `tether_draining` | gauge | 1 while draining |
+//! | `tether_allow_list_ids` | gauge | device ids on the allow-list in force (0: no list) |
+//! | `tether_allow_list_reloads_total` | counter | `result` = `installed` (a changed file), `failed` (unreadable or bad: the list in force stays) |
 //!
 //! The session series (connections, handshakes, failures, latency, frames, bytes) exist once
 //! per listener: without a `transport` label for TLS (their names and labels predate DTLS),
@@ -394,6 +396,9 @@ pub struct Metrics {
     dtls: TransportMetrics,
     dtls_listener: DtlsListenerMetrics,
     draining: AtomicU64,
+    allow_ids: AtomicU64,
+    allow_installed: AtomicU64,
+    allow_failed: AtomicU64,
 }
 
 fn kind_index(k: FrameKind) -> usize {
@@ -551,6 +556,19 @@ impl Metrics {
 
     pub(crate) fn set_draining(&self) {
         self.draining.store(1, Relaxed);
+    }
+
+    /// The allow-list in force now has `ids` entries; `installed`: it came from a reload.
+    pub(crate) fn allow_list(&self, ids: usize, installed: bool) {
+        self.allow_ids.store(ids as u64, Relaxed);
+        if installed {
+            self.allow_installed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A reload of the allow-list file failed; the list in force stays.
+    pub(crate) fn allow_list_failed(&self) {
+        self.allow_failed.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn dtls_dropped(&self, why: DtlsDrop) {
@@ -929,6 +947,30 @@ impl Metrics {
             "1 while the gateway drains (shutting down), else 0.",
         );
         let _ = writeln!(w, "tether_draining {}", get(&self.draining));
+
+        header(
+            w,
+            "tether_allow_list_ids",
+            "gauge",
+            "Device ids on the allow-list in force (0: no allow-list).",
+        );
+        let _ = writeln!(w, "tether_allow_list_ids {}", get(&self.allow_ids));
+        header(
+            w,
+            "tether_allow_list_reloads_total",
+            "counter",
+            "Reads of the allow-list file that installed a changed list, or failed (the list in force stays).",
+        );
+        for (result, a) in [
+            ("installed", &self.allow_installed),
+            ("failed", &self.allow_failed),
+        ] {
+            let _ = writeln!(
+                w,
+                "tether_allow_list_reloads_total{{result=\"{result}\"}} {}",
+                get(a)
+            );
+        }
         out
     }
 }

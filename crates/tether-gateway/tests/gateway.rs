@@ -494,7 +494,10 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
     // And it cannot come back, not even by resuming its session (the ticket carries its
     // certificate, so its id is checked again).
     let mut again = gw.connect(&second_client).unwrap();
-    assert!(again.session().is_resumed(), "expected a resumption attempt");
+    assert!(
+        again.session().is_resumed(),
+        "expected a resumption attempt"
+    );
     let _ = again.write_all(&requests(b"x"));
     assert!(matches!(again.read(&mut b), Ok(0) | Err(_)));
 
@@ -513,6 +516,12 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
         m["tether_connections_closed_total{reason=\"revoked\"}"],
         1.0
     );
+    assert_eq!(m["tether_allow_list_ids"], 1.0);
+    assert_eq!(
+        m["tether_allow_list_reloads_total{result=\"installed\"}"],
+        1.0
+    );
+    assert!(m["tether_allow_list_reloads_total{result=\"failed\"}"] >= 1.0);
     assert_eq!(
         m["tether_handshake_failures_total{category=\"policy\",reason=\"not_allowed\"}"],
         2.0
