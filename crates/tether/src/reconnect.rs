@@ -18,7 +18,12 @@
 //!   runs an exchange on the current connection; when the connection fails with a retryable
 //!   error it reconnects (with backoff) and runs the exchange again on the new one. Its
 //!   [`ClientConfig`](crate::ClientConfig) keeps the session cache, so every reconnect offers the ticket of the
-//!   last session: a gateway that restarted with the same ticket keys resumes it.
+//!   last session: a gateway that restarted with the same ticket keys resumes it. The backoff
+//!   starts again from its initial delay only once a connection has carried an exchange (or
+//!   stayed up for the backoff's maximum), not when a handshake completes: a TLS 1.3 server
+//!   refuses a client after the client's side of the handshake is done (another CA, a device
+//!   taken off an allow-list), and such a device must back off like any other, and give up
+//!   after [`max_attempts`](Reconnecting::max_attempts).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tether::Error> {
@@ -74,6 +79,11 @@ impl Backoff {
             max,
             attempts: 0,
         }
+    }
+
+    /// The longest delay.
+    pub fn max(&self) -> Duration {
+        self.max
     }
 
     /// The nominal (jitter-free) delay of the next attempt: `min(max, initial × 2ⁿ)`.
@@ -196,6 +206,8 @@ mod client {
         max_attempts: Option<u32>,
         io_timeout: Option<Duration>,
         socket: Option<TcpTlsSocket>,
+        /// When the last connection came up.
+        up_since: Option<std::time::Instant>,
         stats: Stats,
     }
 
@@ -221,6 +233,7 @@ mod client {
                 max_attempts: None,
                 io_timeout: None,
                 socket: None,
+                up_since: None,
                 stats: Stats::default(),
             })
         }
@@ -280,7 +293,11 @@ mod client {
             loop {
                 let socket = self.socket()?;
                 match exchange(socket) {
-                    Ok(v) => return Ok(v),
+                    Ok(v) => {
+                        // The link works: the next outage starts from the initial delay.
+                        self.backoff.reset();
+                        return Ok(v);
+                    }
                     Err(e) if retryable(&e) => {
                         self.stats.failures += 1;
                         self.stats.last_error = Some(e.clone());
@@ -315,11 +332,21 @@ mod client {
         }
 
         fn connect_with_backoff(&mut self) -> Result<TcpTlsSocket, Error> {
+            // A connection that stayed up for the longest delay worked: a fresh outage.
+            if self
+                .up_since
+                .take()
+                .is_some_and(|t| t.elapsed() >= self.backoff.max())
+            {
+                self.backoff.reset();
+            }
             loop {
                 match connect_named(&self.addr, &self.server_name, &self.config) {
                     Ok(mut socket) => {
                         socket.set_io_timeout(self.io_timeout);
-                        self.backoff.reset();
+                        // Not a reset of the backoff yet: in TLS 1.3 the server may still
+                        // refuse this client (see the module docs).
+                        self.up_since = Some(std::time::Instant::now());
                         let resumed = socket.session().is_resumed();
                         self.stats.connects += 1;
                         self.stats.resumed += u64::from(resumed);
