@@ -7,59 +7,32 @@
 
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
-use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tether::Identity;
 use tether::dtls::{self, DtlsVersion, UdpDtlsSocket};
-use tether::{Identity, Trust};
-use tether_gateway::{ClientAuthPolicy, DtlsDrop, Gateway, GatewayConfig, Metrics};
+use tether_gateway::{ClientAuthPolicy, DtlsDrop, GatewayConfig};
 use tether_pki::{Ca, IssueOptions, Issued, KeyKind};
 use tether_wire::{Decoder, Frame, FrameType};
 
-// ---------------------------------------------------------------------------------------------
-// Harness
+use common::*;
 
-struct Pki {
-    ca: Ca,
-    server: Issued,
-    device: Issued,
-}
+// ---------------------------------------------------------------------------------------------
+// Harness (the shared part is in tests/common)
 
 fn pki() -> Pki {
-    let ca = Ca::init(KeyKind::EcdsaP256, "gateway DTLS test CA").unwrap();
-    let opts = IssueOptions::default();
-    let server = ca
-        .issue_server(&["localhost".into(), "127.0.0.1".into()], &opts)
-        .unwrap();
-    let device = ca.issue_client("device-1", &opts).unwrap();
-    Pki { ca, server, device }
+    common::pki("gateway DTLS test CA")
 }
 
 impl Pki {
-    fn trust(&self) -> Trust {
-        Trust::from_pem(self.ca.cert_pem().as_bytes()).unwrap()
-    }
-
-    fn config(&self) -> GatewayConfig {
-        let identity = Identity::from_pem(
-            self.server.cert_pem.as_bytes(),
-            self.server.key_pem.as_bytes(),
-        )
-        .unwrap();
-        let mut c = GatewayConfig::new(
-            identity,
-            ClientAuthPolicy::Required {
-                trust: self.trust(),
-                allow: None,
-            },
-        );
-        c.listen = "127.0.0.1:0".parse().unwrap();
-        c.http = Some("127.0.0.1:0".parse().unwrap());
-        c.drain_timeout = Duration::from_secs(5);
+    /// The shared configuration with a 20 s handshake timeout (500 clients at once).
+    fn dtls_config(&self) -> GatewayConfig {
+        let mut c = self.config();
         c.handshake_timeout = Duration::from_secs(20);
         c
     }
@@ -80,68 +53,11 @@ impl Pki {
     }
 }
 
-struct Running {
-    tls: SocketAddr,
-    dtls: SocketAddr,
-    http: SocketAddr,
-    metrics: Arc<Metrics>,
-    stop: tether_gateway::ShutdownHandle,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
 impl Running {
-    fn start(config: GatewayConfig) -> Running {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let gw = match Gateway::bind(config).await {
-                    Ok(gw) => gw,
-                    Err(e) => {
-                        tx.send(Err(e.to_string())).unwrap();
-                        return;
-                    }
-                };
-                tx.send(Ok((
-                    gw.local_addr(),
-                    gw.dtls_addr().expect("a DTLS listener"),
-                    gw.http_addr().unwrap(),
-                    gw.metrics(),
-                    gw.shutdown_handle(),
-                )))
-                .unwrap();
-                gw.run().await.unwrap();
-            });
-        });
-        let (tls, dtls, http, metrics, stop) = rx.recv().unwrap().unwrap();
-        Running {
-            tls,
-            dtls,
-            http,
-            metrics,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
     fn connect(&self, config: &dtls::ClientConfig) -> Result<UdpDtlsSocket, tether::Error> {
         let mut s = dtls::connect_named(&self.dtls.to_string(), "localhost", config)?;
         s.set_io_timeout(Some(Duration::from_secs(20)));
         Ok(s)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.http, path)
-    }
-
-    fn prometheus(&self) -> HashMap<String, f64> {
-        let (status, text) = self.get("/metrics");
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
     }
 
     fn devices(&self) -> Vec<serde_json::Value> {
@@ -149,76 +65,6 @@ impl Running {
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
     }
-
-    /// Drains and waits for `run` to return.
-    fn stop(&mut self) {
-        self.stop.shutdown();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
-/// Sample lines of the Prometheus text format into `name{labels}` → value; checks that every
-/// sample's metric has HELP and TYPE lines.
-fn parse_prometheus(text: &str) -> HashMap<String, f64> {
-    let mut typed = std::collections::HashSet::new();
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split_whitespace().next().unwrap().to_owned());
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let name = series.split('{').next().unwrap();
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
-            .unwrap_or(name);
-        assert!(typed.contains(base), "no TYPE line for {name}");
-        assert!(
-            out.insert(series.to_owned(), value.parse().unwrap())
-                .is_none(),
-            "duplicate series {series}"
-        );
-    }
-    out
-}
-
-fn encode(list: &[Frame]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for f in list {
-        f.encode_into(&mut out);
-    }
-    out
 }
 
 /// Reads records until `n` frames have arrived.
@@ -237,41 +83,8 @@ fn read_frames(s: &mut UdpDtlsSocket, n: usize) -> Vec<Frame> {
     got
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 fn requests(tag: &[u8]) -> Vec<Frame> {
-    vec![
-        Frame::new(FrameType::Echo, tag.to_vec()),
-        Frame::new(FrameType::Reverse, tag.to_vec()),
-        Frame::new(FrameType::Time, Vec::new()),
-    ]
-}
-
-fn check_replies(tag: &[u8], replies: &[Frame], before: u64) {
-    assert_eq!(replies[0], Frame::new(FrameType::Echo, tag.to_vec()));
-    let mut rev = tag.to_vec();
-    rev.reverse();
-    assert_eq!(replies[1], Frame::new(FrameType::Reverse, rev));
-    assert_eq!(replies[2].kind, FrameType::Time);
-    let t = replies[2].parse_time().unwrap();
-    assert!(
-        t >= before && t <= now_ms() + 1,
-        "time {t} not in [{before}, now]"
-    );
-}
-
-/// Waits until `f` holds (polling), or panics with `what`.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    request_frames(tag)
 }
 
 /// The ECHO reply to `tag`, sending it again (at most 5 times) when no reply arrives within
@@ -310,7 +123,7 @@ fn client_hello(config: &dtls::ClientConfig) -> Vec<u8> {
 #[test]
 fn dtls12_and_dtls13_devices_exchange_frames_and_are_listed() {
     let pki = pki();
-    let gw = Running::start(pki.config());
+    let gw = Running::start(pki.dtls_config());
     assert_eq!(
         gw.dtls, gw.tls,
         "DTLS listens on the TLS listener's address by default"
@@ -458,7 +271,7 @@ fn openssl_s_client_dtls12_talks_raw_frames() {
     let ca = write("ca.pem", pki.ca.cert_pem());
     let cert = write("device.pem", &pki.device.cert_pem);
     let key = write("device.key", &pki.device.key_pem);
-    let gw = Running::start(pki.config());
+    let gw = Running::start(pki.dtls_config());
     let mut peer = testpeers::openssl_s_client(
         gw.dtls.port(),
         &testpeers::SClientOpts {
@@ -503,7 +316,7 @@ fn five_hundred_concurrent_dtls_clients_exchange_echo() {
     const CLIENTS: usize = 500;
     const THREADS: usize = 10;
     let pki = pki();
-    let gw = Running::start(pki.config());
+    let gw = Running::start(pki.dtls_config());
     let barrier = Arc::new(std::sync::Barrier::new(THREADS + 1));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -582,7 +395,7 @@ fn five_hundred_concurrent_dtls_clients_exchange_echo() {
 #[test]
 fn garbage_datagrams_are_dropped_and_counted() {
     let pki = pki();
-    let gw = Running::start(pki.config());
+    let gw = Running::start(pki.dtls_config());
     let hello = client_hello(&pki.client(None, Some(&pki.device)));
     let mut garbage: Vec<Vec<u8>> = vec![
         Vec::new(),
@@ -633,7 +446,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
 fn spoofed_client_hello_flood_holds_no_state() {
     const FLOOD: usize = 10_000;
     let pki = pki();
-    let gw = Running::start(pki.config());
+    let gw = Running::start(pki.dtls_config());
     let slots_before = gw.metrics.dtls_peer_table_slots();
     let config = pki.client(None, Some(&pki.device));
     let hello = client_hello(&config);
@@ -704,7 +517,7 @@ fn spoofed_client_hello_flood_holds_no_state() {
 #[test]
 fn wrong_ca_and_anonymous_clients_are_refused_and_counted() {
     let pki = pki();
-    let gw = Running::start(pki.config());
+    let gw = Running::start(pki.dtls_config());
     let other = Ca::init(KeyKind::EcdsaP256, "gateway DTLS test CA").unwrap();
     let stranger = other
         .issue_client("device-1", &IssueOptions::default())
@@ -784,7 +597,7 @@ fn wrong_ca_and_anonymous_clients_are_refused_and_counted() {
 #[test]
 fn idle_sessions_expire_with_close_notify() {
     let pki = pki();
-    let mut config = pki.config();
+    let mut config = pki.dtls_config();
     config.idle_timeout = Duration::from_secs(1);
     let gw = Running::start(config);
     let mut s = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
@@ -813,7 +626,7 @@ fn a_device_dropped_from_the_allow_list_file_gets_close_notify_over_dtls() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("allow.txt");
     std::fs::write(&file, "device-1\n").unwrap();
-    let mut config = pki.config();
+    let mut config = pki.dtls_config();
     config.client_auth = ClientAuthPolicy::Required {
         trust: pki.trust(),
         allow: Some(tether_gateway::AllowList::load(&file).unwrap()),
@@ -841,7 +654,7 @@ fn a_device_dropped_from_the_allow_list_file_gets_close_notify_over_dtls() {
 #[test]
 fn drain_sends_close_notify_to_dtls_sessions() {
     let pki = pki();
-    let mut gw = Running::start(pki.config());
+    let mut gw = Running::start(pki.dtls_config());
     let mut socks: Vec<UdpDtlsSocket> = [DtlsVersion::Dtls12, DtlsVersion::Dtls13]
         .into_iter()
         .map(|v| gw.connect(&pki.client(Some(v), Some(&pki.device))).unwrap())
@@ -868,7 +681,7 @@ fn drain_sends_close_notify_to_dtls_sessions() {
 #[test]
 fn handshake_limit_holds_new_peers_off_until_a_handshake_ends() {
     let pki = pki();
-    let mut config = pki.config();
+    let mut config = pki.dtls_config();
     config.dtls_max_handshaking = 1;
     config.handshake_timeout = Duration::from_secs(1);
     let gw = Running::start(config);
@@ -929,7 +742,7 @@ fn handshake_limit_holds_new_peers_off_until_a_handshake_ends() {
 #[test]
 fn oversize_frame_gets_error_then_close_notify() {
     let pki = pki();
-    let mut config = pki.config();
+    let mut config = pki.dtls_config();
     config.max_frame = 16;
     let gw = Running::start(config);
     let mut s = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
@@ -958,7 +771,7 @@ fn oversize_frame_gets_error_then_close_notify() {
 #[test]
 fn a_device_that_restarts_on_the_same_port_replaces_its_session() {
     let pki = pki();
-    let gw = Running::start(pki.config());
+    let gw = Running::start(pki.dtls_config());
     let config = pki.client(None, Some(&pki.device));
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.connect(gw.dtls).unwrap();

@@ -5,63 +5,31 @@
 
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
-use std::collections::HashMap;
+mod common;
+
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tether::net::TcpTlsSocket;
-use tether::{ClientConfig, Identity, TicketKey, TlsVersion, Trust};
-use tether_gateway::{AllowList, ClientAuthPolicy, Gateway, GatewayConfig, TicketSource};
+use tether::{ClientConfig, Identity, TicketKey, TlsVersion};
+use tether_gateway::{AllowList, ClientAuthPolicy, TicketSource};
 use tether_pki::{Ca, IssueOptions, Issued, KeyKind};
 use tether_wire::{Decoder, ErrorCode, Frame, FrameType};
 
-// ---------------------------------------------------------------------------------------------
-// Harness
+use common::*;
 
-struct Pki {
-    ca: Ca,
-    server: Issued,
-    device: Issued,
-}
+// ---------------------------------------------------------------------------------------------
+// Harness (the shared part is in tests/common)
 
 fn pki() -> Pki {
-    let ca = Ca::init(KeyKind::EcdsaP256, "gateway test CA").unwrap();
-    let opts = IssueOptions::default();
-    let server = ca
-        .issue_server(&["localhost".into(), "127.0.0.1".into()], &opts)
-        .unwrap();
-    let device = ca.issue_client("device-1", &opts).unwrap();
-    Pki { ca, server, device }
+    common::pki("gateway test CA")
 }
 
 impl Pki {
-    fn trust(&self) -> Trust {
-        Trust::from_pem(self.ca.cert_pem().as_bytes()).unwrap()
-    }
-
-    fn config(&self) -> GatewayConfig {
-        let identity = Identity::from_pem(
-            self.server.cert_pem.as_bytes(),
-            self.server.key_pem.as_bytes(),
-        )
-        .unwrap();
-        let mut c = GatewayConfig::new(
-            identity,
-            ClientAuthPolicy::Required {
-                trust: self.trust(),
-                allow: None,
-            },
-        );
-        c.listen = "127.0.0.1:0".parse().unwrap();
-        c.http = Some("127.0.0.1:0".parse().unwrap());
-        c.drain_timeout = Duration::from_secs(5);
-        c
-    }
-
     fn client(&self, device: Option<&Issued>, version: Option<TlsVersion>) -> ClientConfig {
         let mut b = ClientConfig::builder(self.trust()).handshake_timeout(Duration::from_secs(20));
         if let Some(d) = device {
@@ -79,128 +47,15 @@ impl Pki {
     }
 }
 
-struct Running {
-    addr: SocketAddr,
-    http: SocketAddr,
-    stop: tether_gateway::ShutdownHandle,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
 impl Running {
-    fn start(config: GatewayConfig) -> Running {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let gw = match Gateway::bind(config).await {
-                    Ok(gw) => gw,
-                    Err(e) => {
-                        tx.send(Err(e.to_string())).unwrap();
-                        return;
-                    }
-                };
-                tx.send(Ok((
-                    gw.local_addr(),
-                    gw.http_addr().unwrap(),
-                    gw.shutdown_handle(),
-                )))
-                .unwrap();
-                gw.run().await.unwrap();
-            });
-        });
-        let (addr, http, stop) = rx.recv().unwrap().unwrap();
-        Running {
-            addr,
-            http,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
     fn connect(&self, config: &ClientConfig) -> Result<TcpTlsSocket, tether::Error> {
-        tether::net::connect_named(&self.addr.to_string(), "localhost", config)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.http, path)
-    }
-
-    fn metrics(&self) -> HashMap<String, f64> {
-        let (status, text) = self.get("/metrics");
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
-    }
-
-    /// Drains and waits for `run` to return.
-    fn stop(&mut self) {
-        self.stop.shutdown();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
+        tether::net::connect_named(&self.tls.to_string(), "localhost", config)
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
-/// Sample lines of the Prometheus text format into `name{labels}` → value; checks that every
-/// sample's metric has HELP and TYPE lines.
-fn parse_prometheus(text: &str) -> HashMap<String, f64> {
-    let mut typed = std::collections::HashSet::new();
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split_whitespace().next().unwrap().to_owned());
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let name = series.split('{').next().unwrap();
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
-            .unwrap_or(name);
-        assert!(typed.contains(base), "no TYPE line for {name}");
-        assert!(name.starts_with("tether_"), "{name}");
-        out.insert(series.to_owned(), value.parse().unwrap());
-    }
-    out
-}
-
-fn frames(list: &[Frame]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for f in list {
-        f.encode_into(&mut out);
-    }
-    out
+/// ECHO, REVERSE and TIME with `tag`, encoded.
+fn requests(tag: &[u8]) -> Vec<u8> {
+    encode(&request_frames(tag))
 }
 
 /// Reads until `n` frames have arrived.
@@ -219,43 +74,6 @@ fn read_frames(s: &mut TcpTlsSocket, n: usize) -> Vec<Frame> {
     got
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn check_replies(tag: &[u8], replies: &[Frame], before: u64) {
-    assert_eq!(replies[0], Frame::new(FrameType::Echo, tag.to_vec()));
-    let mut rev = tag.to_vec();
-    rev.reverse();
-    assert_eq!(replies[1], Frame::new(FrameType::Reverse, rev));
-    assert_eq!(replies[2].kind, FrameType::Time);
-    let t = replies[2].parse_time().unwrap();
-    assert!(
-        t >= before && t <= now_ms() + 1,
-        "time {t} not in [{before}, now]"
-    );
-}
-
-fn requests(tag: &[u8]) -> Vec<u8> {
-    frames(&[
-        Frame::new(FrameType::Echo, tag.to_vec()),
-        Frame::new(FrameType::Reverse, tag.to_vec()),
-        Frame::new(FrameType::Time, Vec::new()),
-    ])
-}
-
-/// Waits until `f` holds (polling), or panics with `what`.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 
@@ -272,7 +90,7 @@ fn thousand_concurrent_mtls_clients_echo_reverse_time() {
     let barrier = Arc::new(std::sync::Barrier::new(THREADS + 1));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (client, barrier, addr) = (client.clone(), barrier.clone(), gw.addr.to_string());
+            let (client, barrier, addr) = (client.clone(), barrier.clone(), gw.tls.to_string());
             thread::spawn(move || {
                 // Phase 1: every client connects (mTLS handshake) and stays connected.
                 let mut socks: Vec<TcpTlsSocket> = (0..CLIENTS / THREADS)
@@ -311,7 +129,7 @@ fn thousand_concurrent_mtls_clients_echo_reverse_time() {
     for w in workers {
         w.join().unwrap();
     }
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(m["tether_handshakes_total{result=\"ok\"}"], CLIENTS as f64);
     assert_eq!(
         m["tether_frames_total{direction=\"in\",type=\"echo\"}"],
@@ -334,7 +152,7 @@ fn silent_peer_is_cut_at_the_handshake_timeout_while_others_work() {
     let mut config = pki.config();
     config.handshake_timeout = Duration::from_secs(1);
     let gw = Running::start(config);
-    let mut silent = TcpStream::connect(gw.addr).unwrap();
+    let mut silent = TcpStream::connect(gw.tls).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -360,7 +178,7 @@ fn silent_peer_is_cut_at_the_handshake_timeout_while_others_work() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
         "cut after {took:?}"
     );
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(
         m["tether_handshake_failures_total{category=\"timeout\",reason=\"timeout\"}"],
         1.0
@@ -391,7 +209,7 @@ fn clients_without_certificate_or_from_another_ca_are_refused_and_counted() {
             );
         }
     }
-    let m = gw.metrics();
+    let m = gw.prometheus();
     let failures = |reason: &str| {
         m[&format!(
             "tether_handshake_failures_total{{category=\"certificate\",reason=\"{reason}\"}}"
@@ -450,7 +268,7 @@ fn allow_list_refuses_unlisted_devices() {
     let mut ok = gw.connect(&pki.device_client()).unwrap();
     ok.write_all(&requests(b"listed")).unwrap();
     assert_eq!(read_frames(&mut ok, 3).len(), 3);
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(
         m["tether_handshake_failures_total{category=\"policy\",reason=\"not_allowed\"}"],
         1.0
@@ -511,7 +329,7 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
     let _ = still_out.write_all(&requests(b"x"));
     assert!(matches!(still_out.read(&mut b), Ok(0) | Err(_)));
 
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(
         m["tether_connections_closed_total{reason=\"revoked\"}"],
         1.0
@@ -538,7 +356,7 @@ fn oversize_frame_gets_error_then_close_notify_and_unknown_type_an_error() {
     let gw = Running::start(config);
     let mut s = gw.connect(&pki.device_client()).unwrap();
     // An unknown type: ERROR code 2, and the connection goes on.
-    s.write_all(&frames(&[Frame::new(FrameType::from(77), b"?".to_vec())]))
+    s.write_all(&encode(&[Frame::new(FrameType::from(77), b"?".to_vec())]))
         .unwrap();
     let err = &read_frames(&mut s, 1)[0];
     assert_eq!(err.parse_error().unwrap().0, ErrorCode::UnknownType);
@@ -553,7 +371,7 @@ fn oversize_frame_gets_error_then_close_notify_and_unknown_type_an_error() {
     assert_eq!(err.parse_error().unwrap().0, ErrorCode::TooLarge);
     let mut b = [0u8; 64];
     assert_eq!(s.read(&mut b).unwrap(), 0, "expected close_notify");
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(
         m["tether_connections_closed_total{reason=\"frame_too_large\"}"],
         1.0
@@ -605,7 +423,7 @@ fn hostile_peers_are_cut_and_counted_and_tampered_records_never_reach_the_frame_
         &b"GET /v1/models HTTP/1.1\r\nHost: gateway\r\n\r\n"[..],
         &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 0, 0, 0][..],
     ] {
-        let mut tcp = TcpStream::connect(gw.addr).unwrap();
+        let mut tcp = TcpStream::connect(gw.tls).unwrap();
         tcp.write_all(hostile).unwrap();
         let answer = read_until_closed(&mut tcp, quick);
         // At most a plaintext alert record (type 21), never a handshake.
@@ -636,7 +454,7 @@ fn hostile_peers_are_cut_and_counted_and_tampered_records_never_reach_the_frame_
     ok.write_all(&requests(b"honest")).unwrap();
     check_replies(b"honest", &read_frames(&mut ok, 3), before);
 
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(
         m["tether_handshake_failures_total{category=\"protocol\",reason=\"protocol\"}"],
         2.0
@@ -672,7 +490,7 @@ fn idle_connection_gets_close_notify_at_the_idle_timeout() {
     wait_until(
         "the idle close to be counted",
         Duration::from_secs(5),
-        || gw.metrics()["tether_connections_closed_total{reason=\"idle_timeout\"}"] == 1.0,
+        || gw.prometheus()["tether_connections_closed_total{reason=\"idle_timeout\"}"] == 1.0,
     );
 }
 
@@ -686,7 +504,7 @@ fn per_ip_limit_closes_extra_connections_and_counts_them() {
     let _a = gw.connect(&client).unwrap();
     let _b = gw.connect(&client).unwrap();
     assert!(gw.connect(&client).is_err());
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(
         m["tether_connections_rejected_total{reason=\"per_ip_limit\"}"],
         1.0
@@ -705,7 +523,7 @@ fn global_limit_closes_extra_connections_and_counts_them() {
     // A fourth and a fifth: closed at once, before any handshake.
     assert!(gw.connect(&client).is_err());
     assert!(gw.connect(&client).is_err());
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(
         m["tether_connections_rejected_total{reason=\"global_limit\"}"],
         2.0
@@ -714,7 +532,7 @@ fn global_limit_closes_extra_connections_and_counts_them() {
     // A slot freed is a slot for the next device.
     drop(held);
     wait_until("the closes to be counted", Duration::from_secs(5), || {
-        gw.metrics()["tether_connections_open"] == 0.0
+        gw.prometheus()["tether_connections_open"] == 0.0
     });
     let before = now_ms();
     let mut s = gw.connect(&client).unwrap();
@@ -758,7 +576,7 @@ fn http_api_health_devices_metrics_and_drain() {
     let local = s.transport().local_addr().unwrap();
     assert_eq!(d["remote_addr"], local.to_string());
 
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(m["tether_connections_open"], 1.0);
     assert_eq!(m["tether_handshake_duration_seconds_count"], 1.0);
     assert_eq!(
@@ -773,12 +591,12 @@ fn http_api_health_devices_metrics_and_drain() {
     let frame = requests(b"last");
     s.write_all(&frame[..5]).unwrap();
     thread::sleep(Duration::from_millis(100));
-    gw.stop.shutdown();
+    gw.shutdown();
     wait_until("/health to say draining", Duration::from_secs(5), || {
         gw.get("/health").0 == 503
     });
     wait_until("the listener to close", Duration::from_secs(5), || {
-        TcpStream::connect(gw.addr).is_err()
+        TcpStream::connect(gw.tls).is_err()
     });
     s.write_all(&frame[5..]).unwrap();
     let before = now_ms() - 1000;
@@ -850,7 +668,7 @@ fn gateways_sharing_a_ticket_key_file_resume_each_others_sessions() {
             "{version:?}: resumed with other keys"
         );
     }
-    assert_eq!(second.metrics()["tether_handshakes_resumed_total"], 2.0);
+    assert_eq!(second.prometheus()["tether_handshakes_resumed_total"], 2.0);
     let (_, body) = second.get("/devices");
     let devices: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert!(
@@ -917,7 +735,7 @@ fn openssl_s_client_talks_raw_frames_tls12_and_tls13() {
     let gw = Running::start(pki.config());
     for version in [testpeers::Version::Tls12, testpeers::Version::Tls13] {
         let mut peer = testpeers::openssl_s_client(
-            gw.addr.port(),
+            gw.tls.port(),
             &testpeers::SClientOpts {
                 ca_file: Some(ca.clone()),
                 cert: Some(cert.clone()),
@@ -948,6 +766,6 @@ fn openssl_s_client_talks_raw_frames_tls12_and_tls13() {
             "{version:?}: replies not found in s_client's output {out:?}"
         );
     }
-    let m = gw.metrics();
+    let m = gw.prometheus();
     assert_eq!(m["tether_handshakes_total{result=\"ok\"}"], 2.0);
 }
