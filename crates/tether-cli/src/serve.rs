@@ -81,8 +81,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Only these device ids (certificate common names, one a line) may connect. The file is
-    /// read again every --allow-reload seconds: a device no longer listed is refused and its
-    /// open sessions get close_notify.
+    /// read again every --allow-reload seconds; a change found by two reads in a row goes in
+    /// force: a device no longer listed is refused and its open sessions get close_notify.
     #[arg(long, value_name = "FILE")]
     allow: Option<PathBuf>,
     /// Seconds between two reads of --allow [default: 10].

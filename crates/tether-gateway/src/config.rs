@@ -78,10 +78,11 @@ pub struct GatewayConfig {
     /// dropped (the client retransmits).
     pub dtls_max_handshaking: usize,
     /// The file the allow-list came from (mTLS with an allow-list): read again every
-    /// [`allow_reload_every`](Self::allow_reload_every). A changed list applies to new
-    /// handshakes at once, and the established sessions of devices no longer listed get
-    /// close_notify (counted with reason `revoked`). A file that cannot be read or parsed
-    /// keeps the list in force (a warning is logged).
+    /// [`allow_reload_every`](Self::allow_reload_every). A changed list goes in force once
+    /// two reads in a row find it (so a file caught half-written is never installed): it
+    /// applies to new handshakes at once, and the established sessions of devices no longer
+    /// listed get close_notify (counted with reason `revoked`). A file that cannot be read or
+    /// parsed keeps the list in force (a warning is logged).
     pub allow_file: Option<PathBuf>,
     /// How often [`allow_file`](Self::allow_file) is read (default 10 s).
     pub allow_reload_every: Duration,

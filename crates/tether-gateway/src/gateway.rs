@@ -504,14 +504,18 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: O
     }
 }
 
-/// Reads the allow-list file every `every`; a changed list goes in force, and the sessions of
-/// devices it no longer lists are told to close.
+/// Reads the allow-list file every `every`; a changed list goes in force once two reads in a
+/// row find it (a file caught half-written, even empty, is never installed: that would cut
+/// off every device it had not reached yet), and the sessions of devices it no longer lists
+/// are told to close.
 async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) {
+    let mut pending: Option<AllowList> = None;
     loop {
         tokio::time::sleep(every).await;
         let list = match AllowList::load(&path) {
             Ok(list) => list,
             Err(e) => {
+                pending = None;
                 shared.metrics.allow_list_failed();
                 tracing::warn!("keeping the allow-list in force: {e}");
                 continue;
@@ -519,9 +523,9 @@ async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) 
         };
         {
             let mut current = shared.allow.write().unwrap_or_else(PoisonError::into_inner);
-            if current.as_deref() == Some(&list) {
+            let Some(list) = settled(&mut pending, current.as_deref(), list) else {
                 continue;
-            }
+            };
             shared.metrics.allow_list(list.len(), true);
             *current = Some(Arc::new(list));
         }
@@ -532,6 +536,21 @@ async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) 
             "installed a new allow-list; closing the sessions of devices it no longer lists"
         );
     }
+}
+
+/// What a read of a watched file means: `Some(value)` to install (a change that the previous
+/// read found too), `None` to wait (unchanged, or a change seen once, now `pending`).
+fn settled<T: PartialEq>(pending: &mut Option<T>, current: Option<&T>, read: T) -> Option<T> {
+    if current == Some(&read) {
+        *pending = None;
+        return None;
+    }
+    if pending.as_ref() == Some(&read) {
+        *pending = None;
+        return Some(read);
+    }
+    *pending = Some(read);
+    None
 }
 
 /// The connected devices of a running gateway.
@@ -550,6 +569,32 @@ impl Devices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A change is installed on its second sighting in a row; a half-written file seen once
+    /// (here: empty, then the whole list) is never installed.
+    #[test]
+    fn a_watched_file_changes_only_when_two_reads_agree() {
+        let mut pending = None;
+        let current = Some(&"a b");
+        assert_eq!(settled(&mut pending, current, "a b"), None);
+        assert_eq!(settled(&mut pending, current, ""), None, "seen once");
+        assert_eq!(
+            settled(&mut pending, current, "a"),
+            None,
+            "another change, seen once"
+        );
+        assert_eq!(settled(&mut pending, current, "a"), Some("a"));
+        assert_eq!(pending, None);
+        // Back to what is in force: nothing pending any more.
+        assert_eq!(settled(&mut pending, current, "b"), None);
+        assert_eq!(settled(&mut pending, current, "a b"), None);
+        assert_eq!(
+            settled(&mut pending, current, "b"),
+            None,
+            "the earlier sighting is gone"
+        );
+        assert_eq!(settled(&mut pending, current, "b"), Some("b"));
+    }
 
     /// Connections the TLS listener accepts have TCP_NODELAY without a call of their own.
     #[tokio::test]
