@@ -250,8 +250,9 @@ pub enum TicketSource {
     },
     /// Keys read from a file of 48-byte keys (16-byte name, 32-byte key) back to back: the first
     /// seals new tickets, the second (if any) still opens old ones. The file is read again every
-    /// `reload_every`; to rotate a fleet, write a new file with the new key first and the old one
-    /// second to every gateway.
+    /// `reload_every`, and a change goes in force once two reads in a row find it (so a file
+    /// caught half-written is never installed); to rotate a fleet, write a new file with the
+    /// new key first and the old one second to every gateway.
     File {
         /// The key file (binary, 48 or 96 bytes; more keys are ignored).
         path: PathBuf,

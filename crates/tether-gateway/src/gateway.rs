@@ -483,11 +483,17 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: O
             }
         },
         TicketSource::File { path, reload_every } => {
+            // Like the allow-list: a change goes in force when two reads in a row find it (the
+            // first 48 bytes of a file being rewritten are a valid key file of their own).
             let mut installed = loaded;
+            let mut pending = None;
             loop {
                 tokio::time::sleep(reload_every).await;
                 match load_ticket_keys(&path) {
-                    Ok(keys) if Some(&keys) != installed.as_ref() => {
+                    Ok(keys) => {
+                        let Some(keys) = settled(&mut pending, installed.as_ref(), keys) else {
+                            continue;
+                        };
                         let (current, previous) = keys.clone();
                         if let Some(previous) = previous {
                             ticketer.rotate(previous);
@@ -496,8 +502,10 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: O
                         installed = Some(keys);
                         tracing::info!(path = %path.display(), "installed new ticket keys");
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("keeping the current ticket keys: {e}"),
+                    Err(e) => {
+                        pending = None;
+                        tracing::warn!("keeping the current ticket keys: {e}");
+                    }
                 }
             }
         }
