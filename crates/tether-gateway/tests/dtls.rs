@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tether::Identity;
 use tether::dtls::{self, DtlsVersion, UdpDtlsSocket};
-use tether_gateway::{ClientAuthPolicy, DtlsDrop, GatewayConfig};
+use tether_gateway::{DtlsDrop, GatewayConfig};
 use tether_pki::{Ca, IssueOptions, Issued, KeyKind};
 use tether_wire::{Decoder, Frame, FrameType};
 
@@ -626,13 +626,7 @@ fn a_device_dropped_from_the_allow_list_file_gets_close_notify_over_dtls() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("allow.txt");
     std::fs::write(&file, "device-1\n").unwrap();
-    let mut config = pki.dtls_config();
-    config.client_auth = ClientAuthPolicy::Required {
-        trust: pki.trust(),
-        allow: Some(tether_gateway::AllowList::load(&file).unwrap()),
-    };
-    config.allow_file = Some(file.clone());
-    config.allow_reload_every = Duration::from_millis(100);
+    let config = pki.with_allow_file(pki.dtls_config(), &file);
     let gw = Running::start(config);
     let mut s = gw.connect(&pki.client(None, Some(&pki.device))).unwrap();
     s.send(&encode(&[Frame::new(FrameType::Echo, b"listed".to_vec())]))

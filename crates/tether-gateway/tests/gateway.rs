@@ -281,13 +281,7 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("allow.txt");
     std::fs::write(&file, "device-1\ndevice-2\n").unwrap();
-    let mut config = pki.config();
-    config.client_auth = ClientAuthPolicy::Required {
-        trust: pki.trust(),
-        allow: Some(AllowList::load(&file).unwrap()),
-    };
-    config.allow_file = Some(file.clone());
-    config.allow_reload_every = Duration::from_millis(100);
+    let config = pki.with_allow_file(pki.config(), &file);
     let gw = Running::start(config);
     let second = pki
         .ca

@@ -29,23 +29,41 @@ fn ping(socket: &mut tether::net::TcpTlsSocket) -> Result<(), Error> {
     Ok(())
 }
 
+/// A TLS 1.3 tether server for `connections` connections: it completes each handshake and
+/// sends close_notify at once (what a gateway does to a device taken off its allow-list),
+/// except connection `answers`, which answers one 4-byte exchange first. Returns the port, the
+/// server thread and a client config that trusts it.
+fn server(
+    connections: usize,
+    answers: Option<usize>,
+) -> (u16, thread::JoinHandle<()>, tether::ClientConfig) {
+    let pki = Pki::new();
+    let server_config = pki.server_config(only(Tls13), false);
+    let (listener, port) = listen();
+    let server = thread::spawn(move || {
+        for i in 0..connections {
+            let mut s = accept_tls(&listener, &server_config);
+            if s.handshake().is_err() {
+                continue;
+            }
+            if answers == Some(i) {
+                let mut buf = [0u8; 4];
+                if s.read_exact(&mut buf).is_ok() {
+                    let _ = s.write_all(&buf);
+                }
+            }
+            let _ = s.close();
+        }
+    });
+    (port, server, pki.client_config(only(Tls13), false))
+}
+
 #[test]
 fn a_server_that_refuses_after_the_tls13_handshake_gets_a_growing_backoff() {
     // The server completes every handshake, then sends close_notify at once: what a gateway
     // does to a device taken off its allow-list. In TLS 1.3 each connect succeeds on the
     // client's side; the backoff must grow anyway, and max_attempts must end the loop.
-    let pki = Pki::new();
-    let server_config = pki.server_config(only(Tls13), false);
-    let (listener, port) = listen();
-    let server = thread::spawn(move || {
-        for _ in 0..4 {
-            let mut s = accept_tls(&listener, &server_config);
-            if s.handshake().is_ok() {
-                let _ = s.close();
-            }
-        }
-    });
-    let config = pki.client_config(only(Tls13), false);
+    let (port, server, config) = server(4, None);
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut link = Reconnecting::new(&format!("localhost:{port}"), config)
@@ -74,26 +92,8 @@ fn a_server_that_refuses_after_the_tls13_handshake_gets_a_growing_backoff() {
 fn a_working_link_starts_the_next_outage_at_the_initial_delay() {
     // Three refused connections grow the backoff; then the server answers, and the link's
     // next outage (one more refusal) waits the initial delay again, not the grown one.
-    let pki = Pki::new();
-    let server_config = pki.server_config(only(Tls13), false);
-    let (listener, port) = listen();
-    let server = thread::spawn(move || {
-        for i in 0..5 {
-            let mut s = accept_tls(&listener, &server_config);
-            if s.handshake().is_err() {
-                continue;
-            }
-            if i == 3 {
-                let mut buf = [0u8; 4];
-                if s.read_exact(&mut buf).is_ok() {
-                    let _ = s.write_all(&buf);
-                }
-                // Then this connection is closed too: the link's next call reconnects.
-            }
-            let _ = s.close();
-        }
-    });
-    let config = pki.client_config(only(Tls13), false);
+    // Connection 3 answers, then is closed too: the link's next call reconnects.
+    let (port, server, config) = server(5, Some(3));
     let mut link = Reconnecting::new(&format!("localhost:{port}"), config)
         .unwrap()
         .backoff(Duration::from_millis(200), Duration::from_secs(5));

@@ -10,12 +10,13 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tether::{Identity, Trust};
-use tether_gateway::{ClientAuthPolicy, Gateway, GatewayConfig, Metrics};
+use tether_gateway::{AllowList, ClientAuthPolicy, Gateway, GatewayConfig, Metrics};
 use tether_pki::{Ca, IssueOptions, Issued, KeyKind};
 use tether_wire::{Frame, FrameType};
 
@@ -60,6 +61,17 @@ impl Pki {
         c.http = Some("127.0.0.1:0".parse().unwrap());
         c.drain_timeout = Duration::from_secs(5);
         c
+    }
+
+    /// `config` with the allow-list of `file` (read now), read again every 100 ms.
+    pub fn with_allow_file(&self, mut config: GatewayConfig, file: &Path) -> GatewayConfig {
+        config.client_auth = ClientAuthPolicy::Required {
+            trust: self.trust(),
+            allow: Some(AllowList::load(file).unwrap()),
+        };
+        config.allow_file = Some(file.to_owned());
+        config.allow_reload_every = Duration::from_millis(100);
+        config
     }
 }
 
