@@ -9,10 +9,12 @@
 //! versions), with the same trust options and the same fields; DTLS peers present only their
 //! leaf certificate, and there is no ALPN or resumption. `--send` sends the line as one record.
 //!
-//! In TLS 1.3 the client's handshake completes before the server has checked the client, so
-//! it waits a moment (twice the handshake time, 150 ms to 1 s) for the server's verdict: an
-//! alert (no client certificate, another CA) or an immediate close (an allow-list) fails the
-//! run, and data the server sends first is shown.
+//! In TLS 1.3 and DTLS 1.3 the client's handshake completes before the server has checked the
+//! client, so it waits a moment (twice the handshake time, 150 ms to 1 s) for the server's
+//! verdict: an alert (no client certificate, another CA) or an immediate close (an allow-list)
+//! fails the run, and data the server sends first is shown. A DTLS 1.3 server that refuses
+//! silently (tether's gateway: its alert would go unprotected, which 1.3 clients ignore)
+//! cannot be told from one with nothing to say; `--send` shows it (no answer).
 //!
 //! Exit status 0 only when the handshake succeeded, the peer was verified and the server did
 //! not refuse the session; otherwise one line on stderr says why, and the status is 1.
@@ -203,39 +205,48 @@ fn await_verdict(
         // TLS 1.2: the server's Finished came after it had checked everything.
         return Ok(Vec::new());
     }
-    let wait = (handshake * 2)
+    socket.set_io_timeout(Some(verdict_wait(handshake, timeout)));
+    let early = read_verdict(|buf| socket.read(buf));
+    socket.set_io_timeout(Some(timeout));
+    early
+}
+
+/// How long to wait for a (D)TLS 1.3 server's verdict: twice the handshake time, within
+/// 150 ms to 1 s and `timeout`.
+fn verdict_wait(handshake: Duration, timeout: Duration) -> Duration {
+    (handshake * 2)
         .clamp(Duration::from_millis(150), Duration::from_secs(1))
-        .min(timeout);
-    socket.set_io_timeout(Some(wait));
+        .min(timeout)
+}
+
+/// Reads with `read` (bounded by a short timeout) what a (D)TLS 1.3 server sends right after
+/// the handshake: its data, if it speaks first; an alert or a close_notify is the server
+/// refusing this client.
+fn read_verdict(
+    mut read: impl FnMut(&mut [u8]) -> Result<usize, tether::Error>,
+) -> anyhow::Result<Vec<u8>> {
     let mut early = Vec::new();
     let mut buf = [0u8; 4096];
-    let outcome = loop {
-        match socket.read(&mut buf) {
+    loop {
+        match read(&mut buf) {
             Ok(0) if early.is_empty() => bail!(
                 "the server closed the connection right after the handshake (close_notify): \
-                 it accepted TLS but refused this client (an allow-list, or a policy on the \
-                 client certificate?)"
+                 it accepted the handshake but refused this client (an allow-list, or a \
+                 policy on the client certificate?)"
             ),
-            Ok(0) => break Ok(()),
+            Ok(0) | Err(tether::Error::Timeout(_)) => return Ok(early),
             Ok(n) => early.extend_from_slice(&buf[..n]),
-            Err(tether::Error::Timeout(_)) => break Ok(()),
-            Err(e) => break Err(e),
+            Err(e) => {
+                let hint = if e.to_string().contains("client certificate") {
+                    " (give one with --cert FILE --key FILE)"
+                } else {
+                    ""
+                };
+                return Err(e).context(format!(
+                    "the server refused the session after the handshake{hint}"
+                ));
+            }
         }
-    };
-    socket.set_io_timeout(Some(timeout));
-    match outcome {
-        Ok(()) => Ok(early),
-        Err(e) if socket.session().peer_certificates().is_some() => {
-            let hint = if e.to_string().contains("client certificate") {
-                " (give one with --cert FILE --key FILE)"
-            } else {
-                ""
-            };
-            Err(e).context(format!(
-                "the server refused the session after the handshake{hint}"
-            ))
-        }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -345,9 +356,18 @@ fn run_dtls(args: &Args, name: &str) -> anyhow::Result<ExitCode> {
     let config = builder.build()?;
 
     let start = Instant::now();
-    let mut socket = dtls::connect_named(&args.target, name, &config)
-        .with_context(|| format!("{} over DTLS (server name {name:?})", args.target))?;
+    let context = || format!("{} over DTLS (server name {name:?})", args.target);
+    let mut socket = dtls::connect_named(&args.target, name, &config).with_context(context)?;
     let total = start.elapsed();
+    // DTLS 1.3, like TLS 1.3: the server may refuse this client after its handshake is done.
+    let early = if socket.session().version() == Some(DtlsVersion::Dtls13) {
+        socket.set_io_timeout(Some(verdict_wait(total, timeout)));
+        let early = read_verdict(|buf| socket.recv(buf)).with_context(context)?;
+        socket.set_io_timeout(Some(timeout));
+        early
+    } else {
+        Vec::new()
+    };
     let s = socket.session();
     let peer = socket
         .transport()
@@ -386,6 +406,10 @@ fn run_dtls(args: &Args, name: &str) -> anyhow::Result<ExitCode> {
             show_certificate(0, cert.as_ref());
         }
         None => say!("peer chain:     (not available)"),
+    }
+    if !early.is_empty() {
+        say!("the server spoke first ({} bytes):", early.len());
+        std::io::stdout().write_all(&early)?;
     }
     std::io::stdout().flush().ok();
     if let Some(text) = &args.send {

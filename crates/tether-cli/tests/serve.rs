@@ -795,7 +795,7 @@ fn connect_reports_a_refusal_that_comes_after_a_tls13_handshake() {
     std::fs::write(&allow, "device-9\n").unwrap();
     let base = f.tls_args();
     let serve = Serve::start(&args(&base, &LOCAL), dir.path());
-    let listed_only = Serve::start(
+    let mut listed_only = Serve::start(
         &args(
             &base,
             &[&LOCAL[..], &["--allow", allow.to_str().unwrap()]].concat(),
@@ -839,6 +839,14 @@ fn connect_reports_a_refusal_that_comes_after_a_tls13_handshake() {
     assert!(!ok, "not on the allow-list, yet: {out}");
     assert!(
         err.contains("closed the connection right after the handshake"),
+        "{err}"
+    );
+    // DTLS 1.3 likewise.
+    let udp = dtls_addr(&mut listed_only).expect("a DTLS listener");
+    let (ok, out, err) = connect(udp, &[&["--dtls"][..], &with_cert].concat());
+    assert!(!ok, "not on the allow-list, yet (DTLS): {out}");
+    assert!(
+        err.contains("over DTLS") && err.contains("right after the handshake"),
         "{err}"
     );
 
