@@ -89,11 +89,6 @@ pub(crate) async fn serve(
     let session = conn.session();
     let resumed = session.is_resumed();
     shared.metrics.handshake_ok(accepted.elapsed(), resumed);
-    let recheck = if shared.has_allow_list() {
-        device_id.clone()
-    } else {
-        None
-    };
     let entry = shared.registry.insert(
         id,
         NewDevice {
@@ -106,15 +101,8 @@ pub(crate) async fn serve(
                 .unwrap_or("unknown"),
             resumed,
         },
+        |id| shared.allowed(id),
     );
-    // An allow-list installed between the check above and the registry entry found no entry
-    // to close: look again now that there is one.
-    if let Some(id) = &recheck
-        && !shared.allowed(id)
-    {
-        entry.stats.revoked.store(true, Relaxed);
-    }
-    drop(recheck);
     let (why, close) = frame_loop(&mut conn, &shared, &entry.stats, &mut shutdown).await;
     // Counted and unlisted before the linger: the device is gone for the API already.
     shared.metrics.connection_closed(why);

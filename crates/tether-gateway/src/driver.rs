@@ -228,8 +228,8 @@ impl TlsConn {
             }
             self.flush().await?;
             match self.read_input().await {
-                Ok(_) => {}
-                Err(DriveError::Tls(_)) if !self.session.is_handshaking() => return Ok(()),
+                // The session holds a TLS error; the checks above decide what it means.
+                Ok(_) | Err(DriveError::Tls(_)) => {}
                 Err(e) => return Err(e),
             }
         }

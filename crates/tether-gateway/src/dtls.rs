@@ -591,11 +591,6 @@ fn established(
             id
         }
     };
-    let recheck = if shared.has_allow_list() {
-        device_id.clone()
-    } else {
-        None
-    };
     let took = now().saturating_duration_since(peer.started);
     shared.metrics.dtls().handshake_ok(took, false);
     let entry = shared.registry.insert_dtls(
@@ -610,14 +605,8 @@ fn established(
                 .unwrap_or("unknown"),
             resumed: false,
         },
+        |id| shared.allowed(id),
     );
-    // An allow-list installed between the check above and the registry entry: the timer
-    // tick closes the session.
-    if let Some(id) = &recheck
-        && !shared.allowed(id)
-    {
-        entry.stats.revoked.store(true, Relaxed);
-    }
     peer.device = Some(Device {
         decoder: Decoder::new(shared.max_frame),
         entry,

@@ -44,14 +44,6 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    /// Whether an allow-list is in force.
-    pub(crate) fn has_allow_list(&self) -> bool {
-        self.allow
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
-    }
-
     /// Whether the allow-list in force lets device `id` in (always, without a list).
     pub(crate) fn allowed(&self, id: &str) -> bool {
         self.allow

@@ -90,25 +90,44 @@ pub(crate) struct NewDevice {
 }
 
 impl Registry {
-    pub(crate) fn insert(self: &Arc<Self>, id: u64, d: NewDevice) -> RegistryGuard {
-        self.insert_for(id, d, "tls")
+    /// A TLS session. `allowed` is the allow-list check (see [`insert_for`](Self::insert_for)).
+    pub(crate) fn insert(
+        self: &Arc<Self>,
+        id: u64,
+        d: NewDevice,
+        allowed: impl Fn(&str) -> bool,
+    ) -> RegistryGuard {
+        self.insert_for(id, d, "tls", allowed)
     }
 
     /// A DTLS session (`id` at or above [`DTLS_IDS`]).
-    pub(crate) fn insert_dtls(self: &Arc<Self>, id: u64, d: NewDevice) -> RegistryGuard {
-        self.insert_for(id, d, "dtls")
+    pub(crate) fn insert_dtls(
+        self: &Arc<Self>,
+        id: u64,
+        d: NewDevice,
+        allowed: impl Fn(&str) -> bool,
+    ) -> RegistryGuard {
+        self.insert_for(id, d, "dtls", allowed)
     }
 
+    /// Lists the session. Its device id is checked with `allowed` under the lock that
+    /// [`revoke`](Self::revoke) takes after a new allow-list is installed, so a session
+    /// admitted under the old list is either found by `revoke` or marked revoked here.
     fn insert_for(
         self: &Arc<Self>,
         id: u64,
         d: NewDevice,
         transport: &'static str,
+        allowed: impl Fn(&str) -> bool,
     ) -> RegistryGuard {
         let stats = Arc::new(ConnStats::default());
         let since = std::time::SystemTime::now();
         let order = self.next_order.fetch_add(1, Relaxed);
-        lock(&self.entries).insert(
+        let mut entries = lock(&self.entries);
+        if d.device_id.as_deref().is_some_and(|id| !allowed(id)) {
+            stats.revoked.store(true, Relaxed);
+        }
+        entries.insert(
             id,
             Entry {
                 order,
@@ -304,6 +323,7 @@ mod tests {
                 suite: "TLS13_AES_128_GCM_SHA256",
                 resumed: false,
             },
+            |_| true,
         );
         g.stats.frames_in.fetch_add(2, Relaxed);
         let list = r.list();
@@ -313,5 +333,29 @@ mod tests {
         assert!(list[0].connected_since.ends_with('Z'));
         drop(g);
         assert_eq!(r.len(), 0);
+    }
+
+    /// A device the allow-list refuses is marked revoked when it is listed (a list installed
+    /// just before) or by `revoke` (a list installed after).
+    #[test]
+    fn revoked_at_insert_or_by_revoke() {
+        let r = Arc::new(Registry::default());
+        let device = |id: &str| NewDevice {
+            device_id: Some(id.into()),
+            remote: "127.0.0.1:5000".parse().unwrap(),
+            version: "TLSv1.3",
+            suite: "TLS13_AES_128_GCM_SHA256",
+            resumed: false,
+        };
+        let early = r.insert(1, device("device-1"), |id| id != "device-1");
+        assert!(early.stats.revoked.load(Relaxed));
+        let late = r.insert(2, device("device-2"), |_| true);
+        assert!(!late.stats.revoked.load(Relaxed));
+        assert_eq!(
+            r.revoke(|id| id != "device-2"),
+            1,
+            "device-1 was marked already"
+        );
+        assert!(late.stats.revoked.load(Relaxed));
     }
 }
