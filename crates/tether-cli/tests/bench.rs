@@ -415,6 +415,47 @@ fn plain_tcp_floor_against_the_echo_server() {
     assert_eq!(v["plain"], true);
     assert_eq!(u(&v, "/unclean_closes"), 0, "{v:#}");
     assert!(f(&v, "/server/cpu_s") >= 0.0, "{v:#}");
+    assert_eq!(u(&v, "/plain_echo_bytes"), 0, "{v:#}");
+
+    // With one message echoed per connection: every connection got its bytes back.
+    let v = bench(
+        &[
+            "handshakes".to_owned(),
+            "--plain".into(),
+            "--plain-echo".into(),
+            "100".into(),
+            "--target".into(),
+            echo.addr.clone(),
+            "--connections".into(),
+            "20".into(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(u(&v, "/handshakes"), 20, "{v:#}");
+    assert_eq!(u(&v, "/plain_echo_bytes"), 100, "{v:#}");
+    assert_eq!(u(&v, "/unclean_closes"), 0, "{v:#}");
+}
+
+/// `--plain-echo` against a server that does not echo (a TLS gateway answers 100 bytes of 0x5a
+/// with an alert and a close): every connection fails as an echo error, none is counted.
+#[test]
+fn plain_echo_against_a_server_that_does_not_echo_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Server::gateway(dir.path());
+    let err = fails(
+        &[
+            "handshakes",
+            "--plain",
+            "--plain-echo",
+            "100",
+            "--target",
+            &gw.addr,
+            "--duration",
+            "0.5",
+        ],
+        dir.path(),
+    );
+    assert!(err.contains("echo"), "{err}");
 }
 
 /// Runs `tether bench ARGS`, expects failure; returns stderr.
@@ -532,6 +573,14 @@ fn bad_flags_fail_with_one_clear_line() {
             "\"ring\" or \"aws-lc\"",
         ),
         (vec!["handshakes", "--plain", "--kx", "p256"], "--kx"),
+        (
+            vec!["handshakes", "--plain-echo", "64"],
+            "required arguments",
+        ),
+        (
+            vec!["handshakes", "--plain", "--plain-echo", "0"],
+            "--plain-echo",
+        ),
         (vec!["idle", "--hold", "0"], "positive number of seconds"),
         (vec!["frobnicate"], "frobnicate"),
     ] {

@@ -41,7 +41,7 @@ impl Failure {
         Failure::new(format!("tls_{}", e.category()), e.to_string())
     }
 
-    fn io(what: &str, e: &io::Error) -> Failure {
+    pub(crate) fn io(what: &str, e: &io::Error) -> Failure {
         Failure::new(
             match e.kind() {
                 io::ErrorKind::ConnectionReset

@@ -5,7 +5,8 @@
 //! server closes (so that TLS 1.3 tickets are received and stored), close. With `--resume` the
 //! client config keeps a session cache (primed by a warm-up handshake) and every handshake
 //! checks `is_resumed()`. `--plain` leaves TLS out (TCP connect and close only): the floor,
-//! against `tether bench tcp-echo-server`.
+//! against `tether bench tcp-echo-server`; `--plain-echo BYTES` adds one message and its echo
+//! (what the kernel charges for a connection that carries data, as a handshake's does).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -33,6 +34,10 @@ pub struct Args {
     /// Plain TCP, no TLS: connect, FIN, wait for the server's FIN, close (the kernel's floor).
     #[arg(long, conflicts_with_all = ["resume", "ca", "cert", "key", "tls", "kx", "crypto"])]
     plain: bool,
+    /// With --plain: send this many bytes once connected and wait for their echo before the
+    /// FIN (a connection that carries data, as a handshake's does).
+    #[arg(long, value_name = "BYTES", requires = "plain", value_parser = clap::value_parser!(u16).range(1..))]
+    plain_echo: Option<u16>,
 }
 
 /// What one connection found.
@@ -60,12 +65,15 @@ struct Shared {
     started: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
+    /// `--plain-echo` bytes (0: none).
+    echo: usize,
 }
 
 async fn one(
     plan: &Plan,
     source: Option<std::net::IpAddr>,
     describe: bool,
+    echo: usize,
 ) -> Result<Done, Failure> {
     let t0 = Instant::now();
     if plan.config.is_none() {
@@ -73,6 +81,25 @@ async fn one(
             .await
             .map_err(|_| Failure::new("timeout", "TCP connect timed out"))??;
         let handshake = t0.elapsed();
+        if echo > 0 {
+            let message = vec![0x5a; echo];
+            let mut back = vec![0; echo];
+            let exchange = async {
+                tcp.write_all(&message).await?;
+                tcp.read_exact(&mut back).await
+            };
+            match tokio::time::timeout(plan.timeout, exchange).await {
+                Err(_) => return Err(Failure::new("timeout", "the echo timed out")),
+                Ok(Err(e)) => return Err(Failure::io("echo", &e)),
+                Ok(Ok(_)) if back != message => {
+                    return Err(Failure::new(
+                        "protocol",
+                        "the echo differs from what was sent",
+                    ));
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
         let _ = tcp.shutdown().await;
         let mut sink = [0u8; 256];
         let clean = matches!(
@@ -120,7 +147,7 @@ async fn task(plan: Arc<Plan>, shared: Arc<Shared>, first: usize, step: usize) -
         let t0 = Instant::now();
         let source = plan.source(i);
         i += step;
-        match one(&plan, source, local.negotiated.is_none()).await {
+        match one(&plan, source, local.negotiated.is_none(), shared.echo).await {
             Ok(done) => {
                 local.ok += 1;
                 local.resumed += u64::from(done.resumed);
@@ -155,6 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     )?;
     let duration = args.common.duration.unwrap_or(Duration::from_secs(10));
     let concurrency = args.concurrency.unwrap_or(8);
+    let echo = args.plain_echo.map_or(0, usize::from);
     let group = Group::new(&args.common.measure_pid)?;
     let runtime = plan.runtime()?;
     let plan = Arc::new(plan);
@@ -163,12 +191,12 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     // device with a session cache of its own (as real devices have; a shared cache would hold
     // too few tickets for many handshakes in flight), primed by one full handshake here.
     let (warm, plans) = runtime.block_on(async {
-        let warm = one(&plan, plan.source(0), true).await;
+        let warm = one(&plan, plan.source(0), true, echo).await;
         let mut plans = Vec::new();
         for i in 0..concurrency {
             if args.resume && warm.is_ok() {
                 let own = Arc::new(plan.with_own_cache());
-                if let Err(f) = one(&own, own.source(i), false).await {
+                if let Err(f) = one(&own, own.source(i), false, echo).await {
                     return (Err(f), plans);
                 }
                 plans.push(own);
@@ -197,6 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         started: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        echo,
     });
     let bar = report::progress(Some(duration.as_secs().max(1)), "handshakes");
     let before = group.as_ref().map(Group::sample).transpose()?;
@@ -251,7 +280,9 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     } else {
         0.0
     };
-    let kind = if plan.config.is_none() {
+    let kind = if plan.config.is_none() && echo > 0 {
+        "plain TCP connections with one echo"
+    } else if plan.config.is_none() {
         "plain TCP connections"
     } else if args.resume {
         "resumed handshakes"
@@ -266,6 +297,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         "mtls": plan.mtls,
         "resume": args.resume,
         "plain": plan.config.is_none(),
+        "plain_echo_bytes": echo,
         "concurrency": concurrency,
         "duration_s": round(secs, 3),
         "handshakes": total.ok,
