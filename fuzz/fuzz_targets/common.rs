@@ -88,3 +88,103 @@ pub fn established(tls13: bool) -> (Session, Session) {
     assert!(!c.is_handshaking() && !s.is_handshaking());
     (c, s)
 }
+
+pub fn dtls_server_config() -> &'static tether::dtls::ServerConfig {
+    static C: OnceLock<tether::dtls::ServerConfig> = OnceLock::new();
+    C.get_or_init(|| {
+        tether::dtls::ServerConfig::builder(Identity::from_pem(CERT, KEY).unwrap())
+            .versions(
+                tether::dtls::DtlsVersion::Dtls12,
+                tether::dtls::DtlsVersion::Dtls13,
+            )
+            .client_auth(ClientAuth::Required(Trust::from_pem(CA).unwrap()))
+            .build()
+            .unwrap()
+    })
+}
+
+pub fn dtls_client_config() -> &'static tether::dtls::ClientConfig {
+    static C: OnceLock<tether::dtls::ClientConfig> = OnceLock::new();
+    C.get_or_init(|| {
+        tether::dtls::ClientConfig::builder(Trust::from_pem(CA).unwrap())
+            .versions(
+                tether::dtls::DtlsVersion::Dtls12,
+                tether::dtls::DtlsVersion::Dtls13,
+            )
+            .build()
+            .unwrap()
+    })
+}
+
+/// Splits `data` into datagrams: each starts with a length byte (0 to 255 bytes follow).
+pub fn datagrams(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    core::iter::from_fn(move || {
+        let (&len, tail) = data.split_first()?;
+        let n = usize::from(len).min(tail.len());
+        let (d, rest) = tail.split_at(n);
+        data = rest;
+        Some(d)
+    })
+}
+
+/// Feeds hostile datagrams into a DTLS session, moving its clock and timers along: no panic in
+/// the engine (`guarded` would report one as "failed internally"), never Connected, never data.
+pub fn feed_dtls<'a>(
+    mut session: tether::dtls::Session,
+    datagrams: impl Iterator<Item = &'a [u8]>,
+) {
+    let mut buf = [0u8; 2048];
+    for (i, d) in datagrams.enumerate() {
+        let now = Instant::from_millis(i as u64 * 50);
+        let r = session.handle_datagram(now, d);
+        if let Err(tether::Error::Protocol(m)) = &r {
+            assert!(!m.contains("internally"), "dimpl panicked: {m}");
+        }
+        if session.poll_timeout().is_some_and(|t| t <= now) {
+            let _ = session.handle_timeout(now);
+        }
+        while session.pop_datagram().is_some() {}
+        assert!(session.is_handshaking() || session.is_failed());
+        while let Some(e) = session.poll_event() {
+            assert_ne!(e, tether::Event::Connected);
+        }
+        assert!(!matches!(session.recv(&mut buf), Ok(Recv::Data(_))));
+    }
+}
+
+/// A DTLS client config for a version range.
+pub fn dtls_client_config_for(
+    min: tether::dtls::DtlsVersion,
+    max: tether::dtls::DtlsVersion,
+) -> &'static tether::dtls::ClientConfig {
+    static C12: OnceLock<tether::dtls::ClientConfig> = OnceLock::new();
+    static C13: OnceLock<tether::dtls::ClientConfig> = OnceLock::new();
+    let cell = if max == tether::dtls::DtlsVersion::Dtls12 {
+        &C12
+    } else {
+        &C13
+    };
+    cell.get_or_init(|| {
+        tether::dtls::ClientConfig::builder(Trust::from_pem(CA).unwrap())
+            .versions(min, max)
+            .build()
+            .unwrap()
+    })
+}
+
+/// `original` changed by `ops`, three bytes per change: a position (big-endian, modulo the
+/// length), then a value XORed in there; a zero value cuts the bytes at that position instead.
+pub fn changed(original: &[u8], ops: &[u8]) -> Vec<u8> {
+    let mut out = original.to_vec();
+    for op in ops.chunks_exact(3) {
+        if out.is_empty() {
+            break;
+        }
+        let at = usize::from(u16::from_be_bytes([op[0], op[1]])) % out.len();
+        match op[2] {
+            0 => out.truncate(at),
+            v => out[at] ^= v,
+        }
+    }
+    out
+}
