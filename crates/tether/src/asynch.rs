@@ -9,7 +9,9 @@
 //! `embedded_io_adapters::tokio_1::FromTokio` on a host).
 //!
 //! The socket implements `embedded_io_async::{ErrorType, Read, Write}` itself, so no_std async
-//! clients (rust-mqtt, reqwless, ...) run over TLS unchanged.
+//! clients run over TLS unchanged: tested with rust-mqtt against mosquitto (`tests/mqtt.rs`,
+//! `examples/mqtt_tls.rs`) and with reqwless against nginx (`tests/http_async.rs`: reqwless
+//! without its own TLS, the socket wrapped as `HttpConnection::Plain(&mut socket)`).
 //!
 //! # Driving it
 //!
