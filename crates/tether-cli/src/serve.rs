@@ -16,8 +16,8 @@
 //! server key: with another key and the default address, the gateway warns and runs TLS only.
 //!
 //! The configuration file is TOML; its keys are the flags' names without the dashes in front
-//! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `ca`, `allow`,
-//! `allow-reload`, `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
+//! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `cert-reload`, `ca`,
+//! `allow`, `allow-reload`, `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
 //! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `verified-client-chains`,
 //! `min-tls`, `crypto`, `log-level`). Relative paths in the file are relative to the file's directory. A
 //! flag given on the command line wins over the file. An unknown key or a bad value stops the start with one line naming the key and its
@@ -71,12 +71,17 @@ pub struct Args {
     /// A TOML configuration file; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The server's certificate chain (PEM).
+    /// The server's certificate chain (PEM). It and --key are read again every --cert-reload
+    /// seconds: a renewed certificate found by two reads in a row goes in force for new
+    /// handshakes, without a restart.
     #[arg(long, value_name = "FILE")]
     cert: Option<PathBuf>,
     /// The server's private key (PEM).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Seconds between two reads of --cert and --key [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    cert_reload: Option<Duration>,
     /// The device CA (PEM): devices must present a certificate it issued (mTLS).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -200,6 +205,8 @@ struct FileConfig {
     http: Option<HttpAddr>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_secs")]
+    cert_reload: Option<Duration>,
     ca: Option<PathBuf>,
     allow: Option<PathBuf>,
     #[serde(default, deserialize_with = "de_secs")]
@@ -543,6 +550,10 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     };
 
     let mut config = GatewayConfig::new(identity, client_auth);
+    config.identity_files = Some((cert.clone(), key.clone()));
+    if let Some(d) = args.cert_reload.or(file.cert_reload) {
+        config.identity_reload_every = d;
+    }
     if matches!(
         config.client_auth,
         ClientAuthPolicy::Required { allow: Some(_), .. }

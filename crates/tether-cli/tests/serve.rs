@@ -420,7 +420,8 @@ fn config_file_keys_and_flags_that_override_them() {
          min-tls = \"1.3\"\n\
          crypto = \"ring\"\n\
          allow = \"ids.txt\"\n\
-         allow-reload = 0.2\n",
+         allow-reload = 0.2\n\
+         cert-reload = 0.2\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("ids.txt"), "# fleet\ndevice-1\n").unwrap();
@@ -454,6 +455,32 @@ fn config_file_keys_and_flags_that_override_them() {
         .unwrap();
     let err = read_frames(&mut s, 1).remove(0);
     assert_eq!(err.parse_error().unwrap().0, ErrorCode::TooLarge);
+    // The certificate files are read again (every 0.2 s here): a renewed server certificate
+    // goes in force for new handshakes (each `f.client` is a fresh config: full handshakes).
+    let pki = tether_pki::Dir::new(dir.path());
+    let renewed = pki
+        .load_ca()
+        .unwrap()
+        .issue_server(
+            &["localhost".into(), "127.0.0.1".into()],
+            &tether_pki::IssueOptions::default(),
+        )
+        .unwrap();
+    pki.write_issued(&pki.server_paths(None).unwrap(), &renewed, true)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = serve.connect(&f.client(None));
+        if s.session().peer_certificates().unwrap()[0].as_ref() == renewed.cert_der.as_slice() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate was not installed: {}",
+            serve.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The allow-list file is read again (every 0.2 s here): device-1 dropped, its session ends.
     let mut s = serve.connect(&f.client(None));
     s.write_all(&encode(std::slice::from_ref(&echo))).unwrap();

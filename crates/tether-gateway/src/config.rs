@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_PER_IP: usize = 10_000;
 pub const DEFAULT_TICKET_RELOAD: Duration = Duration::from_secs(60);
 /// Default interval between reads of the allow-list file.
 pub const DEFAULT_ALLOW_RELOAD: Duration = Duration::from_secs(10);
+/// Default interval between reads of the server certificate and key files.
+pub const DEFAULT_IDENTITY_RELOAD: Duration = Duration::from_secs(60);
 /// Default limit of DTLS sessions in their handshake at once.
 pub const DEFAULT_DTLS_MAX_HANDSHAKING: usize = 4096;
 /// Default rotation interval of generated ticket keys (no key file).
@@ -86,6 +88,16 @@ pub struct GatewayConfig {
     pub allow_file: Option<PathBuf>,
     /// How often [`allow_file`](Self::allow_file) is read (default 10 s).
     pub allow_reload_every: Duration,
+    /// The files [`identity`](Self::identity) came from (certificate chain, then key, PEM):
+    /// read again every [`identity_reload_every`](Self::identity_reload_every), so that a
+    /// renewed certificate goes in force without a restart. A change goes in force once two
+    /// reads in a row find it (a certificate written before its key is never paired with the
+    /// old key); new TLS and DTLS handshakes use it, sessions already open keep theirs. Files
+    /// that cannot be read, parsed or paired keep the identity in force (a warning is logged,
+    /// `tether_certificate_reloads_total{result="failed"}` counts it). `None`: never re-read.
+    pub identity_files: Option<(PathBuf, PathBuf)>,
+    /// How often [`identity_files`](Self::identity_files) are read (default 60 s).
+    pub identity_reload_every: Duration,
 }
 
 /// Where the DTLS listener listens.
@@ -163,6 +175,8 @@ impl GatewayConfig {
             dtls_max_handshaking: DEFAULT_DTLS_MAX_HANDSHAKING,
             allow_file: None,
             allow_reload_every: DEFAULT_ALLOW_RELOAD,
+            identity_files: None,
+            identity_reload_every: DEFAULT_IDENTITY_RELOAD,
         }
     }
 }

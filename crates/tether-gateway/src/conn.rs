@@ -37,7 +37,7 @@ pub(crate) async fn serve(
     let _slot = slot;
     let accepted = tokio::time::Instant::now();
     // TCP_NODELAY comes from the listener (`gateway::listen`).
-    let session = match Session::server(&shared.server_config, now()) {
+    let session = match Session::server(&shared.server_config(), now()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(%remote, "cannot start a TLS session: {e}");

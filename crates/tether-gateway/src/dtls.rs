@@ -129,6 +129,8 @@ struct State {
     replies: Vec<u8>,
     joined: Vec<u8>,
     draining: bool,
+    /// The identity generation the acceptor's config comes from.
+    identity: u64,
 }
 
 /// Runs the listener until the gateway drains; then serves what the socket holds and closes
@@ -159,6 +161,7 @@ pub(crate) async fn serve(
         replies: Vec::new(),
         joined: Vec::new(),
         draining: false,
+        identity: 0,
     };
     let mut rx = Receiver::new(st.udp.gro_segments());
     let mut tick = tokio::time::interval(TICK);
@@ -176,6 +179,7 @@ pub(crate) async fn serve(
                     st.flush().await;
                 }
                 _ = tick.tick() => {
+                    st.renewed_identity();
                     st.timers();
                     st.flush().await;
                 }
@@ -429,6 +433,28 @@ impl State {
             self.peers.shrink_to_fit();
         }
         self.publish_table();
+    }
+
+    /// After a certificate renewal (`Shared::identity_generation` moved), new sessions are
+    /// made with the new config; cookies already sent stay valid.
+    fn renewed_identity(&mut self) {
+        let now_at = self
+            .shared
+            .identity_generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if now_at == self.identity {
+            return;
+        }
+        let config = self
+            .shared
+            .dtls_config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(config) = config {
+            self.acceptor.set_config(&config);
+        }
+        self.identity = now_at;
     }
 
     /// Retransmissions, handshake deadlines, idle expiry, cookie secret rotation.

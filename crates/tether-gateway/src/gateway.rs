@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use tether::{ClientAuth, ServerConfig, TicketKey, Ticketer, TlsVersion};
+use tether::{ClientAuth, Identity, ServerConfig, TicketKey, Ticketer, TlsVersion};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
@@ -24,7 +25,12 @@ const BACKLOG: u32 = 4096;
 /// State shared by the accept loop, the connections and the HTTP API.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub server_config: ServerConfig,
+    /// The TLS policy new connections use; replaced when the identity files change.
+    pub server_config: RwLock<ServerConfig>,
+    /// The DTLS policy (when the DTLS listener runs), replaced with the TLS one.
+    pub dtls_config: RwLock<Option<tether::dtls::ServerConfig>>,
+    /// Counts identity changes: the DTLS listener takes the new config when it moves.
+    pub identity_generation: AtomicU64,
     pub client_auth: ClientAuthPolicy,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
@@ -40,6 +46,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The TLS policy for a new connection.
+    pub(crate) fn server_config(&self) -> ServerConfig {
+        self.server_config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub(crate) fn is_draining(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -104,10 +118,53 @@ pub struct Gateway {
     loaded: Option<Keys>,
     /// The allow-list file and how often to read it.
     allow_reload: Option<(PathBuf, Duration)>,
+    /// What a new server identity is built into.
+    policy: Policy,
+    /// The certificate and key files, and how often to read them.
+    identity_reload: Option<(PathBuf, PathBuf, Duration)>,
 }
 
 /// Ticket keys from a file: current, previous.
 type Keys = (TicketKey, Option<TicketKey>);
+
+/// The gateway's TLS policy without its identity: what a renewed certificate is built into,
+/// for TLS and for DTLS.
+#[derive(Clone, Debug)]
+struct Policy {
+    min_tls: TlsVersion,
+    handshake_timeout: Duration,
+    auth: ClientAuth,
+    ticketer: Arc<Ticketer>,
+    verified_client_chains: usize,
+    crypto: tether::Crypto,
+}
+
+impl Policy {
+    /// The TLS config; fails when the key does not match the certificate.
+    fn tls(&self, identity: Identity) -> Result<ServerConfig, tether::Error> {
+        ServerConfig::builder(identity)
+            .versions(self.min_tls, TlsVersion::Tls13)
+            .handshake_timeout(self.handshake_timeout)
+            .client_auth(self.auth.clone())
+            .ticketer(self.ticketer.clone())
+            .verified_client_chains(self.verified_client_chains)
+            .crypto(self.crypto)
+            .build()
+    }
+
+    /// The DTLS config (DTLS 1.2 minimum unless TLS 1.3 is).
+    fn dtls(&self, identity: Identity) -> Result<tether::dtls::ServerConfig, tether::Error> {
+        let min = match self.min_tls {
+            TlsVersion::Tls13 => tether::dtls::DtlsVersion::Dtls13,
+            _ => tether::dtls::DtlsVersion::Dtls12,
+        };
+        tether::dtls::ServerConfig::builder(identity)
+            .versions(min, tether::dtls::DtlsVersion::Dtls13)
+            .handshake_timeout(self.handshake_timeout)
+            .client_auth(self.auth.clone())
+            .build()
+    }
+}
 
 fn make_ticketer(source: &TicketSource) -> Result<(Arc<Ticketer>, Option<Keys>), GatewayError> {
     Ok(match source {
@@ -161,14 +218,16 @@ impl Gateway {
             ClientAuthPolicy::Required { trust, .. } => ClientAuth::Required(trust.clone()),
             ClientAuthPolicy::ServerOnly => ClientAuth::None,
         };
-        let server_config = ServerConfig::builder(config.identity.clone())
-            .versions(config.min_tls, TlsVersion::Tls13)
-            .handshake_timeout(config.handshake_timeout)
-            .client_auth(auth)
-            .ticketer(ticketer.clone())
-            .verified_client_chains(config.verified_client_chains)
-            .crypto(config.crypto)
-            .build()
+        let policy = Policy {
+            min_tls: config.min_tls,
+            handshake_timeout: config.handshake_timeout,
+            auth,
+            ticketer: ticketer.clone(),
+            verified_client_chains: config.verified_client_chains,
+            crypto: config.crypto,
+        };
+        let server_config = policy
+            .tls(config.identity.clone())
             .map_err(GatewayError::Tls)?;
 
         // The DTLS listener takes the TLS listener's port number on UDP. When the kernel picks
@@ -184,7 +243,7 @@ impl Gateway {
             let local_addr = listener.local_addr().map_err(|e| {
                 GatewayError::io("cannot read the TLS listener's address".into(), e)
             })?;
-            match bind_dtls(&config, local_addr).await {
+            match bind_dtls(&config, &policy, local_addr).await {
                 Err(GatewayError::Io { source, .. })
                     if kernel_picks
                         && source.kind() == std::io::ErrorKind::AddrInUse
@@ -222,12 +281,18 @@ impl Gateway {
             (Some(_), Some(path)) => Some((path.clone(), config.allow_reload_every)),
             _ => None,
         };
+        let identity_reload = config
+            .identity_files
+            .clone()
+            .map(|(cert, key)| (cert, key, config.identity_reload_every));
         let metrics = Arc::new(Metrics::default());
         if let Some(list) = &allow {
             metrics.allow_list(list.len(), false);
         }
         let shared = Arc::new(Shared {
-            server_config,
+            server_config: RwLock::new(server_config),
+            dtls_config: RwLock::new(dtls.as_ref().map(|l| l.config.clone())),
+            identity_generation: AtomicU64::new(0),
             client_auth: config.client_auth,
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
@@ -252,6 +317,8 @@ impl Gateway {
             tickets: config.tickets,
             loaded,
             allow_reload,
+            policy,
+            identity_reload,
         })
     }
 
@@ -302,6 +369,8 @@ impl Gateway {
             tickets,
             loaded,
             allow_reload,
+            policy,
+            identity_reload,
             ..
         } = self;
         let (http_stop, http_stopped) = oneshot::channel::<()>();
@@ -309,6 +378,9 @@ impl Gateway {
         let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets, loaded));
         let allow_task = allow_reload
             .map(|(path, every)| tokio::spawn(reload_allow_list(shared.clone(), path, every)));
+        let identity_task = identity_reload.map(|(cert, key, every)| {
+            tokio::spawn(reload_identity(shared.clone(), policy, cert, key, every))
+        });
 
         let dtls_task =
             dtls.map(|l| tokio::spawn(dtls::serve(l, shared.clone(), shared.shutdown.subscribe())));
@@ -377,7 +449,7 @@ impl Gateway {
             }
         }
         ticket_task.abort();
-        if let Some(task) = allow_task {
+        for task in [allow_task, identity_task].into_iter().flatten() {
             task.abort();
         }
         let _ = http_stop.send(());
@@ -398,6 +470,7 @@ impl Gateway {
 /// this identity on the default address).
 async fn bind_dtls(
     config: &GatewayConfig,
+    policy: &Policy,
     tls_addr: SocketAddr,
 ) -> Result<Option<dtls::Listener>, GatewayError> {
     let addr = match config.dtls {
@@ -406,20 +479,7 @@ async fn bind_dtls(
         DtlsListen::At(a) => a,
     };
     let explicit = matches!(config.dtls, DtlsListen::At(_));
-    let auth = match &config.client_auth {
-        ClientAuthPolicy::Required { trust, .. } => ClientAuth::Required(trust.clone()),
-        ClientAuthPolicy::ServerOnly => ClientAuth::None,
-    };
-    let min = match config.min_tls {
-        TlsVersion::Tls13 => tether::dtls::DtlsVersion::Dtls13,
-        _ => tether::dtls::DtlsVersion::Dtls12,
-    };
-    let dtls_config = match tether::dtls::ServerConfig::builder(config.identity.clone())
-        .versions(min, tether::dtls::DtlsVersion::Dtls13)
-        .handshake_timeout(config.handshake_timeout)
-        .client_auth(auth)
-        .build()
-    {
+    let dtls_config = match policy.dtls(config.identity.clone()) {
         Ok(c) => c,
         Err(e) if !explicit => {
             tracing::warn!(
@@ -502,6 +562,86 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: O
             }
         }
     }
+}
+
+/// Reads the certificate and key files every `every`; a changed pair goes in force once two
+/// reads in a row find it (a certificate renewed before its key is never installed with the
+/// old key) and only if it makes a working policy (the key matches the certificate, DTLS can
+/// use it when the DTLS listener runs). New handshakes use it; open sessions keep theirs.
+async fn reload_identity(
+    shared: Arc<Shared>,
+    policy: Policy,
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+) {
+    let read = || -> Result<(Vec<u8>, Vec<u8>), String> {
+        let one = |path: &PathBuf, what: &str| {
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+        };
+        Ok((one(&cert, "certificate")?, one(&key, "private key")?))
+    };
+    let mut current = read().ok();
+    let mut pending = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let pair = match read() {
+            Ok(pair) => pair,
+            Err(e) => {
+                pending = None;
+                shared.metrics.identity_reload(false);
+                tracing::warn!("keeping the server certificate in force: {e}");
+                continue;
+            }
+        };
+        let Some(pair) = settled(&mut pending, current.as_ref(), pair) else {
+            continue;
+        };
+        match install_identity(&shared, &policy, &pair) {
+            Ok(()) => {
+                current = Some(pair);
+                shared.metrics.identity_reload(true);
+                tracing::info!(
+                    cert = %cert.display(),
+                    "installed a new server certificate for new handshakes"
+                );
+            }
+            Err(e) => {
+                shared.metrics.identity_reload(false);
+                tracing::warn!(
+                    "keeping the server certificate in force: {} and {}: {e}",
+                    cert.display(),
+                    key.display()
+                );
+            }
+        }
+    }
+}
+
+/// Builds the TLS (and DTLS) policy of a certificate and key (PEM) and puts it in force.
+fn install_identity(
+    shared: &Shared,
+    policy: &Policy,
+    (cert, key): &(Vec<u8>, Vec<u8>),
+) -> Result<(), tether::Error> {
+    let identity = Identity::from_pem(cert, key)?;
+    let tls = policy.tls(identity.clone())?;
+    let mut dtls_slot = shared
+        .dtls_config
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    let dtls = match &*dtls_slot {
+        Some(_) => Some(policy.dtls(identity)?),
+        None => None,
+    };
+    *shared
+        .server_config
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = tls;
+    *dtls_slot = dtls;
+    shared.identity_generation.fetch_add(1, Ordering::Release);
+    Ok(())
 }
 
 /// Reads the allow-list file every `every`; a changed list goes in force once two reads in a

@@ -24,6 +24,7 @@
 //! | `tether_draining` | gauge | 1 while draining |
 //! | `tether_allow_list_ids` | gauge | device ids on the allow-list in force (0: no list) |
 //! | `tether_allow_list_reloads_total` | counter | `result` = `installed` (a changed file), `failed` (unreadable or bad: the list in force stays) |
+//! | `tether_certificate_reloads_total` | counter | `result` = `installed` (changed certificate and key files), `failed` (unreadable, bad or mismatched: the identity in force stays) |
 //!
 //! The session series (connections, handshakes, failures, latency, frames, bytes) exist once
 //! per listener: without a `transport` label for TLS (their names and labels predate DTLS),
@@ -397,6 +398,8 @@ pub struct Metrics {
     dtls_listener: DtlsListenerMetrics,
     draining: AtomicU64,
     allow_ids: AtomicU64,
+    identity_installed: AtomicU64,
+    identity_failed: AtomicU64,
     allow_installed: AtomicU64,
     allow_failed: AtomicU64,
 }
@@ -569,6 +572,17 @@ impl Metrics {
     /// A reload of the allow-list file failed; the list in force stays.
     pub(crate) fn allow_list_failed(&self) {
         self.allow_failed.fetch_add(1, Relaxed);
+    }
+
+    /// A read of the certificate and key files installed a new identity (`true`) or failed
+    /// (the identity in force stays).
+    pub(crate) fn identity_reload(&self, installed: bool) {
+        let counter = if installed {
+            &self.identity_installed
+        } else {
+            &self.identity_failed
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn dtls_dropped(&self, why: DtlsDrop) {
@@ -968,6 +982,22 @@ impl Metrics {
             let _ = writeln!(
                 w,
                 "tether_allow_list_reloads_total{{result=\"{result}\"}} {}",
+                get(a)
+            );
+        }
+        header(
+            w,
+            "tether_certificate_reloads_total",
+            "counter",
+            "Reads of the server certificate and key files that installed a changed pair, or failed (the one in force stays).",
+        );
+        for (result, a) in [
+            ("installed", &self.identity_installed),
+            ("failed", &self.identity_failed),
+        ] {
+            let _ = writeln!(
+                w,
+                "tether_certificate_reloads_total{{result=\"{result}\"}} {}",
                 get(a)
             );
         }

@@ -645,6 +645,33 @@ fn a_device_dropped_from_the_allow_list_file_gets_close_notify_over_dtls() {
     assert!(gw.devices().is_empty());
 }
 
+/// A renewed server certificate written over the files is what new DTLS devices see, without
+/// a restart; a session made before keeps working.
+#[test]
+fn a_renewed_server_certificate_reaches_new_dtls_handshakes() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cert, key) = pki.with_identity_files(pki.dtls_config(), dir.path());
+    let gw = Running::start(config);
+    let client = pki.client(None, Some(&pki.device));
+    let seen = |gw: &Running| {
+        let s = gw.connect(&client).unwrap();
+        s.session().peer_certificate().unwrap().to_vec()
+    };
+    assert_eq!(seen(&gw), pki.server.cert_der);
+    let mut open = gw.connect(&client).unwrap();
+    let renewed = pki.renewed_server();
+    std::fs::write(&cert, &renewed.cert_pem).unwrap();
+    std::fs::write(&key, &renewed.key_pem).unwrap();
+    wait_until("the renewed certificate", Duration::from_secs(10), || {
+        seen(&gw) == renewed.cert_der
+    });
+    assert_eq!(
+        echo_with_retry(&mut open, b"still here", true).body,
+        b"still here"
+    );
+}
+
 #[test]
 fn drain_sends_close_notify_to_dtls_sessions() {
     let pki = pki();

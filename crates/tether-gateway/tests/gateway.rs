@@ -672,6 +672,69 @@ fn gateways_sharing_a_ticket_key_file_resume_each_others_sessions() {
     );
 }
 
+/// A renewed server certificate written over the files goes in force for new handshakes
+/// without a restart; an open session keeps working; a bad key file or a key that does not
+/// match the certificate keeps the certificate in force and is counted.
+#[test]
+fn a_renewed_server_certificate_goes_in_force_without_a_restart() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cert, key) = pki.with_identity_files(pki.config(), dir.path());
+    let gw = Running::start(config);
+    // Full handshakes only: a resumed session reports the certificate of the session it
+    // resumes.
+    let d = &pki.device;
+    let client = ClientConfig::builder(pki.trust())
+        .identity(Identity::from_pem(d.cert_pem.as_bytes(), d.key_pem.as_bytes()).unwrap())
+        .resumption(false)
+        .build()
+        .unwrap();
+    let seen = |gw: &Running| {
+        let s = gw.connect(&client).unwrap();
+        s.session().peer_certificates().unwrap()[0].to_vec()
+    };
+    let reloads = |gw: &Running, result: &str| {
+        gw.prometheus()
+            .get(&format!(
+                "tether_certificate_reloads_total{{result=\"{result}\"}}"
+            ))
+            .copied()
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(seen(&gw), pki.server.cert_der);
+    let mut open = gw.connect(&client).unwrap();
+
+    let renewed = pki.renewed_server();
+    std::fs::write(&cert, &renewed.cert_pem).unwrap();
+    std::fs::write(&key, &renewed.key_pem).unwrap();
+    wait_until("the renewed certificate", Duration::from_secs(10), || {
+        seen(&gw) == renewed.cert_der
+    });
+    assert_eq!(reloads(&gw, "installed"), 1.0);
+    assert_eq!(reloads(&gw, "failed"), 0.0);
+    // The session made before the renewal goes on.
+    open.write_all(&requests(b"still here")).unwrap();
+    assert_eq!(read_frames(&mut open, 3)[0].body, b"still here");
+
+    // Not a key: the renewed certificate stays in force.
+    std::fs::write(&key, "not a key\n").unwrap();
+    wait_until("a failed reload", Duration::from_secs(10), || {
+        reloads(&gw, "failed") >= 1.0
+    });
+    assert_eq!(seen(&gw), renewed.cert_der);
+    // A certificate with somebody else's key (the first one's): refused as well.
+    let third = pki.renewed_server();
+    std::fs::write(&cert, &third.cert_pem).unwrap();
+    std::fs::write(&key, &renewed.key_pem).unwrap();
+    // Two failures more: at least one attempt read the new pair twice.
+    let failed = reloads(&gw, "failed");
+    wait_until("a refused pair", Duration::from_secs(10), || {
+        reloads(&gw, "failed") >= failed + 2.0
+    });
+    assert_eq!(seen(&gw), renewed.cert_der);
+    assert_eq!(reloads(&gw, "installed"), 1.0);
+}
+
 #[test]
 fn a_rewritten_ticket_key_file_is_installed_while_running() {
     let pki = pki();

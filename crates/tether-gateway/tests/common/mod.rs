@@ -63,6 +63,31 @@ impl Pki {
         c
     }
 
+    /// A fresh server certificate from this CA (a renewal: same names, new key).
+    pub fn renewed_server(&self) -> Issued {
+        self.ca
+            .issue_server(
+                &["localhost".into(), "127.0.0.1".into()],
+                &IssueOptions::default(),
+            )
+            .unwrap()
+    }
+
+    /// `config` with its identity also written to `server.pem` and `server.key` in `dir` and
+    /// read again from there every 100 ms; returns the two paths.
+    pub fn with_identity_files(
+        &self,
+        mut config: GatewayConfig,
+        dir: &Path,
+    ) -> (GatewayConfig, std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert, &self.server.cert_pem).unwrap();
+        std::fs::write(&key, &self.server.key_pem).unwrap();
+        config.identity_files = Some((cert.clone(), key.clone()));
+        config.identity_reload_every = Duration::from_millis(100);
+        (config, cert, key)
+    }
+
     /// `config` with the allow-list of `file` (read now), read again every 100 ms.
     pub fn with_allow_file(&self, mut config: GatewayConfig, file: &Path) -> GatewayConfig {
         config.client_auth = ClientAuthPolicy::Required {

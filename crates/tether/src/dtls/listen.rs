@@ -149,6 +149,13 @@ impl Acceptor {
         &self.config
     }
 
+    /// Makes the sessions of from now on with `config` (a renewed server certificate, say).
+    /// The cookie secrets stay, so cookies already sent are still honoured; sessions already
+    /// made keep the config they were made with.
+    pub fn set_config(&mut self, config: &ServerConfig) {
+        self.config = config.clone();
+    }
+
     /// Replaces the secret when its period is over (called by [`accept`](Self::accept)).
     pub fn handle_timeout(&mut self, now: Instant) {
         if now.saturating_duration_since(self.rotated) < self.rotate_every {
