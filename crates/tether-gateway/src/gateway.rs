@@ -18,6 +18,9 @@ use crate::metrics::Metrics;
 use crate::registry::{DeviceInfo, Limits, Registry};
 use crate::{GatewayError, conn, dtls, http};
 
+/// A server certificate with less left than this is warned about at start and at renewal.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
 /// Listen backlog: room for a burst of devices reconnecting at once (the kernel caps it at
 /// `net.core.somaxconn`).
 const BACKLOG: u32 = 4096;
@@ -289,6 +292,7 @@ impl Gateway {
         if let Some(list) = &allow {
             metrics.allow_list(list.len(), false);
         }
+        note_expiry(&metrics, &config.identity);
         let shared = Arc::new(Shared {
             server_config: RwLock::new(server_config),
             dtls_config: RwLock::new(dtls.as_ref().map(|l| l.config.clone())),
@@ -627,6 +631,7 @@ fn install_identity(
 ) -> Result<(), tether::Error> {
     let identity = Identity::from_pem(cert, key)?;
     let tls = policy.tls(identity.clone())?;
+    let leaf = identity.leaf().clone();
     let mut dtls_slot = shared
         .dtls_config
         .write()
@@ -641,7 +646,33 @@ fn install_identity(
         .unwrap_or_else(PoisonError::into_inner) = tls;
     *dtls_slot = dtls;
     shared.identity_generation.fetch_add(1, Ordering::Release);
+    note_expiry_of(&shared.metrics, &leaf);
     Ok(())
+}
+
+/// Puts the expiry of `identity`'s certificate in the metrics; warns when it is near.
+fn note_expiry(metrics: &Metrics, identity: &Identity) {
+    note_expiry_of(metrics, identity.leaf());
+}
+
+fn note_expiry_of(metrics: &Metrics, leaf: &tether::CertificateDer<'_>) {
+    let Ok(info) = tether_pki::describe(leaf) else {
+        return;
+    };
+    let expiry = info.not_after.unix_timestamp();
+    metrics.certificate_expiry(u64::try_from(expiry).unwrap_or(0));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let left = expiry.saturating_sub(i64::try_from(now).unwrap_or(i64::MAX));
+    if left < EXPIRY_WARNING.as_secs() as i64 {
+        tracing::warn!(
+            "the server certificate expires {} ({} days from now): renew it; tether serve reads \
+             the files again and needs no restart",
+            tether_pki::rfc3339(info.not_after),
+            left / 86_400
+        );
+    }
 }
 
 /// Reads the allow-list file every `every`; a changed list goes in force once two reads in a

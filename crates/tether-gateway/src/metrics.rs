@@ -24,6 +24,7 @@
 //! | `tether_draining` | gauge | 1 while draining |
 //! | `tether_allow_list_ids` | gauge | device ids on the allow-list in force (0: no list) |
 //! | `tether_allow_list_reloads_total` | counter | `result` = `installed` (a changed file), `failed` (unreadable or bad: the list in force stays) |
+//! | `tether_certificate_expiry_timestamp_seconds` | gauge | when the server certificate in force expires (Unix time) |
 //! | `tether_certificate_reloads_total` | counter | `result` = `installed` (changed certificate and key files), `failed` (unreadable, bad or mismatched: the identity in force stays) |
 //!
 //! The session series (connections, handshakes, failures, latency, frames, bytes) exist once
@@ -400,6 +401,8 @@ pub struct Metrics {
     allow_ids: AtomicU64,
     identity_installed: AtomicU64,
     identity_failed: AtomicU64,
+    /// When the server certificate in force expires, Unix seconds (0: unknown).
+    certificate_expiry: AtomicU64,
     allow_installed: AtomicU64,
     allow_failed: AtomicU64,
 }
@@ -572,6 +575,11 @@ impl Metrics {
     /// A reload of the allow-list file failed; the list in force stays.
     pub(crate) fn allow_list_failed(&self) {
         self.allow_failed.fetch_add(1, Relaxed);
+    }
+
+    /// The server certificate in force expires at `unix` (seconds).
+    pub(crate) fn certificate_expiry(&self, unix: u64) {
+        self.certificate_expiry.store(unix, Relaxed);
     }
 
     /// A read of the certificate and key files installed a new identity (`true`) or failed
@@ -985,6 +993,17 @@ impl Metrics {
                 get(a)
             );
         }
+        header(
+            w,
+            "tether_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the server certificate in force expires, Unix time (0: unknown); alert on it minus time().",
+        );
+        let _ = writeln!(
+            w,
+            "tether_certificate_expiry_timestamp_seconds {}",
+            get(&self.certificate_expiry)
+        );
         header(
             w,
             "tether_certificate_reloads_total",

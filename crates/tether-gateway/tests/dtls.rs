@@ -660,7 +660,7 @@ fn a_renewed_server_certificate_reaches_new_dtls_handshakes() {
     };
     assert_eq!(seen(&gw), pki.server.cert_der);
     let mut open = gw.connect(&client).unwrap();
-    let renewed = pki.renewed_server();
+    let renewed = pki.renewed_server(90);
     std::fs::write(&cert, &renewed.cert_pem).unwrap();
     std::fs::write(&key, &renewed.key_pem).unwrap();
     wait_until("the renewed certificate", Duration::from_secs(10), || {

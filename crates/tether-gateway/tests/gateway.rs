@@ -702,9 +702,19 @@ fn a_renewed_server_certificate_goes_in_force_without_a_restart() {
             .unwrap_or(-1.0)
     };
     assert_eq!(seen(&gw), pki.server.cert_der);
+    let expiry = |c: &Issued| {
+        tether_pki::describe(&c.cert_der)
+            .unwrap()
+            .not_after
+            .unix_timestamp() as f64
+    };
+    assert_eq!(
+        gw.prometheus()["tether_certificate_expiry_timestamp_seconds"],
+        expiry(&pki.server)
+    );
     let mut open = gw.connect(&client).unwrap();
 
-    let renewed = pki.renewed_server();
+    let renewed = pki.renewed_server(90);
     std::fs::write(&cert, &renewed.cert_pem).unwrap();
     std::fs::write(&key, &renewed.key_pem).unwrap();
     wait_until("the renewed certificate", Duration::from_secs(10), || {
@@ -712,6 +722,10 @@ fn a_renewed_server_certificate_goes_in_force_without_a_restart() {
     });
     assert_eq!(reloads(&gw, "installed"), 1.0);
     assert_eq!(reloads(&gw, "failed"), 0.0);
+    assert_eq!(
+        gw.prometheus()["tether_certificate_expiry_timestamp_seconds"],
+        expiry(&renewed)
+    );
     // The session made before the renewal goes on.
     open.write_all(&requests(b"still here")).unwrap();
     assert_eq!(read_frames(&mut open, 3)[0].body, b"still here");
@@ -723,7 +737,7 @@ fn a_renewed_server_certificate_goes_in_force_without_a_restart() {
     });
     assert_eq!(seen(&gw), renewed.cert_der);
     // A certificate with somebody else's key (the first one's): refused as well.
-    let third = pki.renewed_server();
+    let third = pki.renewed_server(30);
     std::fs::write(&cert, &third.cert_pem).unwrap();
     std::fs::write(&key, &renewed.key_pem).unwrap();
     // Two failures more: at least one attempt read the new pair twice.

@@ -63,13 +63,15 @@ impl Pki {
         c
     }
 
-    /// A fresh server certificate from this CA (a renewal: same names, new key).
-    pub fn renewed_server(&self) -> Issued {
+    /// A fresh server certificate from this CA (a renewal: same names, new key), valid for
+    /// `days`.
+    pub fn renewed_server(&self, days: u32) -> Issued {
+        let opts = IssueOptions {
+            days: Some(days),
+            ..IssueOptions::default()
+        };
         self.ca
-            .issue_server(
-                &["localhost".into(), "127.0.0.1".into()],
-                &IssueOptions::default(),
-            )
+            .issue_server(&["localhost".into(), "127.0.0.1".into()], &opts)
             .unwrap()
     }
 
