@@ -39,6 +39,7 @@
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 mod gnutls;
+pub mod haproxy;
 pub mod mosquitto;
 pub mod netns;
 pub mod nginx;

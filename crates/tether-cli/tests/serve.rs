@@ -400,6 +400,67 @@ fn two_processes_sharing_a_ticket_key_file_resume_each_others_sessions() {
     );
 }
 
+/// Two gateways sharing a ticket key file behind HAProxy (TCP, round robin): a device's first
+/// connection is a full handshake, every later one resumes, on whichever gateway the balancer
+/// picks; while one gateway is down (a restart), the balancer sends the device to the other
+/// and it still resumes.
+#[test]
+fn gateways_behind_haproxy_resume_each_others_sessions_and_survive_a_restart() {
+    if !testpeers::skip_or_fail("haproxy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let keys = dir.path().join("tickets.key");
+    std::fs::write(&keys, TicketKey::generate().unwrap().to_bytes()).unwrap();
+    let base = f.tls_args();
+    let more = [&LOCAL[..], &["--ticket-keys", keys.to_str().unwrap()]].concat();
+    let first = Serve::start(&args(&base, &more), dir.path());
+    let mut second = Serve::start(&args(&base, &more), dir.path());
+    let balancer =
+        testpeers::haproxy::Haproxy::start(testpeers::free_port(), &[first.tls, second.tls])
+            .unwrap();
+    let through = format!("127.0.0.1:{}", balancer.port());
+    let client = f.client(None);
+    let exchange = |i: usize| {
+        let mut s = tether::net::connect_named(&through, "localhost", &client)
+            .unwrap_or_else(|e| panic!("connection {i} through haproxy: {e}"));
+        let body = format!("frame {i}").into_bytes();
+        s.write_all(&encode(&[Frame::new(FrameType::Echo, body.clone())]))
+            .unwrap();
+        assert_eq!(read_frames(&mut s, 1)[0].body, body);
+        let resumed = s.session().is_resumed();
+        s.close().unwrap();
+        resumed
+    };
+    assert!(!exchange(0), "the first connection resumed nothing");
+    for i in 1..5 {
+        assert!(exchange(i), "connection {i} through haproxy did not resume");
+    }
+    let resumed = |serve: &Serve| {
+        let (_, metrics) = http_get(serve.http.unwrap(), "/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tether_handshakes_resumed_total "))
+            .map(|v| v.parse::<f64>().unwrap())
+            .unwrap()
+    };
+    // Round robin: 0, 2, 4 on the first gateway, 1 and 3 on the second.
+    assert_eq!((resumed(&first), resumed(&second)), (2.0, 2.0));
+
+    // The second gateway goes down: its connections are redispatched to the first.
+    second.sigterm();
+    assert!(second.wait_exit(Duration::from_secs(15)).success());
+    for i in 5..9 {
+        assert!(
+            exchange(i),
+            "connection {i} (one gateway down) did not resume"
+        );
+    }
+    assert_eq!(resumed(&first), 6.0);
+    drop(balancer);
+}
+
 #[test]
 fn config_file_keys_and_flags_that_override_them() {
     let dir = tempfile::tempdir().unwrap();
