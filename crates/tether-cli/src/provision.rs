@@ -32,7 +32,7 @@ const DEFAULT_BASE: &str = "0x20001000";
 )]
 pub struct Args {
     /// The gateway endpoint: HOST:PORT, a DNS name or IPv4 address and a port from 1 to
-    /// 65535; an IPv6 address in brackets: [ADDR]:PORT.
+    /// 65535; an IPv6 address in brackets: `[ADDR]:PORT`.
     #[arg(value_name = "HOST:PORT")]
     endpoint: String,
     /// Where the blob starts in device memory: hexadecimal with 0x, or decimal; a multiple of
