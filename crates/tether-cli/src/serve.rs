@@ -82,7 +82,8 @@ pub struct Args {
     /// Seconds between two reads of --cert and --key [default: 60].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     cert_reload: Option<Duration>,
-    /// The device CA (PEM): devices must present a certificate it issued (mTLS).
+    /// The device CA (PEM): devices must present a certificate it issued (mTLS). Read again
+    /// with --cert and --key: a CA added to the file is trusted for new handshakes.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Only these device ids (certificate common names, one a line) may connect. The file is
@@ -525,6 +526,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
             )
         })?;
 
+    let ca_file = ca.clone().filter(|_| !no_client_auth);
     let (client_auth, auth) = if no_client_auth {
         if allow.is_some() {
             bail!(
@@ -551,6 +553,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
 
     let mut config = GatewayConfig::new(identity, client_auth);
     config.identity_files = Some((cert.clone(), key.clone()));
+    config.ca_file = ca_file;
     if let Some(d) = args.cert_reload.or(file.cert_reload) {
         config.identity_reload_every = d;
     }

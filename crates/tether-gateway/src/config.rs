@@ -98,6 +98,12 @@ pub struct GatewayConfig {
     pub identity_files: Option<(PathBuf, PathBuf)>,
     /// How often [`identity_files`](Self::identity_files) are read (default 60 s).
     pub identity_reload_every: Duration,
+    /// The file the device CA of [`client_auth`](Self::client_auth) came from (mTLS): read again
+    /// with [`identity_files`](Self::identity_files), on its schedule and by its rules, so that
+    /// a CA added to the file (a CA rotation) is trusted for new handshakes without a restart.
+    /// Devices already connected stay (take a device off with the allow-list). `None`, or no
+    /// `identity_files`: never re-read.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the DTLS listener listens.
@@ -177,6 +183,7 @@ impl GatewayConfig {
             allow_reload_every: DEFAULT_ALLOW_RELOAD,
             identity_files: None,
             identity_reload_every: DEFAULT_IDENTITY_RELOAD,
+            ca_file: None,
         }
     }
 }

@@ -123,8 +123,8 @@ pub struct Gateway {
     allow_reload: Option<(PathBuf, Duration)>,
     /// What a new server identity is built into.
     policy: Policy,
-    /// The certificate and key files, and how often to read them.
-    identity_reload: Option<(PathBuf, PathBuf, Duration)>,
+    /// The certificate, key (and device CA) files, and how often to read them.
+    identity_reload: Option<(PolicyFiles, Duration)>,
 }
 
 /// Ticket keys from a file: current, previous.
@@ -284,10 +284,14 @@ impl Gateway {
             (Some(_), Some(path)) => Some((path.clone(), config.allow_reload_every)),
             _ => None,
         };
+        let ca = match &config.client_auth {
+            ClientAuthPolicy::Required { .. } => config.ca_file.clone(),
+            ClientAuthPolicy::ServerOnly => None,
+        };
         let identity_reload = config
             .identity_files
             .clone()
-            .map(|(cert, key)| (cert, key, config.identity_reload_every));
+            .map(|(cert, key)| (PolicyFiles { cert, key, ca }, config.identity_reload_every));
         let metrics = Arc::new(Metrics::default());
         if let Some(list) = &allow {
             metrics.allow_list(list.len(), false);
@@ -382,8 +386,8 @@ impl Gateway {
         let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets, loaded));
         let allow_task = allow_reload
             .map(|(path, every)| tokio::spawn(reload_allow_list(shared.clone(), path, every)));
-        let identity_task = identity_reload.map(|(cert, key, every)| {
-            tokio::spawn(reload_identity(shared.clone(), policy, cert, key, every))
+        let identity_task = identity_reload.map(|(files, every)| {
+            tokio::spawn(reload_identity(shared.clone(), policy, files, every))
         });
 
         let dtls_task =
@@ -568,76 +572,109 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: O
     }
 }
 
-/// Reads the certificate and key files every `every`; a changed pair goes in force once two
-/// reads in a row find it (a certificate renewed before its key is never installed with the
-/// old key) and only if it makes a working policy (the key matches the certificate, DTLS can
-/// use it when the DTLS listener runs). New handshakes use it; open sessions keep theirs.
-async fn reload_identity(
-    shared: Arc<Shared>,
-    policy: Policy,
+/// The files the TLS policy is read from again: the server's certificate chain and key, and
+/// with mTLS the device CA.
+#[derive(Debug)]
+struct PolicyFiles {
     cert: PathBuf,
     key: PathBuf,
-    every: Duration,
-) {
-    let read = || -> Result<(Vec<u8>, Vec<u8>), String> {
+    ca: Option<PathBuf>,
+}
+
+/// What [`PolicyFiles`] held at one read: certificate, key, device CA.
+type PolicyBytes = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+impl PolicyFiles {
+    fn read(&self) -> Result<PolicyBytes, String> {
         let one = |path: &PathBuf, what: &str| {
             std::fs::read(path)
                 .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
         };
-        Ok((one(&cert, "certificate")?, one(&key, "private key")?))
-    };
-    let mut current = read().ok();
+        let ca = match &self.ca {
+            Some(path) => Some(one(path, "device CA")?),
+            None => None,
+        };
+        Ok((
+            one(&self.cert, "certificate")?,
+            one(&self.key, "private key")?,
+            ca,
+        ))
+    }
+}
+
+/// Reads the certificate, key and device CA files every `every`; a change goes in force once
+/// two reads in a row find it (a certificate renewed before its key is never installed with the
+/// old key) and only if it makes a working policy (the key matches the certificate, the CA
+/// file holds certificates, DTLS can use it when the DTLS listener runs). New handshakes use it;
+/// open sessions keep theirs.
+async fn reload_identity(
+    shared: Arc<Shared>,
+    mut policy: Policy,
+    files: PolicyFiles,
+    every: Duration,
+) {
+    let mut current = files.read().ok();
     let mut pending = None;
     loop {
         tokio::time::sleep(every).await;
-        let pair = match read() {
-            Ok(pair) => pair,
+        let read = match files.read() {
+            Ok(read) => read,
             Err(e) => {
                 pending = None;
                 shared.metrics.identity_reload(false);
-                tracing::warn!("keeping the server certificate in force: {e}");
+                tracing::warn!("keeping the server certificate and device CA in force: {e}");
                 continue;
             }
         };
-        let Some(pair) = settled(&mut pending, current.as_ref(), pair) else {
+        let Some(read) = settled(&mut pending, current.as_ref(), read) else {
             continue;
         };
-        match install_identity(&shared, &policy, &pair) {
+        match install_identity(&shared, &mut policy, &read) {
             Ok(()) => {
-                current = Some(pair);
+                current = Some(read);
                 shared.metrics.identity_reload(true);
                 tracing::info!(
-                    cert = %cert.display(),
-                    "installed a new server certificate for new handshakes"
+                    cert = %files.cert.display(),
+                    "installed a changed server certificate or device CA for new handshakes"
                 );
             }
             Err(e) => {
                 shared.metrics.identity_reload(false);
                 tracing::warn!(
-                    "keeping the server certificate in force: {} and {}: {e}",
-                    cert.display(),
-                    key.display()
+                    "keeping the server certificate and device CA in force: {} and {}{}: {e}",
+                    files.cert.display(),
+                    files.key.display(),
+                    files
+                        .ca
+                        .as_ref()
+                        .map(|p| format!(" with {}", p.display()))
+                        .unwrap_or_default()
                 );
             }
         }
     }
 }
 
-/// Builds the TLS (and DTLS) policy of a certificate and key (PEM) and puts it in force.
+/// Builds the TLS (and DTLS) policy of a certificate, key and device CA (PEM) and puts it in
+/// force; `policy` takes the new CA.
 fn install_identity(
     shared: &Shared,
-    policy: &Policy,
-    (cert, key): &(Vec<u8>, Vec<u8>),
+    policy: &mut Policy,
+    (cert, key, ca): &PolicyBytes,
 ) -> Result<(), tether::Error> {
     let identity = Identity::from_pem(cert, key)?;
-    let tls = policy.tls(identity.clone())?;
+    let mut next = policy.clone();
+    if let Some(ca) = ca {
+        next.auth = ClientAuth::Required(tether::Trust::from_pem(ca)?);
+    }
+    let tls = next.tls(identity.clone())?;
     let leaf = identity.leaf().clone();
     let mut dtls_slot = shared
         .dtls_config
         .write()
         .unwrap_or_else(PoisonError::into_inner);
     let dtls = match &*dtls_slot {
-        Some(_) => Some(policy.dtls(identity)?),
+        Some(_) => Some(next.dtls(identity)?),
         None => None,
     };
     *shared
@@ -646,6 +683,7 @@ fn install_identity(
         .unwrap_or_else(PoisonError::into_inner) = tls;
     *dtls_slot = dtls;
     shared.identity_generation.fetch_add(1, Ordering::Release);
+    *policy = next;
     note_expiry_of(&shared.metrics, &leaf);
     Ok(())
 }

@@ -749,6 +749,59 @@ fn a_renewed_server_certificate_goes_in_force_without_a_restart() {
     assert_eq!(reloads(&gw, "installed"), 1.0);
 }
 
+/// A device CA added to the CA file (a CA rotation) is trusted for new handshakes without a
+/// restart; devices of the first CA still connect; a CA file with no certificate in it keeps
+/// the CAs in force.
+#[test]
+fn a_device_ca_added_to_the_ca_file_is_trusted_without_a_restart() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _, _) = pki.with_identity_files(pki.config(), dir.path());
+    let ca_file = dir.path().join("devices-ca.pem");
+    std::fs::write(&ca_file, pki.ca.cert_pem()).unwrap();
+    config.ca_file = Some(ca_file.clone());
+    let gw = Running::start(config);
+    let new_ca = Ca::init(KeyKind::EcdsaP256, "next device CA").unwrap();
+    let newcomer = new_ca
+        .issue_client("device-2", &IssueOptions::default())
+        .unwrap();
+    let served = |device: &Issued| {
+        gw.connect(&pki.client(Some(device), None))
+            .and_then(|mut s| {
+                s.write_all(&requests(b"x"))?;
+                let mut b = [0u8; 64];
+                s.read(&mut b)
+            })
+            .is_ok_and(|n| n > 0)
+    };
+    assert!(served(&pki.device));
+    assert!(
+        !served(&newcomer),
+        "a device of a CA not in the file was served"
+    );
+
+    std::fs::write(
+        &ca_file,
+        format!("{}{}", pki.ca.cert_pem(), new_ca.cert_pem()),
+    )
+    .unwrap();
+    wait_until("the new device CA", Duration::from_secs(10), || {
+        served(&newcomer)
+    });
+    assert!(served(&pki.device));
+
+    // No certificate in the file: refused, both CAs stay trusted.
+    std::fs::write(&ca_file, "nothing here\n").unwrap();
+    let reloads = |result: &str| {
+        gw.prometheus()[&format!("tether_certificate_reloads_total{{result=\"{result}\"}}")]
+    };
+    wait_until("a failed reload", Duration::from_secs(10), || {
+        reloads("failed") >= 1.0
+    });
+    assert!(served(&newcomer) && served(&pki.device));
+    assert_eq!(reloads("installed"), 1.0);
+}
+
 #[test]
 fn a_rewritten_ticket_key_file_is_installed_while_running() {
     let pki = pki();
