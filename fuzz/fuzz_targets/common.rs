@@ -103,19 +103,6 @@ pub fn dtls_server_config() -> &'static tether::dtls::ServerConfig {
     })
 }
 
-pub fn dtls_client_config() -> &'static tether::dtls::ClientConfig {
-    static C: OnceLock<tether::dtls::ClientConfig> = OnceLock::new();
-    C.get_or_init(|| {
-        tether::dtls::ClientConfig::builder(Trust::from_pem(CA).unwrap())
-            .versions(
-                tether::dtls::DtlsVersion::Dtls12,
-                tether::dtls::DtlsVersion::Dtls13,
-            )
-            .build()
-            .unwrap()
-    })
-}
-
 /// Splits `data` into datagrams: each starts with a length byte (0 to 255 bytes follow).
 pub fn datagrams(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
     core::iter::from_fn(move || {

@@ -7,7 +7,10 @@ mod common;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut c = tether::dtls::Session::client(
-        common::dtls_client_config(),
+        common::dtls_client_config_for(
+            tether::dtls::DtlsVersion::Dtls12,
+            tether::dtls::DtlsVersion::Dtls13,
+        ),
         "localhost",
         tether::Instant::ZERO,
     )

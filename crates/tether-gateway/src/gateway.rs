@@ -296,7 +296,7 @@ impl Gateway {
         if let Some(list) = &allow {
             metrics.allow_list(list.len(), false);
         }
-        note_expiry(&metrics, &config.identity);
+        note_expiry(&metrics, config.identity.leaf());
         let shared = Arc::new(Shared {
             server_config: RwLock::new(server_config),
             dtls_config: RwLock::new(dtls.as_ref().map(|l| l.config.clone())),
@@ -684,16 +684,12 @@ fn install_identity(
     *dtls_slot = dtls;
     shared.identity_generation.fetch_add(1, Ordering::Release);
     *policy = next;
-    note_expiry_of(&shared.metrics, &leaf);
+    note_expiry(&shared.metrics, &leaf);
     Ok(())
 }
 
-/// Puts the expiry of `identity`'s certificate in the metrics; warns when it is near.
-fn note_expiry(metrics: &Metrics, identity: &Identity) {
-    note_expiry_of(metrics, identity.leaf());
-}
-
-fn note_expiry_of(metrics: &Metrics, leaf: &tether::CertificateDer<'_>) {
+/// Puts the expiry of the server certificate `leaf` in the metrics; warns when it is near.
+fn note_expiry(metrics: &Metrics, leaf: &tether::CertificateDer<'_>) {
     let Ok(info) = tether_pki::describe(leaf) else {
         return;
     };

@@ -25,7 +25,7 @@
 //! | `tether_allow_list_ids` | gauge | device ids on the allow-list in force (0: no list) |
 //! | `tether_allow_list_reloads_total` | counter | `result` = `installed` (a changed file), `failed` (unreadable or bad: the list in force stays) |
 //! | `tether_certificate_expiry_timestamp_seconds` | gauge | when the server certificate in force expires (Unix time) |
-//! | `tether_certificate_reloads_total` | counter | `result` = `installed` (changed certificate and key files), `failed` (unreadable, bad or mismatched: the identity in force stays) |
+//! | `tether_certificate_reloads_total` | counter | `result` = `installed` (changed certificate, key or device CA files), `failed` (unreadable, bad or mismatched: the ones in force stay) |
 //!
 //! The session series (connections, handshakes, failures, latency, frames, bytes) exist once
 //! per listener: without a `transport` label for TLS (their names and labels predate DTLS),
@@ -977,22 +977,12 @@ impl Metrics {
             "Device ids on the allow-list in force (0: no allow-list).",
         );
         let _ = writeln!(w, "tether_allow_list_ids {}", get(&self.allow_ids));
-        header(
+        reloads(
             w,
             "tether_allow_list_reloads_total",
-            "counter",
             "Reads of the allow-list file that installed a changed list, or failed (the list in force stays).",
+            [&self.allow_installed, &self.allow_failed],
         );
-        for (result, a) in [
-            ("installed", &self.allow_installed),
-            ("failed", &self.allow_failed),
-        ] {
-            let _ = writeln!(
-                w,
-                "tether_allow_list_reloads_total{{result=\"{result}\"}} {}",
-                get(a)
-            );
-        }
         header(
             w,
             "tether_certificate_expiry_timestamp_seconds",
@@ -1004,22 +994,12 @@ impl Metrics {
             "tether_certificate_expiry_timestamp_seconds {}",
             get(&self.certificate_expiry)
         );
-        header(
+        reloads(
             w,
             "tether_certificate_reloads_total",
-            "counter",
-            "Reads of the server certificate and key files that installed a changed pair, or failed (the one in force stays).",
+            "Reads of the server certificate, key and device CA files that installed a change, or failed (the ones in force stay).",
+            [&self.identity_installed, &self.identity_failed],
         );
-        for (result, a) in [
-            ("installed", &self.identity_installed),
-            ("failed", &self.identity_failed),
-        ] {
-            let _ = writeln!(
-                w,
-                "tether_certificate_reloads_total{{result=\"{result}\"}} {}",
-                get(a)
-            );
-        }
         out
     }
 }
@@ -1027,6 +1007,14 @@ impl Metrics {
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}");
     let _ = writeln!(w, "# TYPE {name} {kind}");
+}
+
+/// A watched file's reload counter: `result` = `installed`, then `failed`.
+fn reloads(w: &mut String, name: &str, help: &str, [installed, failed]: [&AtomicU64; 2]) {
+    header(w, name, "counter", help);
+    for (result, a) in [("installed", installed), ("failed", failed)] {
+        let _ = writeln!(w, "{name}{{result=\"{result}\"}} {}", a.load(Relaxed));
+    }
 }
 
 #[cfg(test)]
