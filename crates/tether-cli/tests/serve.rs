@@ -461,6 +461,39 @@ fn gateways_behind_haproxy_resume_each_others_sessions_and_survive_a_restart() {
     drop(balancer);
 }
 
+/// A server certificate with under 14 days left: the start says so, with what to do.
+#[test]
+fn a_server_certificate_near_its_expiry_is_warned_about_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let pki = tether_pki::Dir::new(dir.path());
+    let short = pki
+        .load_ca()
+        .unwrap()
+        .issue_server(
+            &["localhost".into(), "127.0.0.1".into()],
+            &tether_pki::IssueOptions {
+                days: Some(5),
+                ..tether_pki::IssueOptions::default()
+            },
+        )
+        .unwrap();
+    pki.write_issued(&pki.server_paths(None).unwrap(), &short, true)
+        .unwrap();
+    let mut serve = Serve::start(&args(&f.tls_args(), &LOCAL), dir.path());
+    let line = serve.wait_for("the server certificate expires", Duration::from_secs(10));
+    assert!(line.contains("days from now): renew it"), "{line}");
+    // A certificate with a year left (the others in these tests) gets no such line.
+    let year = tempfile::tempdir().unwrap();
+    let g = files(year.path());
+    let quiet = Serve::start(&args(&g.tls_args(), &LOCAL), year.path());
+    assert!(
+        !quiet.output().contains("the server certificate expires"),
+        "{}",
+        quiet.output()
+    );
+}
+
 #[test]
 fn config_file_keys_and_flags_that_override_them() {
     let dir = tempfile::tempdir().unwrap();
