@@ -88,7 +88,8 @@ pub struct Args {
     ca: Option<PathBuf>,
     /// Only these device ids (certificate common names, one a line) may connect. The file is
     /// read again every --allow-reload seconds; a change found by two reads in a row goes in
-    /// force: a device no longer listed is refused and its open sessions get close_notify.
+    /// force: a device no longer listed is refused (TLS: with the access_denied alert) and its
+    /// open sessions are ended.
     #[arg(long, value_name = "FILE")]
     allow: Option<PathBuf>,
     /// Seconds between two reads of --allow [default: 10].

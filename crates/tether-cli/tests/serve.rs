@@ -582,7 +582,12 @@ fn config_file_keys_and_flags_that_override_them() {
     std::fs::write(dir.path().join("ids.txt"), "# nobody\n").unwrap();
     s.set_io_timeout(Some(Duration::from_secs(10)));
     let mut b = [0u8; 16];
-    assert_eq!(s.read(&mut b).unwrap(), 0, "expected close_notify");
+    let read = s.read(&mut b);
+    assert!(
+        read.as_ref()
+            .is_err_and(|e| e.to_string().contains("access_denied")),
+        "expected access_denied: {read:?}"
+    );
     // Ctrl-C drains like SIGTERM.
     let status = Command::new("kill")
         .args(["-INT", &serve.child.id().to_string()])
@@ -959,9 +964,12 @@ fn connect_reports_a_refusal_that_comes_after_a_tls13_handshake() {
     let (ok, out, err) = connect(listed_only.tls, &with_cert);
     assert!(!ok, "not on the allow-list, yet: {out}");
     assert!(
-        err.contains("closed the connection right after the handshake"),
+        err.contains("refused the session after the handshake")
+            && err.contains("access_denied (49)")
+            && err.contains("allow-list"),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     // DTLS 1.3 likewise.
     let udp = dtls_addr(&mut listed_only).expect("a DTLS listener");
     let (ok, out, err) = connect(udp, &[&["--dtls"][..], &with_cert].concat());

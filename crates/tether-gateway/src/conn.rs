@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
+use tether::error::Alert;
 use tether::{Recv, Session};
 use tether_wire::{Decoder, Frame};
 use tokio::net::TcpStream;
@@ -80,6 +81,9 @@ pub(crate) async fn serve(
             if let Some(reason) = refused {
                 shared.metrics.handshake_failed(reason);
                 tracing::info!(%remote, device = ?id, reason = reason.name(), "device refused");
+                // access_denied, not close_notify: the device learns it is refused, not that
+                // the connection ended for no reason.
+                let _ = conn.session_mut().refuse(Alert::ACCESS_DENIED);
                 conn.close(LINGER).await;
                 return;
             }
@@ -108,6 +112,11 @@ pub(crate) async fn serve(
     shared.metrics.connection_closed(why);
     drop(entry);
     if let Some(linger) = close {
+        if why == CloseReason::Revoked {
+            // Taken off the allow-list while connected: told so, like a device refused at
+            // its handshake.
+            let _ = conn.session_mut().refuse(Alert::ACCESS_DENIED);
+        }
         conn.close(linger).await;
     }
 }

@@ -19,7 +19,8 @@
 //!   closed at once and counted), and spawns one task per connection; a [`ShutdownHandle`]
 //!   drains it.
 //! - The connection task (`conn`): the TLS handshake under the handshake timeout, the device id
-//!   (common name of the client certificate's subject) and the allow-list, then the frame loop:
+//!   (common name of the client certificate's subject) and the allow-list (a device it refuses
+//!   gets the access_denied alert, [`tether::Session::refuse`]), then the frame loop:
 //!   decrypt, decode, reply per frame; an oversize frame gets ERROR (code 1), close_notify, close;
 //!   an idle connection gets close_notify at the idle timeout.
 //! - The async driver (`driver`): a [`tether::Session`] (sans-IO) over a tokio `TcpStream`.

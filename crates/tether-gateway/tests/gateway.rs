@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tether::error::{Alert, HandshakeError};
 use tether::net::TcpTlsSocket;
 use tether::{ClientConfig, Identity, TicketKey, TlsVersion};
 use tether_gateway::{AllowList, ClientAuthPolicy, TicketSource};
@@ -59,6 +60,32 @@ fn requests(tag: &[u8]) -> Vec<u8> {
 }
 
 /// Reads until `n` frames have arrived.
+/// What a refused device sees: the access_denied alert, not data and not a close_notify.
+fn denied() -> tether::Error {
+    tether::Error::Handshake(HandshakeError::AlertReceived(Alert::ACCESS_DENIED))
+}
+
+/// The device's next read finds the gateway's refusal.
+fn assert_access_denied(s: &mut TcpTlsSocket) {
+    let mut b = [0u8; 64];
+    let read = s.read(&mut b);
+    assert!(read.is_err(), "expected access_denied, read {read:?}");
+    assert_eq!(s.session().error(), Some(&denied()), "{read:?}");
+}
+
+/// A device the gateway refuses after the handshake: in TLS 1.2 the alert can come with the
+/// gateway's last flight (the connect fails with it), in TLS 1.3 it follows the device's
+/// Finished (the first read finds it).
+fn assert_refused(connected: Result<TcpTlsSocket, tether::Error>) {
+    match connected {
+        Err(e) => assert_eq!(e, denied()),
+        Ok(mut s) => {
+            let _ = s.write_all(&requests(b"x"));
+            assert_access_denied(&mut s);
+        }
+    }
+}
+
 fn read_frames(s: &mut TcpTlsSocket, n: usize) -> Vec<Frame> {
     let mut d = Decoder::default();
     let mut got = Vec::new();
@@ -261,17 +288,17 @@ fn allow_list_refuses_unlisted_devices() {
         .ca
         .issue_client("device-2", &IssueOptions::default())
         .unwrap();
-    let mut s = gw.connect(&pki.client(Some(&other), None)).unwrap();
-    let _ = s.write_all(&requests(b"x"));
-    let mut b = [0u8; 64];
-    assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+    // Told why, in either version: access_denied, sealed like any record after the handshake.
+    for v in [TlsVersion::Tls12, TlsVersion::Tls13] {
+        assert_refused(gw.connect(&pki.client(Some(&other), Some(v))));
+    }
     let mut ok = gw.connect(&pki.device_client()).unwrap();
     ok.write_all(&requests(b"listed")).unwrap();
     assert_eq!(read_frames(&mut ok, 3).len(), 3);
     let m = gw.prometheus();
     assert_eq!(
         m["tether_handshake_failures_total{category=\"policy\",reason=\"not_allowed\"}"],
-        1.0
+        2.0
     );
 }
 
@@ -296,11 +323,11 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
         assert_eq!(read_frames(s, 3).len(), 3);
     }
 
-    // device-2 leaves the list: its open session gets close_notify, device-1's goes on.
+    // device-2 leaves the list: its open session is ended with access_denied, device-1's
+    // goes on.
     std::fs::write(&file, "device-1\n").unwrap();
     two.set_io_timeout(Some(Duration::from_secs(10)));
-    let mut b = [0u8; 64];
-    assert_eq!(two.read(&mut b).unwrap(), 0, "expected close_notify");
+    assert_access_denied(&mut two);
     one.write_all(&requests(b"still one")).unwrap();
     assert_eq!(read_frames(&mut one, 3).len(), 3);
     // And it cannot come back, not even by resuming its session (the ticket carries its
@@ -311,7 +338,7 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
         "expected a resumption attempt"
     );
     let _ = again.write_all(&requests(b"x"));
-    assert!(matches!(again.read(&mut b), Ok(0) | Err(_)));
+    assert_access_denied(&mut again);
 
     // A file that does not parse keeps the list in force.
     std::fs::write(&file, "device-1\nnot an id!\n").unwrap();
@@ -319,9 +346,7 @@ fn a_changed_allow_list_file_closes_the_sessions_of_devices_it_drops() {
     let mut fresh = gw.connect(&pki.device_client()).unwrap();
     fresh.write_all(&requests(b"fresh")).unwrap();
     assert_eq!(read_frames(&mut fresh, 3).len(), 3);
-    let mut still_out = gw.connect(&second_client).unwrap();
-    let _ = still_out.write_all(&requests(b"x"));
-    assert!(matches!(still_out.read(&mut b), Ok(0) | Err(_)));
+    assert_refused(gw.connect(&second_client));
 
     let m = gw.prometheus();
     assert_eq!(

@@ -652,6 +652,8 @@ impl ServerConfigBuilder {
         // rustls counts the 5-byte record header in max_fragment_size.
         config.max_fragment_size = c.max_record.map(|n| n + 5);
         // RFC 5746: rustls never renegotiates; nothing to turn off.
+        // `Session::refuse` takes the send keys to seal its alert; they never leave the session.
+        config.enable_secret_extraction = true;
         if c.resumption {
             config.session_storage = Arc::new(ServerSessionCache::new(self.cache_size));
             config.ticketer = match self.ticketer {

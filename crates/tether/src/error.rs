@@ -77,6 +77,19 @@ pub enum HandshakeError {
 pub struct Alert(pub u8);
 
 impl Alert {
+    /// `access_denied` (49): the peer is authenticated, but policy refuses it (a device its
+    /// gateway's allow-list does not name). [`Session::refuse`](crate::Session::refuse)
+    /// sends it.
+    pub const ACCESS_DENIED: Alert = Alert(49);
+    /// `bad_certificate` (42).
+    pub const BAD_CERTIFICATE: Alert = Alert(42);
+    /// `certificate_revoked` (44).
+    pub const CERTIFICATE_REVOKED: Alert = Alert(44);
+    /// `handshake_failure` (40).
+    pub const HANDSHAKE_FAILURE: Alert = Alert(40);
+    /// `internal_error` (80).
+    pub const INTERNAL_ERROR: Alert = Alert(80);
+
     /// The RFC 8446 name of this alert, or `"unknown"`.
     pub fn name(self) -> &'static str {
         match self.0 {
@@ -112,6 +125,10 @@ impl Alert {
     fn hint(self) -> &'static str {
         match self.0 {
             116 | 40 => "the peer may require a client certificate: configure one",
+            49 => {
+                "the peer verified our certificate but refuses us by its policy (a device its \
+                 gateway's allow-list does not name): ask the peer's operator to admit it"
+            }
             42 | 46 | 48 | 45 | 43 => {
                 "the peer rejected our certificate: check it is issued by a CA the peer trusts and is valid now"
             }

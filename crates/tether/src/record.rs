@@ -13,7 +13,10 @@
 //! - opens records (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; TLS 1.2's explicit GCM nonce
 //!   and additional data; TLS 1.3's inner content type and padding), with the size limits of
 //!   each version; a record that fails to open is `bad_record_mac`, fatal;
-//! - seals application data, close_notify and the alerts it sends on failure;
+//! - seals application data, close_notify and the alerts it sends on failure; and, for a
+//!   session of either side that refuses its peer after the handshake
+//!   ([`Session::refuse`](crate::Session::refuse)), the one alert it sends under keys taken
+//!   from rustls for that purpose;
 //! - post-handshake messages: TLS 1.3 NewSessionTicket (to rustls) and KeyUpdate (new receive
 //!   keys; answered with a KeyUpdate of its own when the peer asks), joined across records,
 //!   never across a key change; a TLS 1.2 HelloRequest gets a no_renegotiation warning (as
@@ -119,14 +122,154 @@ pub(crate) enum Opened {
     Closed,
 }
 
+/// The sending half of a record layer: the send keys and what the record format needs.
+struct Sealer {
+    tls13: bool,
+    /// AES-GCM (TLS 1.2 sends its explicit nonce); ChaCha20-Poly1305 otherwise.
+    gcm: bool,
+    keys: Keys,
+    /// The suite's confidentiality limit: records one key may seal.
+    limit: u64,
+}
+
+impl Sealer {
+    fn new(tls13: bool, tx: (u64, ConnectionTrafficSecrets), limit: u64) -> Result<Sealer, Error> {
+        let gcm = !matches!(tx.1, ConnectionTrafficSecrets::Chacha20Poly1305 { .. });
+        Ok(Sealer {
+            tls13,
+            gcm,
+            keys: Keys::new(tx.0, tx.1)?,
+            limit,
+        })
+    }
+
+    /// Bytes a record adds to its plaintext.
+    fn overhead(&self) -> usize {
+        match (self.tls13, self.gcm) {
+            (true, _) => HEADER + 1 + TAG,
+            (false, true) => HEADER + 8 + TAG,
+            (false, false) => HEADER + TAG,
+        }
+    }
+
+    /// Seals one record of `content` carrying `data` (at most 2^14 bytes) at the end of `out`;
+    /// a record that cannot be sealed leaves `out` as it was.
+    fn seal(&mut self, content: ContentType, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        append(out, self.overhead() + data.len(), |o| {
+            self.seal_into(content, data, o)
+        })
+    }
+
+    /// Seals one record into `out`, which must hold `data.len() + overhead()`; returns its size.
+    fn seal_into(
+        &mut self,
+        content: ContentType,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        if self.keys.seq >= self.limit {
+            return Err(Error::EncryptError);
+        }
+        let total = self.overhead() + data.len();
+        let out = &mut out[..total];
+        let body_len = (total - HEADER) as u16;
+        let (outer, explicit, inner_len) = if self.tls13 {
+            (ContentType::ApplicationData, 0, data.len() + 1)
+        } else if self.gcm {
+            (content, 8, data.len())
+        } else {
+            (content, 0, data.len())
+        };
+        out[0] = u8::from(outer);
+        out[1..3].copy_from_slice(&[0x03, 0x03]);
+        out[3..5].copy_from_slice(&body_len.to_be_bytes());
+        let nonce = self.keys.nonce();
+        let (header, rest) = out.split_at_mut(HEADER);
+        rest[explicit..explicit + data.len()].copy_from_slice(data);
+        if self.tls13 {
+            rest[data.len()] = u8::from(content);
+        }
+        if explicit > 0 {
+            rest[..8].copy_from_slice(&nonce[4..]);
+        }
+        let (body, tag) = rest[explicit..].split_at_mut(inner_len);
+        let aad_12;
+        let aad: &[u8] = if self.tls13 {
+            header
+        } else {
+            let mut a = [0u8; 13];
+            a[..8].copy_from_slice(&self.keys.seq.to_be_bytes());
+            a[8..11].copy_from_slice(&header[..3]);
+            a[11..].copy_from_slice(&(data.len() as u16).to_be_bytes());
+            aad_12 = a;
+            &aad_12
+        };
+        let t = self
+            .keys
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+            .map_err(|_| Error::EncryptError)?;
+        tag.copy_from_slice(t.as_ref());
+        self.keys.next_seq()?;
+        Ok(total)
+    }
+}
+
+/// Runs `write` on `len` new bytes at the end of `out`; a failed write leaves `out` as it was.
+fn append(
+    out: &mut Vec<u8>,
+    len: usize,
+    write: impl FnOnce(&mut [u8]) -> Result<usize, Error>,
+) -> Result<(), Error> {
+    let start = out.len();
+    out.resize(start + len, 0);
+    match write(&mut out[start..]) {
+        Ok(n) => {
+            out.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Seals one fatal alert under the send keys of a connection whose handshake has completed
+/// (what rustls' `dangerous_into_kernel_connection` returns; either side). How a session
+/// refuses its peer after the handshake: rustls offers no call that sends an alert of the
+/// application's choosing.
+pub(crate) fn seal_fatal_alert<D>(
+    kernel: &KernelConnection<D>,
+    secrets: rustls::ExtractedSecrets,
+    desc: AlertDescription,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let (tls13, limit) = format_of(kernel)?;
+    Sealer::new(tls13, secrets.tx, limit)?.seal(ContentType::Alert, &[2, u8::from(desc)], out)
+}
+
+/// Whether the connection is TLS 1.3, and its suite's confidentiality limit.
+fn format_of<D>(kernel: &KernelConnection<D>) -> Result<(bool, u64), Error> {
+    let tls13 = match kernel.protocol_version() {
+        ProtocolVersion::TLSv1_3 => true,
+        ProtocolVersion::TLSv1_2 => false,
+        _ => return Err(Error::General("unsupported TLS version".into())),
+    };
+    let limit = match kernel.negotiated_cipher_suite() {
+        rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
+        rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
+    };
+    Ok((tls13, limit))
+}
+
 /// The record layer of an established TLS client connection. See the [module docs](self).
 pub(crate) struct Records {
     kernel: KernelConnection<ClientConnectionData>,
     tls13: bool,
     gcm: bool,
     rx: Keys,
-    tx: Keys,
-    tx_limit: u64,
+    tx: Sealer,
     /// A post-handshake message split over records, until it is whole.
     hs: Vec<u8>,
 }
@@ -136,25 +279,16 @@ impl Records {
         kernel: KernelConnection<ClientConnectionData>,
         secrets: rustls::ExtractedSecrets,
     ) -> Result<Records, Error> {
-        let tls13 = match kernel.protocol_version() {
-            ProtocolVersion::TLSv1_3 => true,
-            ProtocolVersion::TLSv1_2 => false,
-            _ => return Err(Error::General("unsupported TLS version".into())),
-        };
+        let (tls13, limit) = format_of(&kernel)?;
         let gcm = !matches!(
             secrets.rx.1,
             ConnectionTrafficSecrets::Chacha20Poly1305 { .. }
         );
-        let limit = match kernel.negotiated_cipher_suite() {
-            rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
-            rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
-        };
         Ok(Records {
             tls13,
             gcm,
             rx: Keys::new(secrets.rx.0, secrets.rx.1)?,
-            tx: Keys::new(secrets.tx.0, secrets.tx.1)?,
-            tx_limit: limit,
+            tx: Sealer::new(tls13, secrets.tx, limit)?,
             kernel,
             hs: Vec::new(),
         })
@@ -162,11 +296,7 @@ impl Records {
 
     /// Bytes a record adds to its plaintext.
     pub(crate) fn overhead(&self) -> usize {
-        match (self.tls13, self.gcm) {
-            (true, _) => HEADER + 1 + TAG,
-            (false, true) => HEADER + 8 + TAG,
-            (false, false) => HEADER + TAG,
-        }
+        self.tx.overhead()
     }
 
     /// Opens the record at the start of `input`, in place.
@@ -343,17 +473,15 @@ impl Records {
                     let (seq, secrets) = self.kernel.update_rx_secret()?;
                     self.rx = Keys::new(seq, secrets)?;
                     if requested {
-                        self.append(
-                            tx,
-                            self.overhead() + KEY_UPDATE.len(),
-                            Self::seal_key_update,
-                        )?;
+                        append(tx, self.overhead() + KEY_UPDATE.len(), |o| {
+                            self.seal_key_update(o)
+                        })?;
                     }
                 }
                 HS_HELLO_REQUEST if !self.tls13 && payload.is_empty() => {
                     // TLS 1.2 renegotiation, which tether never does: refused with a warning
                     // (RFC 5246 7.4.1.1), as rustls does; the connection goes on.
-                    self.seal(
+                    self.tx.seal(
                         ContentType::Alert,
                         &[1, u8::from(AlertDescription::NoRenegotiation)],
                         tx,
@@ -374,94 +502,14 @@ impl Records {
         Ok(())
     }
 
-    /// Seals one record of `content` carrying `data` (at most 2^14 bytes) at the end of `out`.
-    fn seal(&mut self, content: ContentType, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        self.append(out, self.overhead() + data.len(), |r, o| {
-            r.seal_into(content, data, o)
-        })
-    }
-
-    /// Runs `write` on `len` new bytes at the end of `out`; a failed write leaves `out` as it was.
-    fn append(
-        &mut self,
-        out: &mut Vec<u8>,
-        len: usize,
-        write: impl FnOnce(&mut Self, &mut [u8]) -> Result<usize, Error>,
-    ) -> Result<(), Error> {
-        let start = out.len();
-        out.resize(start + len, 0);
-        match write(self, &mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                Ok(())
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
-            }
-        }
-    }
-
-    /// Seals one record into `out`, which must hold `data.len() + overhead()`; returns its size.
-    fn seal_into(
-        &mut self,
-        content: ContentType,
-        data: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize, Error> {
-        if self.tx.seq >= self.tx_limit {
-            return Err(Error::EncryptError);
-        }
-        let total = self.overhead() + data.len();
-        let out = &mut out[..total];
-        let body_len = (total - HEADER) as u16;
-        let (outer, explicit, inner_len) = if self.tls13 {
-            (ContentType::ApplicationData, 0, data.len() + 1)
-        } else if self.gcm {
-            (content, 8, data.len())
-        } else {
-            (content, 0, data.len())
-        };
-        out[0] = u8::from(outer);
-        out[1..3].copy_from_slice(&[0x03, 0x03]);
-        out[3..5].copy_from_slice(&body_len.to_be_bytes());
-        let nonce = self.tx.nonce();
-        let (header, rest) = out.split_at_mut(HEADER);
-        rest[explicit..explicit + data.len()].copy_from_slice(data);
-        if self.tls13 {
-            rest[data.len()] = u8::from(content);
-        }
-        if explicit > 0 {
-            rest[..8].copy_from_slice(&nonce[4..]);
-        }
-        let (body, tag) = rest[explicit..].split_at_mut(inner_len);
-        let aad_12;
-        let aad: &[u8] = if self.tls13 {
-            header
-        } else {
-            let mut a = [0u8; 13];
-            a[..8].copy_from_slice(&self.tx.seq.to_be_bytes());
-            a[8..11].copy_from_slice(&header[..3]);
-            a[11..].copy_from_slice(&(data.len() as u16).to_be_bytes());
-            aad_12 = a;
-            &aad_12
-        };
-        let t = self
-            .tx
-            .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
-            .map_err(|_| Error::EncryptError)?;
-        tag.copy_from_slice(t.as_ref());
-        self.tx.next_seq()?;
-        Ok(total)
-    }
-
     /// Seals a KeyUpdate (update_not_requested) into `out` under the current send keys, then
     /// moves to the next ones; returns the record's size.
     fn seal_key_update(&mut self, out: &mut [u8]) -> Result<usize, Error> {
-        let n = self.seal_into(ContentType::Handshake, &KEY_UPDATE, out)?;
+        let n = self
+            .tx
+            .seal_into(ContentType::Handshake, &KEY_UPDATE, out)?;
         let (seq, secrets) = self.kernel.update_tx_secret()?;
-        self.tx = Keys::new(seq, secrets)?;
+        self.tx.keys = Keys::new(seq, secrets)?;
         Ok(n)
     }
 
@@ -480,7 +528,7 @@ impl Records {
         while consumed < data.len() {
             // Near the suite's limit a TLS 1.3 sender updates its keys first; the KeyUpdate
             // needs room for its own record and one byte of data after it.
-            if self.tls13 && self.tx.seq >= self.tx_limit.saturating_sub(KEY_UPDATE_MARGIN) {
+            if self.tls13 && self.tx.keys.seq >= self.tx.limit.saturating_sub(KEY_UPDATE_MARGIN) {
                 if out.len() - written < 2 * overhead + KEY_UPDATE.len() {
                     break;
                 }
@@ -491,7 +539,7 @@ impl Records {
             if n == 0 {
                 break;
             }
-            written += self.seal_into(
+            written += self.tx.seal_into(
                 ContentType::ApplicationData,
                 &data[consumed..consumed + n],
                 &mut out[written..],
@@ -504,25 +552,34 @@ impl Records {
     /// Records sealed under the current send keys.
     #[cfg(test)]
     pub(crate) fn tx_seq(&self) -> u64 {
-        self.tx.seq
+        self.tx.keys.seq
     }
 
     /// Moves the send keys' limit (tests: a real one is 2^23 to 2^64 records).
     #[cfg(test)]
     pub(crate) fn set_tx_limit(&mut self, limit: u64) {
-        self.tx_limit = limit;
+        self.tx.limit = limit;
+    }
+
+    /// Queues a fatal alert (the connection is refused).
+    pub(crate) fn fatal_alert(
+        &mut self,
+        desc: AlertDescription,
+        tx: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        self.tx.seal(ContentType::Alert, &[2, u8::from(desc)], tx)
     }
 
     /// Queues close_notify.
     pub(crate) fn close_notify(&mut self, tx: &mut Vec<u8>) {
-        let _ = self.seal(ContentType::Alert, &[1, 0], tx);
+        let _ = self.tx.seal(ContentType::Alert, &[1, 0], tx);
     }
 
     /// Queues the fatal alert that goes with `err`, if any (best effort: the connection fails
     /// either way).
     pub(crate) fn send_alert_for(&mut self, err: &Error, tx: &mut Vec<u8>) {
         if let Some(desc) = alert_for(err) {
-            let _ = self.seal(ContentType::Alert, &[2, u8::from(desc)], tx);
+            let _ = self.tx.seal(ContentType::Alert, &[2, u8::from(desc)], tx);
         }
     }
 }

@@ -68,7 +68,7 @@ use rustls::{CipherSuite, HandshakeKind, NamedGroup};
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{ClientConfig, ServerConfig, TlsVersion};
-use crate::error::{CertificateError, ConfigError, Error, HandshakeError, Timeout};
+use crate::error::{Alert, CertificateError, ConfigError, Error, HandshakeError, Timeout};
 use crate::record::{self, Opened, Records};
 use crate::time::Instant;
 use crate::trust::{FailureSlot, ServerVerifier};
@@ -1046,6 +1046,57 @@ impl Session {
         }
     }
 
+    /// Ends an established connection with a fatal alert instead of close_notify.
+    ///
+    /// For a peer that completed the handshake but that the application turns away: a gateway
+    /// refusing a device its allow-list does not name sends [`Alert::ACCESS_DENIED`], so the
+    /// device learns why instead of seeing a connection closed for no reason. (Before the
+    /// handshake has completed, refusing is the verifier's job, and rustls sends the alert.)
+    /// The alert is sealed under the connection's send keys like any record (TLS 1.2 and 1.3,
+    /// either side); send it with [`poll_transmit`](Self::poll_transmit), then close the
+    /// transport. From then on the session is closed: calls fail with [`Error::Closed`], and
+    /// what the handshake settled (version, peer certificates) is no longer reported.
+    ///
+    /// Fails with [`Error::Closed`] before the handshake has completed, after a failure, or
+    /// once close_notify has been queued; with [`Error::Config`] for an alert that is not an
+    /// error (close_notify, user_canceled).
+    pub fn refuse(&mut self, alert: Alert) -> Result<(), Error> {
+        self.check()?;
+        if !self.connected || self.close_sent || matches!(self.conn, Conn::Switching) {
+            return Err(Error::Closed);
+        }
+        if matches!(alert.0, 0 | 90) {
+            return Err(ConfigError::Inconsistent(alloc::format!(
+                "{alert} is not an error alert; use close() to end a connection normally"
+            ))
+            .into());
+        }
+        let desc = rustls::AlertDescription::from(alert.0);
+        let sealed = match core::mem::replace(&mut self.conn, Conn::Switching) {
+            Conn::Records(mut est) => est.records.fatal_alert(desc, &mut self.tx),
+            Conn::Client(c) => {
+                c.dangerous_into_kernel_connection()
+                    .and_then(|(secrets, kernel)| {
+                        record::seal_fatal_alert(&kernel, secrets, desc, &mut self.tx)
+                    })
+            }
+            Conn::Server(c) => {
+                c.dangerous_into_kernel_connection()
+                    .and_then(|(secrets, kernel)| {
+                        record::seal_fatal_alert(&kernel, secrets, desc, &mut self.tx)
+                    })
+            }
+            Conn::Switching => Err(rustls::Error::HandshakeNotComplete),
+        };
+        self.close_requested = true;
+        self.close_sent = true;
+        self.fail(match sealed {
+            Ok(()) => Error::Closed,
+            Err(e) => record::to_error(e),
+        });
+        Ok(())
+    }
+
     /// True once close_notify has been queued.
     pub fn is_close_sent(&self) -> bool {
         self.close_sent
@@ -1154,6 +1205,53 @@ mod record_layer_tests {
         let sent = c.send(data, &mut out)?;
         assert_eq!(sent.consumed, data.len());
         Ok(out[..sent.written].to_vec())
+    }
+
+    /// `refuse` on one side of an established pair: the other side fails with the alert.
+    fn refused_by(refusing: &mut Session, peer: &mut Session, alert: Alert) {
+        refusing.refuse(alert).unwrap();
+        assert!(refusing.is_close_sent());
+        assert_eq!(refusing.send(b"x", &mut [0u8; 64]), Err(Error::Closed));
+        let mut wire = [0u8; 256];
+        let n = refusing.poll_transmit(&mut wire);
+        assert!(n > 0, "no alert to send");
+        let _ = peer.handle_input(NOW, &wire[..n]);
+        let mut buf = [0u8; 64];
+        let expected = Error::Handshake(HandshakeError::AlertReceived(alert));
+        assert_eq!(peer.recv(&mut buf), Err(expected.clone()));
+        assert_eq!(peer.error(), Some(&expected));
+    }
+
+    #[test]
+    fn a_server_refuses_an_established_client_with_the_alert_it_chose() {
+        for v in [TlsVersion::Tls12, TlsVersion::Tls13] {
+            let (mut c, mut s) = pair(v);
+            refused_by(&mut s, &mut c, Alert::ACCESS_DENIED);
+        }
+    }
+
+    #[test]
+    fn a_client_refuses_its_server_the_same_way() {
+        for v in [TlsVersion::Tls12, TlsVersion::Tls13] {
+            let (mut c, mut s) = pair(v);
+            // Data first: the alert's sequence number follows the records already sent.
+            let wire = send(&mut c, b"hello").unwrap();
+            s.handle_input(NOW, &wire).unwrap();
+            assert_eq!(s.recv(&mut [0u8; 64]), Ok(Recv::Data(5)));
+            refused_by(&mut c, &mut s, Alert::INTERNAL_ERROR);
+        }
+    }
+
+    #[test]
+    fn only_an_established_connection_can_be_refused_and_only_with_an_error_alert() {
+        let (_, mut s) = sessions(TlsVersion::Tls13);
+        assert_eq!(s.refuse(Alert::ACCESS_DENIED), Err(Error::Closed));
+        let (_, mut s) = pair(TlsVersion::Tls13);
+        for not_an_error in [Alert(0), Alert(90)] {
+            assert!(matches!(s.refuse(not_an_error), Err(Error::Config(_))));
+        }
+        s.close();
+        assert_eq!(s.refuse(Alert::ACCESS_DENIED), Err(Error::Closed));
     }
 
     #[test]

@@ -455,4 +455,17 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         }
         r
     }
+
+    /// Ends an established connection with a fatal alert instead of close_notify (a server
+    /// turning away a peer its policy refuses: [`Alert::ACCESS_DENIED`]); see
+    /// [`Session::refuse`]. Sends the alert, then closes the transport like [`close`](Self::close),
+    /// would-block included.
+    ///
+    /// [`Alert::ACCESS_DENIED`]: crate::error::Alert::ACCESS_DENIED
+    pub fn refuse(&mut self, alert: crate::error::Alert) -> Result<(), Error> {
+        if !self.session.is_close_sent() {
+            self.session.refuse(alert)?;
+        }
+        self.close()
+    }
 }

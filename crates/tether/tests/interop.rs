@@ -236,6 +236,50 @@ fn openssl_to_server_tls13_mtls() {
     openssl_to_server(Tls13, true);
 }
 
+/// A tether server that reads one line from the client, then refuses it with access_denied
+/// (what a gateway does to a device its allow-list does not name): OpenSSL opens the alert,
+/// which tether sealed itself under the connection's keys, after the data record before it.
+fn openssl_reads_a_refusal(v: TlsVersion) {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let (port, server) = tether_server(pki.server_config(only(v), true), |r| {
+        let mut sock = r.unwrap();
+        let line = read_line(&mut sock).unwrap();
+        sock.refuse(tether::error::Alert::ACCESS_DENIED).unwrap();
+        line
+    });
+    let mut client = openssl_s_client(
+        port,
+        &SClientOpts {
+            ca_file: Some(pki.ca_pem.clone()),
+            servername: Some("localhost".into()),
+            version: Some(peer_version(v)),
+            cert: Some(pki.client.cert.clone()),
+            key: Some(pki.client.key.clone()),
+            ..SClientOpts::default()
+        },
+    )
+    .unwrap();
+    client
+        .wait_for_output("Verify return code: 0 (ok)", WAIT)
+        .unwrap();
+    client.send_line("let me in").unwrap();
+    assert_eq!(server.join(), "let me in\n");
+    client.wait_for_output("alert access denied", WAIT).unwrap();
+}
+
+#[test]
+fn openssl_reads_a_refusal_tls12() {
+    openssl_reads_a_refusal(Tls12);
+}
+
+#[test]
+fn openssl_reads_a_refusal_tls13() {
+    openssl_reads_a_refusal(Tls13);
+}
+
 // ---------------------------------------------------------------------------------------------
 // tether client -> gnutls-serv (echo)
 

@@ -11,9 +11,15 @@ use std::time::{Duration, Instant};
 
 use tether::Error;
 use tether::TlsVersion::Tls13;
+use tether::error::{Alert, HandshakeError};
 use tether::reconnect::Reconnecting;
 
 use support::*;
+
+/// What the client meets when the server refuses it.
+fn denied() -> Error {
+    Error::Handshake(HandshakeError::AlertReceived(Alert::ACCESS_DENIED))
+}
 
 /// One exchange: 4 bytes out, 4 bytes back; a close before the answer is `Error::Closed`.
 fn ping(socket: &mut tether::net::TcpTlsSocket) -> Result<(), Error> {
@@ -30,8 +36,9 @@ fn ping(socket: &mut tether::net::TcpTlsSocket) -> Result<(), Error> {
 }
 
 /// A TLS 1.3 tether server for `connections` connections: it completes each handshake and
-/// sends close_notify at once (what a gateway does to a device taken off its allow-list),
-/// except connection `answers`, which answers one 4-byte exchange first. Returns the port, the
+/// refuses the client at once with access_denied (what a gateway does to a device its
+/// allow-list does not name), except connection `answers`, which answers one 4-byte exchange
+/// and then closes with close_notify. Returns the port, the
 /// server thread and a client config that trusts it.
 fn server(
     connections: usize,
@@ -51,8 +58,10 @@ fn server(
                 if s.read_exact(&mut buf).is_ok() {
                     let _ = s.write_all(&buf);
                 }
+                let _ = s.close();
+            } else {
+                let _ = s.refuse(Alert::ACCESS_DENIED);
             }
-            let _ = s.close();
         }
     });
     (port, server, pki.client_config(only(Tls13), false))
@@ -60,8 +69,8 @@ fn server(
 
 #[test]
 fn a_server_that_refuses_after_the_tls13_handshake_gets_a_growing_backoff() {
-    // The server completes every handshake, then sends close_notify at once: what a gateway
-    // does to a device taken off its allow-list. In TLS 1.3 each connect succeeds on the
+    // The server completes every handshake, then refuses the client with access_denied: what
+    // a gateway does to a device taken off its allow-list. In TLS 1.3 each connect succeeds on the
     // client's side; the backoff must grow anyway, and max_attempts must end the loop.
     let (port, server, config) = server(4, None);
     let (tx, rx) = mpsc::channel();
@@ -77,7 +86,7 @@ fn a_server_that_refuses_after_the_tls13_handshake_gets_a_growing_backoff() {
     let (result, took, stats) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the client kept reconnecting: max_attempts never ended it");
-    assert_eq!(result, Err(Error::Closed));
+    assert_eq!(result, Err(denied()));
     assert_eq!(stats.connects, 4, "{stats:?}");
     assert_eq!(stats.failures, 4, "{stats:?}");
     // Three delays between four attempts, each at least half of 100, 200, 400 ms.
@@ -111,7 +120,7 @@ fn a_working_link_starts_the_next_outage_at_the_initial_delay() {
     // refuses; give up there.
     let mut link = link.max_attempts(2);
     let start = Instant::now();
-    assert_eq!(link.call(ping), Err(Error::Closed));
+    assert_eq!(link.call(ping), Err(denied()));
     let took = start.elapsed();
     assert!(
         took < Duration::from_millis(400),
