@@ -31,6 +31,12 @@
 //! SIGTERM or Ctrl-C drains: the gateway stops accepting, answers the frames it has received,
 //! sends close_notify on every connection and exits within the drain timeout (a second signal
 //! exits at once).
+//!
+//! SIGHUP reads the certificate, key, device CA, allow-list and ticket key files again at once
+//! (they are also read every `cert-reload`, `allow-reload` and `ticket-reload` seconds) and
+//! installs what changed: `kill -HUP PID` after renewing a certificate or editing the
+//! allow-list. A file that does not parse, or a key that does not match its certificate, keeps
+//! what is in force and logs a warning.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -73,7 +79,7 @@ pub struct Args {
     config: Option<PathBuf>,
     /// The server's certificate chain (PEM). It and --key are read again every --cert-reload
     /// seconds: a renewed certificate found by two reads in a row goes in force for new
-    /// handshakes, without a restart.
+    /// handshakes, without a restart (at once on SIGHUP).
     #[arg(long, value_name = "FILE")]
     cert: Option<PathBuf>,
     /// The server's private key (PEM).
@@ -88,8 +94,8 @@ pub struct Args {
     ca: Option<PathBuf>,
     /// Only these device ids (certificate common names, one a line) may connect. The file is
     /// read again every --allow-reload seconds; a change found by two reads in a row goes in
-    /// force: a device no longer listed is refused (TLS: with the access_denied alert) and its
-    /// open sessions are ended.
+    /// force (at once on SIGHUP): a device no longer listed is refused (TLS: with the
+    /// access_denied alert) and its open sessions are ended.
     #[arg(long, value_name = "FILE")]
     allow: Option<PathBuf>,
     /// Seconds between two reads of --allow [default: 10].
@@ -102,7 +108,8 @@ pub struct Args {
     /// seals, the second still opens), e.g. `head -c 96 /dev/urandom > FILE`.
     #[arg(long, value_name = "FILE")]
     ticket_keys: Option<PathBuf>,
-    /// Seconds between two reads of --ticket-keys (a changed file is installed) [default: 60].
+    /// Seconds between two reads of --ticket-keys (a changed file is installed; at once on
+    /// SIGHUP) [default: 60].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     ticket_reload: Option<Duration>,
     /// Seconds a TLS handshake may take [default: 5].
@@ -733,6 +740,21 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         eprintln!("tether serve: {second} again: exiting without draining");
         std::process::exit(1);
     });
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let reload = gateway.reload_handle();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                say!(
+                    "tether serve: SIGHUP: reading the certificate, key, device CA, allow-list \
+                     and ticket key files again"
+                );
+                reload.reload();
+            }
+        });
+    }
     say!(
         "tether serve: listening on {addr} ({}, {auth}, {crypto}), {dtls}{http}",
         versions(min_tls)

@@ -598,6 +598,85 @@ fn config_file_keys_and_flags_that_override_them() {
     assert!(serve.output().contains("tether serve: SIGINT: draining"));
 }
 
+/// `kill -HUP`: the certificate, the allow-list and the ticket keys are read again at once
+/// (the periodic reads are an hour apart here) and what changed goes in force.
+#[test]
+fn sighup_reads_the_certificate_allow_list_and_ticket_keys_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let allow = dir.path().join("allow.txt");
+    std::fs::write(&allow, "device-1\n").unwrap();
+    let keys = dir.path().join("tickets.bin");
+    std::fs::write(&keys, [7u8; 96]).unwrap();
+    let base = f.tls_args();
+    let paths = [allow.to_str().unwrap(), keys.to_str().unwrap()];
+    let mut serve = Serve::start(
+        &args(
+            &base,
+            &[
+                &LOCAL[..],
+                &["--allow", paths[0], "--ticket-keys", paths[1]],
+                &["--allow-reload", "3600", "--cert-reload", "3600"],
+                &["--ticket-reload", "3600"],
+            ]
+            .concat(),
+        ),
+        dir.path(),
+    );
+    let mut open = serve.connect(&f.client(None));
+    let echo = Frame::new(FrameType::Echo, b"before".to_vec());
+    open.write_all(&encode(std::slice::from_ref(&echo)))
+        .unwrap();
+    assert_eq!(read_frames(&mut open, 1)[0], echo);
+
+    // A renewed certificate, an allow-list without device-1, new ticket keys; then SIGHUP.
+    let pki = tether_pki::Dir::new(dir.path());
+    let renewed = pki
+        .load_ca()
+        .unwrap()
+        .issue_server(
+            &["localhost".into(), "127.0.0.1".into()],
+            &tether_pki::IssueOptions::default(),
+        )
+        .unwrap();
+    pki.write_issued(&pki.server_paths(None).unwrap(), &renewed, true)
+        .unwrap();
+    std::fs::write(&allow, "# nobody\n").unwrap();
+    std::fs::write(&keys, [9u8; 96]).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    serve.wait_for("tether serve: SIGHUP: reading", Duration::from_secs(10));
+    serve.wait_for("installed new ticket keys", Duration::from_secs(10));
+
+    // The open session is ended with access_denied, long before the next periodic read.
+    open.set_io_timeout(Some(Duration::from_secs(10)));
+    let read = open.read(&mut [0u8; 16]);
+    assert!(
+        read.as_ref()
+            .is_err_and(|e| e.to_string().contains("access_denied")),
+        "expected access_denied: {read:?}\n{}",
+        serve.output()
+    );
+    // A new handshake meets the renewed certificate, and the new list refuses the device.
+    let mut again = serve.connect(&f.client(None));
+    assert_eq!(
+        again.session().peer_certificates().unwrap()[0].as_ref(),
+        renewed.cert_der.as_slice()
+    );
+    let _ = again.write_all(&encode(std::slice::from_ref(&echo)));
+    assert!(again.read(&mut [0u8; 16]).is_err());
+    let (_, metrics) = http_get(serve.http.unwrap(), "/metrics");
+    assert!(
+        metrics.contains("tether_certificate_reloads_total{result=\"installed\"} 1"),
+        "{metrics}"
+    );
+    // Still serving: SIGHUP does not stop it.
+    assert!(serve.child.try_wait().unwrap().is_none());
+}
+
 #[test]
 fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub limits: Arc<Limits>,
     pub shutdown: watch::Sender<bool>,
+    /// Moves when a reload of the watched files is asked for ([`ReloadHandle`]).
+    pub reload: watch::Sender<u64>,
     pub started: std::time::Instant,
     /// The allow-list in force (mTLS with an allow-list), replaced when its file changes.
     pub allow: RwLock<Option<Arc<AllowList>>>,
@@ -88,6 +90,28 @@ impl ShutdownHandle {
     /// Whether a drain has started.
     pub fn is_draining(&self) -> bool {
         self.shared.is_draining()
+    }
+}
+
+/// Makes a running gateway read its files again at once (a `SIGHUP` handler's job); clone it
+/// freely.
+///
+/// The files it reads are the ones it reads periodically anyway: the server certificate, key
+/// and device CA (with [`GatewayConfig::identity_files`]), the allow-list
+/// ([`GatewayConfig::allow_file`]) and the ticket key file ([`TicketSource::File`]). A periodic
+/// read installs a change once two reads in a row find it (a file caught half-written is
+/// never installed); a reload asked for installs what it reads at once, since whoever asks has
+/// finished writing. A file that cannot be read or parsed, or a certificate whose key does
+/// not match, keeps what is in force and logs a warning, as at a periodic read.
+#[derive(Clone, Debug)]
+pub struct ReloadHandle {
+    shared: Arc<Shared>,
+}
+
+impl ReloadHandle {
+    /// Asks every file watcher to read its file now.
+    pub fn reload(&self) {
+        self.shared.reload.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -310,6 +334,7 @@ impl Gateway {
             metrics,
             registry: Arc::new(Registry::default()),
             shutdown: watch::Sender::new(false),
+            reload: watch::Sender::new(0),
             started: std::time::Instant::now(),
             allow: RwLock::new(allow),
         });
@@ -352,6 +377,13 @@ impl Gateway {
         }
     }
 
+    /// A handle that makes the gateway read its files again at once.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The gateway's counters (also served at `/metrics`).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()
@@ -383,7 +415,12 @@ impl Gateway {
         } = self;
         let (http_stop, http_stopped) = oneshot::channel::<()>();
         let http_task = http.map(|l| tokio::spawn(http::serve(l, shared.clone(), http_stopped)));
-        let ticket_task = tokio::spawn(rotate_tickets(ticketer, tickets, loaded));
+        let ticket_task = tokio::spawn(rotate_tickets(
+            ticketer,
+            tickets,
+            loaded,
+            shared.reload.subscribe(),
+        ));
         let allow_task = allow_reload
             .map(|(path, every)| tokio::spawn(reload_allow_list(shared.clone(), path, every)));
         let identity_task = identity_reload.map(|(files, every)| {
@@ -533,7 +570,12 @@ async fn bind_dtls(
 }
 
 /// Installs new ticket keys: a generated key per period, or the key file's keys when it changes.
-async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: Option<Keys>) {
+async fn rotate_tickets(
+    ticketer: Arc<Ticketer>,
+    source: TicketSource,
+    loaded: Option<Keys>,
+    mut reload: watch::Receiver<u64>,
+) {
     match source {
         TicketSource::Generated { rotate_every } => loop {
             tokio::time::sleep(rotate_every).await;
@@ -548,10 +590,11 @@ async fn rotate_tickets(ticketer: Arc<Ticketer>, source: TicketSource, loaded: O
             let mut installed = loaded;
             let mut pending = None;
             loop {
-                tokio::time::sleep(reload_every).await;
+                let asked = next_read(reload_every, &mut reload).await;
                 match load_ticket_keys(&path) {
                     Ok(keys) => {
-                        let Some(keys) = settled(&mut pending, installed.as_ref(), keys) else {
+                        let Some(keys) = settled(&mut pending, installed.as_ref(), keys, asked)
+                        else {
                             continue;
                         };
                         let (current, previous) = keys.clone();
@@ -615,8 +658,9 @@ async fn reload_identity(
 ) {
     let mut current = files.read().ok();
     let mut pending = None;
+    let mut reload = shared.reload.subscribe();
     loop {
-        tokio::time::sleep(every).await;
+        let asked = next_read(every, &mut reload).await;
         let read = match files.read() {
             Ok(read) => read,
             Err(e) => {
@@ -626,7 +670,10 @@ async fn reload_identity(
                 continue;
             }
         };
-        let Some(read) = settled(&mut pending, current.as_ref(), read) else {
+        let Some(read) = settled(&mut pending, current.as_ref(), read, asked) else {
+            if asked {
+                tracing::info!("reload: the server certificate, key and device CA are unchanged");
+            }
             continue;
         };
         match install_identity(&shared, &mut policy, &read) {
@@ -715,8 +762,9 @@ fn note_expiry(metrics: &Metrics, leaf: &tether::CertificateDer<'_>) {
 /// are told to close.
 async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) {
     let mut pending: Option<AllowList> = None;
+    let mut reload = shared.reload.subscribe();
     loop {
-        tokio::time::sleep(every).await;
+        let asked = next_read(every, &mut reload).await;
         let list = match AllowList::load(&path) {
             Ok(list) => list,
             Err(e) => {
@@ -728,7 +776,10 @@ async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) 
         };
         {
             let mut current = shared.allow.write().unwrap_or_else(PoisonError::into_inner);
-            let Some(list) = settled(&mut pending, current.as_deref(), list) else {
+            let Some(list) = settled(&mut pending, current.as_deref(), list, asked) else {
+                if asked {
+                    tracing::info!(path = %path.display(), "reload: the allow-list is unchanged");
+                }
                 continue;
             };
             shared.metrics.allow_list(list.len(), true);
@@ -743,14 +794,36 @@ async fn reload_allow_list(shared: Arc<Shared>, path: PathBuf, every: Duration) 
     }
 }
 
+/// Waits until a watched file is due to be read: `every` has passed (false), or a reload was
+/// asked for ([`ReloadHandle`], true).
+async fn next_read(every: Duration, reload: &mut watch::Receiver<u64>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(every) => false,
+        changed = reload.changed() => match changed {
+            Ok(()) => true,
+            // The gateway is gone (it holds the sender): periodic reads only.
+            Err(_) => {
+                tokio::time::sleep(every).await;
+                false
+            }
+        },
+    }
+}
+
 /// What a read of a watched file means: `Some(value)` to install (a change that the previous
-/// read found too), `None` to wait (unchanged, or a change seen once, now `pending`).
-fn settled<T: PartialEq>(pending: &mut Option<T>, current: Option<&T>, read: T) -> Option<T> {
+/// read found too, or any change when the read was `asked` for), `None` to wait (unchanged, or
+/// a change seen once, now `pending`).
+fn settled<T: PartialEq>(
+    pending: &mut Option<T>,
+    current: Option<&T>,
+    read: T,
+    asked: bool,
+) -> Option<T> {
     if current == Some(&read) {
         *pending = None;
         return None;
     }
-    if pending.as_ref() == Some(&read) {
+    if asked || pending.as_ref() == Some(&read) {
         *pending = None;
         return Some(read);
     }
@@ -781,24 +854,36 @@ mod tests {
     fn a_watched_file_changes_only_when_two_reads_agree() {
         let mut pending = None;
         let current = Some(&"a b");
-        assert_eq!(settled(&mut pending, current, "a b"), None);
-        assert_eq!(settled(&mut pending, current, ""), None, "seen once");
+        assert_eq!(settled(&mut pending, current, "a b", false), None);
+        assert_eq!(settled(&mut pending, current, "", false), None, "seen once");
         assert_eq!(
-            settled(&mut pending, current, "a"),
+            settled(&mut pending, current, "a", false),
             None,
             "another change, seen once"
         );
-        assert_eq!(settled(&mut pending, current, "a"), Some("a"));
+        assert_eq!(settled(&mut pending, current, "a", false), Some("a"));
         assert_eq!(pending, None);
         // Back to what is in force: nothing pending any more.
-        assert_eq!(settled(&mut pending, current, "b"), None);
-        assert_eq!(settled(&mut pending, current, "a b"), None);
+        assert_eq!(settled(&mut pending, current, "b", false), None);
+        assert_eq!(settled(&mut pending, current, "a b", false), None);
         assert_eq!(
-            settled(&mut pending, current, "b"),
+            settled(&mut pending, current, "b", false),
             None,
             "the earlier sighting is gone"
         );
-        assert_eq!(settled(&mut pending, current, "b"), Some("b"));
+        assert_eq!(settled(&mut pending, current, "b", false), Some("b"));
+    }
+
+    /// A read asked for (a SIGHUP) installs any change at once; an unchanged file is not a
+    /// change, and a pending sighting does not outlive it.
+    #[test]
+    fn a_read_asked_for_installs_a_change_at_once() {
+        let mut pending = None;
+        let current = Some(&"a b");
+        assert_eq!(settled(&mut pending, current, "a b", true), None);
+        assert_eq!(settled(&mut pending, current, "a", false), None);
+        assert_eq!(settled(&mut pending, current, "b", true), Some("b"));
+        assert_eq!(pending, None);
     }
 
     /// Connections the TLS listener accepts have TCP_NODELAY without a call of their own.

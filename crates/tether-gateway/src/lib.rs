@@ -16,7 +16,8 @@
 //!   gateway behind a balancer, so that a device resumes on any of them).
 //! - [`Gateway`]: [`bind`](Gateway::bind) builds the [`tether::ServerConfig`] and binds both
 //!   listeners; [`run`](Gateway::run) accepts, checks the global and per-IP limits (over a limit:
-//!   closed at once and counted), and spawns one task per connection; a [`ShutdownHandle`]
+//!   closed at once and counted), and spawns one task per connection; a [`ReloadHandle`]
+//!   makes it read its certificate, allow-list and ticket key files at once; a [`ShutdownHandle`]
 //!   drains it.
 //! - The connection task (`conn`): the TLS handshake under the handshake timeout, the device id
 //!   (common name of the client certificate's subject) and the allow-list (a device it refuses
@@ -61,7 +62,7 @@ use std::fmt;
 use std::io;
 
 pub use config::{AllowList, ClientAuthPolicy, DtlsListen, GatewayConfig, TicketSource};
-pub use gateway::{Devices, Gateway, ShutdownHandle};
+pub use gateway::{Devices, Gateway, ReloadHandle, ShutdownHandle};
 pub use metrics::{DtlsDrop, Metrics, TransportMetrics};
 pub use registry::DeviceInfo;
 
