@@ -19,7 +19,7 @@
 //! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `cert-reload`, `ca`,
 //! `allow`, `allow-reload`, `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
 //! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `verified-client-chains`,
-//! `min-tls`, `crypto`, `log-level`). Relative paths in the file are relative to the file's directory. A
+//! `min-tls`, `crypto`, `log-level`, `log-format`). Relative paths in the file are relative to the file's directory. A
 //! flag given on the command line wins over the file. An unknown key or a bad value stops the start with one line naming the key and its
 //! line in the file.
 //!
@@ -147,6 +147,22 @@ pub struct Args {
     /// [default: info].
     #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
     log_level: Option<LogLevel>,
+    /// How log messages are written: `text` (one readable line each) or `json` (one JSON
+    /// object a line, for a log collector: timestamp, level, target and fields such as
+    /// `remote`, `device` and `reason`) [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per message.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--log-level`: `off`, `error`, `warn`, `info`, `debug` or `trace`.
@@ -240,6 +256,7 @@ struct FileConfig {
     crypto: Option<Crypto>,
     #[serde(default, deserialize_with = "de_level")]
     log_level: Option<LogLevel>,
+    log_format: Option<LogFormat>,
 }
 
 struct LevelVisitor;
@@ -443,6 +460,7 @@ struct Plan {
     auth: String,
     dev: bool,
     log_level: Option<tracing::Level>,
+    log_format: LogFormat,
     /// A note about the connection limit and the open-file limit, printed at start.
     limit_note: Option<String>,
 }
@@ -641,6 +659,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         auth,
         dev,
         log_level,
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         limit_note,
     })
 }
@@ -674,11 +693,14 @@ fn device_command_over(addr: SocketAddr, flag: &str) -> String {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = plan(&args)?;
     if let Some(level) = plan.log_level {
-        tracing_subscriber::fmt()
+        let logs = tracing_subscriber::fmt()
             .with_max_level(level)
             .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .init();
+            .with_ansi(false);
+        match plan.log_format {
+            LogFormat::Text => logs.init(),
+            LogFormat::Json => logs.json().init(),
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -684,6 +684,54 @@ fn sighup_reads_the_certificate_allow_list_and_ticket_keys_again_at_once() {
     assert!(serve.child.try_wait().unwrap().is_none());
 }
 
+/// `--log-format json`: every log line is one JSON object a collector can read, with the
+/// message's fields (here a refused device: its address, id and the reason).
+#[test]
+fn json_logs_are_one_object_a_line_with_the_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let allow = dir.path().join("allow.txt");
+    std::fs::write(&allow, "device-9\n").unwrap();
+    let base = f.tls_args();
+    let mut serve = Serve::start(
+        &args(
+            &base,
+            &[
+                &LOCAL[..],
+                &["--allow", allow.to_str().unwrap(), "--log-format", "json"],
+            ]
+            .concat(),
+        ),
+        dir.path(),
+    );
+    let mut s = serve.connect(&f.client(Some(TlsVersion::Tls13)));
+    assert!(s.read(&mut [0u8; 16]).is_err(), "device-1 is not listed");
+    let line = serve.wait_for("device refused", Duration::from_secs(10));
+    let record: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(record["level"], "INFO", "{line}");
+    let fields = &record["fields"];
+    assert_eq!(fields["message"], "device refused", "{line}");
+    assert_eq!(fields["reason"], "not_allowed", "{line}");
+    assert_eq!(fields["device"], "device-1", "{line}");
+    assert!(
+        fields["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    assert!(record["timestamp"].is_string(), "{line}");
+    // Every log line is such an object: only the start-up lines on stdout ("tether serve:
+    // ...") are text.
+    let output = serve.output();
+    let logs: Vec<&str> = output
+        .lines()
+        .filter(|l| !l.starts_with("tether serve: "))
+        .collect();
+    assert!(!logs.is_empty(), "{output}");
+    for l in logs {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+}
+
 #[test]
 fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -734,6 +782,16 @@ fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
     assert!(
         err.contains("invalid value 'boringssl' for '--crypto")
             && err.contains("\"ring\" or \"aws-lc\""),
+        "{err}"
+    );
+
+    let format = write(
+        "format.toml",
+        "log-level = \"info\"\nlog-format = \"xml\"\n",
+    );
+    let err = fails(&["--config", &format], d);
+    assert!(
+        err.contains("line 2") && err.contains("log-format") && err.contains("`json`"),
         "{err}"
     );
 

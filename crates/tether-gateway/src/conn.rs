@@ -80,7 +80,12 @@ pub(crate) async fn serve(
             };
             if let Some(reason) = refused {
                 shared.metrics.handshake_failed(reason);
-                tracing::info!(%remote, device = ?id, reason = reason.name(), "device refused");
+                tracing::info!(
+                    %remote,
+                    device = id.as_deref().unwrap_or("(no common name)"),
+                    reason = reason.name(),
+                    "device refused"
+                );
                 // access_denied, not close_notify: the device learns it is refused, not that
                 // the connection ended for no reason.
                 let _ = conn.session_mut().refuse(Alert::ACCESS_DENIED);
