@@ -422,6 +422,22 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
         self.session.close();
         self.flush().await
     }
+
+    /// Ends an established connection with a fatal alert instead of close_notify (a server
+    /// turning away a peer its policy refuses: [`Alert::ACCESS_DENIED`]); see
+    /// [`Session::refuse`](crate::Session::refuse). Data gathered by `write` and not sent yet
+    /// is dropped; the alert is sent and the transport flushed, and stays open as after
+    /// [`close`](Self::close).
+    ///
+    /// [`Alert::ACCESS_DENIED`]: crate::error::Alert::ACCESS_DENIED
+    pub async fn refuse(&mut self, alert: crate::error::Alert) -> Result<(), Error> {
+        self.settle()?;
+        self.pending = Vec::new();
+        if !self.session.is_close_sent() {
+            self.session.refuse(alert)?;
+        }
+        self.flush().await
+    }
 }
 
 impl<T, C: Clock> embedded_io_async::ErrorType for AsyncTlsSocket<T, C> {

@@ -20,7 +20,7 @@ use embedded_io_async::Write as _;
 use testpeers::{SServerOpts, free_port, openssl_s_server, skip_or_fail};
 use tether::TlsVersion::{self, Tls12, Tls13};
 use tether::asynch::AsyncTlsSocket;
-use tether::error::{HandshakeError, Timeout};
+use tether::error::{Alert, HandshakeError, Timeout};
 use tether::net::StdClock;
 use tether::time::Clock;
 use tether::{ClientConfig, Error, Instant, ServerConfig};
@@ -182,6 +182,44 @@ async fn async_client_to_async_server() {
         // The server's close_notify after ours.
         assert_eq!(within(sock.read(&mut rest)).await.unwrap(), 0);
         assert_eq!(server.await.unwrap(), Some(v));
+    }
+}
+
+/// An async server that reads the client's request and refuses it (access_denied): the client
+/// reads the alert, not a reply and not a close.
+#[tokio::test]
+async fn an_async_server_refuses_a_client_with_an_alert() {
+    for v in VERSIONS {
+        let pki = Pki::new();
+        let server_config: ServerConfig = pki.server_config(only(v), true);
+        let (listener, port) = listen().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = within(listener.accept()).await.unwrap();
+            let mut sock = within(AsyncTlsSocket::accept(
+                FromTokio::new(tcp),
+                &server_config,
+                StdClock::new(),
+            ))
+            .await
+            .unwrap();
+            let line = read_line(&mut sock).await.unwrap();
+            within(sock.refuse(Alert::ACCESS_DENIED)).await.unwrap();
+            // Refused once, closed for good: nothing more is sent.
+            assert_eq!(within(sock.write(b"late")).await, Err(Error::Closed));
+            line
+        });
+        let config = pki.client_config(only(v), true);
+        let mut sock = connect(port, &config).await.unwrap();
+        within(sock.write_all(b"may I?\n")).await.unwrap();
+        within(sock.flush()).await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            within(sock.read(&mut buf)).await,
+            Err(Error::Handshake(HandshakeError::AlertReceived(
+                Alert::ACCESS_DENIED
+            )))
+        );
+        assert_eq!(server.await.unwrap(), "may I?\n");
     }
 }
 
