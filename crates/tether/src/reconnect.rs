@@ -10,6 +10,11 @@
 //!   of `min(max, initial × 2ⁿ)` ("equal jitter"), so retries spread out but never come
 //!   sooner than half the nominal delay. The caller supplies the random number (a hardware
 //!   RNG on an MCU), or uses [`Backoff::next_delay_random`] (ring's system RNG).
+//! - [`refused`]: the peer refusing us by policy after checking who we are (`access_denied`
+//!   from a gateway whose allow-list does not name the device, an alert about our
+//!   certificate). Retryable, but [`Reconnecting`] then waits the backoff's longest delay at
+//!   once ([`Backoff::next_delay_after_refusal`]): a refused fleet does not cost its gateway a
+//!   full handshake per device at every short step of a growing backoff.
 //! - [`retryable`]: which [`Error`]s a reconnect can cure (transport failures, timeouts, a
 //!   closed or truncated connection, a failed handshake) and which it cannot (a rejected
 //!   certificate, a pin or TOFU mismatch, no common TLS version, a bad configuration: those
@@ -22,8 +27,9 @@
 //!   starts again from its initial delay only once a connection has carried an exchange (or
 //!   stayed up for the backoff's maximum), not when a handshake completes: a TLS 1.3 server
 //!   refuses a client after the client's side of the handshake is done (another CA, a device
-//!   taken off an allow-list), and such a device must back off like any other, and give up
-//!   after [`max_attempts`](Reconnecting::max_attempts).
+//!   taken off an allow-list), and such a device must back off like any other (the longest
+//!   delay when it was [`refused`]), and give up after
+//!   [`max_attempts`](Reconnecting::max_attempts).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tether::Error> {
@@ -97,7 +103,19 @@ impl Backoff {
     /// The delay before the next attempt, drawn with `random` from
     /// `[nominal / 2, nominal]`; counts the attempt.
     pub fn next_delay(&mut self, random: u32) -> Duration {
-        let nominal = self.nominal();
+        self.draw(self.nominal(), random)
+    }
+
+    /// The delay before the next attempt after the peer refused us by policy ([`refused`]):
+    /// drawn with `random` from the upper half of the longest delay, whatever the attempt;
+    /// counts the attempt. Trying again sooner would not change the peer's mind, and a fleet
+    /// refused at once (a revoked batch of devices) would cost the gateway a full handshake
+    /// per device at every short step of a growing backoff.
+    pub fn next_delay_after_refusal(&mut self, random: u32) -> Duration {
+        self.draw(self.max, random)
+    }
+
+    fn draw(&mut self, nominal: Duration, random: u32) -> Duration {
         self.attempts = self.attempts.saturating_add(1);
         let half = nominal / 2;
         let spread = u64::try_from((nominal - half).as_micros()).unwrap_or(u64::MAX);
@@ -113,11 +131,9 @@ impl Backoff {
     /// (on an MCU: the getrandom backend the port supplies). Without randomness the delay
     /// is the nominal one.
     pub fn next_delay_random(&mut self) -> Duration {
-        use ring::rand::SecureRandom as _;
-        let mut bytes = [0u8; 4];
-        match ring::rand::SystemRandom::new().fill(&mut bytes) {
-            Ok(()) => self.next_delay(u32::from_le_bytes(bytes)),
-            Err(_) => {
+        match random_u32() {
+            Some(r) => self.next_delay(r),
+            None => {
                 let d = self.nominal();
                 self.attempts = self.attempts.saturating_add(1);
                 d
@@ -134,6 +150,16 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempts = 0;
     }
+}
+
+/// A random number from ring's system RNG, if it has one.
+fn random_u32() -> Option<u32> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 4];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .ok()
+        .map(|()| u32::from_le_bytes(bytes))
 }
 
 impl Default for Backoff {
@@ -167,6 +193,22 @@ pub fn retryable(error: &Error) -> bool {
     }
 }
 
+/// Whether `error` is the peer refusing us by policy after checking who we are: a fatal alert
+/// about our certificate (`bad_certificate`, `unsupported_certificate`, `certificate_revoked`,
+/// `certificate_expired`, `certificate_unknown`, `unknown_ca`), `access_denied` (a device its
+/// gateway's allow-list does not name) or `certificate_required`.
+///
+/// Such an error is [`retryable`] (the peer's operator may admit the device, a renewed
+/// certificate may be installed), but only slowly:
+/// [`Backoff::next_delay_after_refusal`] waits the longest delay.
+pub fn refused(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Handshake(crate::error::HandshakeError::AlertReceived(a))
+            if matches!(a.0, 42..=46 | 48 | 49 | 116)
+    )
+}
+
 #[cfg(feature = "std")]
 pub use self::client::{Reconnecting, Stats};
 
@@ -175,7 +217,7 @@ mod client {
     use alloc::string::{String, ToString as _};
     use core::time::Duration;
 
-    use super::{Backoff, retryable};
+    use super::{Backoff, refused, retryable};
     use crate::error::ConfigError;
     use crate::net::{TcpTlsSocket, connect_named};
     use crate::{ClientConfig, Error};
@@ -309,7 +351,7 @@ mod client {
                         {
                             return Err(e);
                         }
-                        self.sleep();
+                        self.sleep(&e);
                     }
                     Err(e) => {
                         self.socket = None;
@@ -327,8 +369,16 @@ mod client {
             }
         }
 
-        fn sleep(&mut self) {
-            std::thread::sleep(self.backoff.next_delay_random());
+        /// Waits before the next attempt: the backoff's next delay, or its longest after a
+        /// refusal ([`refused`]).
+        fn sleep(&mut self, after: &Error) {
+            let delay = if refused(after) {
+                let r = super::random_u32().unwrap_or(u32::MAX);
+                self.backoff.next_delay_after_refusal(r)
+            } else {
+                self.backoff.next_delay_random()
+            };
+            std::thread::sleep(delay);
         }
 
         fn connect_with_backoff(&mut self) -> Result<TcpTlsSocket, Error> {
@@ -361,7 +411,7 @@ mod client {
                         {
                             return Err(e);
                         }
-                        self.sleep();
+                        self.sleep(&e);
                     }
                     Err(e) => return Err(e),
                 }
@@ -398,6 +448,34 @@ mod tests {
         assert_eq!(b.attempts(), 6);
         b.reset();
         assert_eq!(b.nominal(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_refusal_waits_the_upper_half_of_the_longest_delay_from_the_first_attempt() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(8));
+        assert_eq!(b.next_delay_after_refusal(0), Duration::from_secs(4));
+        // The jitter is `random` modulo the spread (in µs), here all of it.
+        assert_eq!(
+            b.next_delay_after_refusal(4_000_000),
+            Duration::from_secs(8)
+        );
+        assert_eq!(b.attempts(), 2);
+        // The attempts count as any others: a later outage goes on from there.
+        assert_eq!(b.nominal(), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn refusals_are_the_alerts_about_who_we_are() {
+        use crate::error::{Alert, HandshakeError};
+        let alert = |n| Error::Handshake(HandshakeError::AlertReceived(Alert(n)));
+        for n in [42, 43, 44, 45, 46, 48, 49, 116] {
+            assert!(refused(&alert(n)), "{n}");
+            assert!(retryable(&alert(n)), "{n}");
+        }
+        for n in [40, 50, 80, 112] {
+            assert!(!refused(&alert(n)), "{n}");
+        }
+        assert!(!refused(&Error::Closed));
     }
 
     #[test]
