@@ -1059,7 +1059,8 @@ impl Session {
     ///
     /// Fails with [`Error::Closed`] before the handshake has completed, after a failure, or
     /// once close_notify has been queued; with [`Error::Config`] for an alert that is not an
-    /// error (close_notify, user_canceled).
+    /// error (close_notify, user_canceled). Should the keys not be available (rustls refusing
+    /// to hand them over), the session fails with that error and nothing is queued.
     pub fn refuse(&mut self, alert: Alert) -> Result<(), Error> {
         self.check()?;
         if !self.connected || self.close_sent || matches!(self.conn, Conn::Switching) {
@@ -1090,11 +1091,18 @@ impl Session {
         };
         self.close_requested = true;
         self.close_sent = true;
-        self.fail(match sealed {
-            Ok(()) => Error::Closed,
-            Err(e) => record::to_error(e),
-        });
-        Ok(())
+        match sealed {
+            Ok(()) => {
+                self.fail(Error::Closed);
+                Ok(())
+            }
+            // Nothing was queued; the session cannot go on either way.
+            Err(e) => {
+                let e = record::to_error(e);
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
     }
 
     /// True once close_notify has been queued.
