@@ -189,6 +189,27 @@ impl Files {
     }
 }
 
+/// Issues a new server certificate (valid `days`, or the default) from the CA that [`files`]
+/// made in `dir` and writes it over `server.pem` and `server.key`, as `tether pki issue server
+/// --force` does.
+fn renew_server_certificate(dir: &Path, days: Option<u32>) -> tether_pki::Issued {
+    let pki = tether_pki::Dir::new(dir);
+    let issued = pki
+        .load_ca()
+        .unwrap()
+        .issue_server(
+            &["localhost".into(), "127.0.0.1".into()],
+            &tether_pki::IssueOptions {
+                days,
+                ..tether_pki::IssueOptions::default()
+            },
+        )
+        .unwrap();
+    pki.write_issued(&pki.server_paths(None).unwrap(), &issued, true)
+        .unwrap();
+    issued
+}
+
 fn args<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
     base.iter()
         .map(String::as_str)
@@ -466,20 +487,7 @@ fn gateways_behind_haproxy_resume_each_others_sessions_and_survive_a_restart() {
 fn a_server_certificate_near_its_expiry_is_warned_about_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let f = files(dir.path());
-    let pki = tether_pki::Dir::new(dir.path());
-    let short = pki
-        .load_ca()
-        .unwrap()
-        .issue_server(
-            &["localhost".into(), "127.0.0.1".into()],
-            &tether_pki::IssueOptions {
-                days: Some(5),
-                ..tether_pki::IssueOptions::default()
-            },
-        )
-        .unwrap();
-    pki.write_issued(&pki.server_paths(None).unwrap(), &short, true)
-        .unwrap();
+    renew_server_certificate(dir.path(), Some(5));
     let mut serve = Serve::start(&args(&f.tls_args(), &LOCAL), dir.path());
     let line = serve.wait_for("the server certificate expires", Duration::from_secs(10));
     assert!(line.contains("days from now): renew it"), "{line}");
@@ -551,17 +559,7 @@ fn config_file_keys_and_flags_that_override_them() {
     assert_eq!(err.parse_error().unwrap().0, ErrorCode::TooLarge);
     // The certificate files are read again (every 0.2 s here): a renewed server certificate
     // goes in force for new handshakes (each `f.client` is a fresh config: full handshakes).
-    let pki = tether_pki::Dir::new(dir.path());
-    let renewed = pki
-        .load_ca()
-        .unwrap()
-        .issue_server(
-            &["localhost".into(), "127.0.0.1".into()],
-            &tether_pki::IssueOptions::default(),
-        )
-        .unwrap();
-    pki.write_issued(&pki.server_paths(None).unwrap(), &renewed, true)
-        .unwrap();
+    let renewed = renew_server_certificate(dir.path(), None);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let s = serve.connect(&f.client(None));
@@ -630,17 +628,7 @@ fn sighup_reads_the_certificate_allow_list_and_ticket_keys_again_at_once() {
     assert_eq!(read_frames(&mut open, 1)[0], echo);
 
     // A renewed certificate, an allow-list without device-1, new ticket keys; then SIGHUP.
-    let pki = tether_pki::Dir::new(dir.path());
-    let renewed = pki
-        .load_ca()
-        .unwrap()
-        .issue_server(
-            &["localhost".into(), "127.0.0.1".into()],
-            &tether_pki::IssueOptions::default(),
-        )
-        .unwrap();
-    pki.write_issued(&pki.server_paths(None).unwrap(), &renewed, true)
-        .unwrap();
+    let renewed = renew_server_certificate(dir.path(), None);
     std::fs::write(&allow, "# nobody\n").unwrap();
     std::fs::write(&keys, [9u8; 96]).unwrap();
     let status = Command::new("kill")

@@ -88,6 +88,18 @@ async fn connect(port: u16, config: &ClientConfig) -> Result<AsyncTlsSocket<Tcp,
 }
 
 /// Reads until a newline through `embedded_io_async::Read`.
+/// Accepts one TCP connection and completes the server's handshake on it.
+async fn accept(listener: &TcpListener, config: &ServerConfig) -> AsyncTlsSocket<Tcp, StdClock> {
+    let (tcp, _) = within(listener.accept()).await.unwrap();
+    within(AsyncTlsSocket::accept(
+        FromTokio::new(tcp),
+        config,
+        StdClock::new(),
+    ))
+    .await
+    .unwrap()
+}
+
 async fn read_line<R: embedded_io_async::Read>(r: &mut R) -> Result<String, R::Error> {
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
@@ -154,14 +166,7 @@ async fn async_client_to_async_server() {
         let server_config: ServerConfig = pki.server_config(only(v), true);
         let (listener, port) = listen().await;
         let server = tokio::spawn(async move {
-            let (tcp, _) = within(listener.accept()).await.unwrap();
-            let mut sock = within(AsyncTlsSocket::accept(
-                FromTokio::new(tcp),
-                &server_config,
-                StdClock::new(),
-            ))
-            .await
-            .unwrap();
+            let mut sock = accept(&listener, &server_config).await;
             let line = read_line(&mut sock).await.unwrap();
             let reply = line.trim_end().chars().rev().collect::<String>() + "\n";
             within(sock.write_all(reply.as_bytes())).await.unwrap();
@@ -194,14 +199,7 @@ async fn an_async_server_refuses_a_client_with_an_alert() {
         let server_config: ServerConfig = pki.server_config(only(v), true);
         let (listener, port) = listen().await;
         let server = tokio::spawn(async move {
-            let (tcp, _) = within(listener.accept()).await.unwrap();
-            let mut sock = within(AsyncTlsSocket::accept(
-                FromTokio::new(tcp),
-                &server_config,
-                StdClock::new(),
-            ))
-            .await
-            .unwrap();
+            let mut sock = accept(&listener, &server_config).await;
             let line = read_line(&mut sock).await.unwrap();
             within(sock.refuse(Alert::ACCESS_DENIED)).await.unwrap();
             // Refused once, closed for good: nothing more is sent.
@@ -340,14 +338,7 @@ async fn write_buffer_gathers_small_writes_into_one_record() {
         let server_config = pki.server_config(only(Tls13), false);
         let (listener, port) = listen().await;
         let server = tokio::spawn(async move {
-            let (tcp, _) = within(listener.accept()).await.unwrap();
-            let mut sock = within(AsyncTlsSocket::accept(
-                FromTokio::new(tcp),
-                &server_config,
-                StdClock::new(),
-            ))
-            .await
-            .unwrap();
+            let mut sock = accept(&listener, &server_config).await;
             let mut got = Vec::new();
             let mut buf = [0u8; 64];
             loop {
