@@ -160,6 +160,11 @@ impl Sealer {
         })
     }
 
+    /// Seals a fatal alert (level 2) at the end of `out`.
+    fn fatal_alert(&mut self, desc: AlertDescription, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.seal(ContentType::Alert, &[2, u8::from(desc)], out)
+    }
+
     /// Seals one record into `out`, which must hold `data.len() + overhead()`; returns its size.
     fn seal_into(
         &mut self,
@@ -246,7 +251,7 @@ pub(crate) fn seal_fatal_alert<D>(
     out: &mut Vec<u8>,
 ) -> Result<(), Error> {
     let (tls13, limit) = format_of(kernel)?;
-    Sealer::new(tls13, secrets.tx, limit)?.seal(ContentType::Alert, &[2, u8::from(desc)], out)
+    Sealer::new(tls13, secrets.tx, limit)?.fatal_alert(desc, out)
 }
 
 /// Whether the connection is TLS 1.3, and its suite's confidentiality limit.
@@ -567,7 +572,7 @@ impl Records {
         desc: AlertDescription,
         tx: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        self.tx.seal(ContentType::Alert, &[2, u8::from(desc)], tx)
+        self.tx.fatal_alert(desc, tx)
     }
 
     /// Queues close_notify.
@@ -579,7 +584,7 @@ impl Records {
     /// either way).
     pub(crate) fn send_alert_for(&mut self, err: &Error, tx: &mut Vec<u8>) {
         if let Some(desc) = alert_for(err) {
-            let _ = self.tx.seal(ContentType::Alert, &[2, u8::from(desc)], tx);
+            let _ = self.tx.fatal_alert(desc, tx);
         }
     }
 }
