@@ -8,6 +8,7 @@
 //! tether serve ... --dtls-listen 127.0.0.1:5684    # DTLS elsewhere (default: the TLS address, UDP)
 //! tether serve ... --dtls-listen off               # no DTLS listener
 //! tether serve ... --crypto ring                   # ring's key exchange instead of AWS-LC's
+//! tether serve ... --workers 1                     # the whole gateway on one thread
 //! ```
 //!
 //! Devices reach the gateway over TLS (TCP) or DTLS 1.2/1.3 (UDP) with the same certificates,
@@ -19,7 +20,7 @@
 //! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `cert-reload`, `ca`,
 //! `allow`, `allow-reload`, `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
 //! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `verified-client-chains`,
-//! `min-tls`, `crypto`, `log-level`, `log-format`). Relative paths in the file are relative to the file's directory. A
+//! `min-tls`, `crypto`, `workers`, `log-level`, `log-format`). Relative paths in the file are relative to the file's directory. A
 //! flag given on the command line wins over the file. An unknown key or a bad value stops the start with one line naming the key and its
 //! line in the file.
 //!
@@ -142,6 +143,11 @@ pub struct Args {
     /// X25519MLKEM768; ring for the rest) or ring [default: aws-lc].
     #[arg(long, value_name = "aws-lc|ring")]
     crypto: Option<Crypto>,
+    /// Threads that serve connections: 1 runs the whole gateway on one thread, which spends
+    /// less CPU per connection while one core keeps up (no wake-ups of idle threads to share
+    /// work); more use more cores [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    workers: Option<NonZeroUsize>,
     /// Log messages (to stderr) at this level and above: refused devices and drains at `info`,
     /// accept failures (out of descriptors) at `warn`, each failed handshake at `debug`
     /// [default: info].
@@ -254,6 +260,7 @@ struct FileConfig {
     min_tls: Option<TlsVersion>,
     #[serde(default, deserialize_with = "de_crypto")]
     crypto: Option<Crypto>,
+    workers: Option<NonZeroUsize>,
     #[serde(default, deserialize_with = "de_level")]
     log_level: Option<LogLevel>,
     log_format: Option<LogFormat>,
@@ -461,6 +468,8 @@ struct Plan {
     dev: bool,
     log_level: Option<tracing::Level>,
     log_format: LogFormat,
+    /// Threads of the runtime (`--workers`).
+    workers: usize,
     /// A note about the connection limit and the open-file limit, printed at start.
     limit_note: Option<String>,
 }
@@ -660,6 +669,11 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         dev,
         log_level,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        workers: args
+            .workers
+            .or(file.workers)
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get),
         limit_note,
     })
 }
@@ -702,16 +716,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             LogFormat::Json => logs.json().init(),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    // The gateway (its accept loop) runs on a runtime worker, not on this thread: accepted
-    // connections are then usually served by the thread that accepted them, without a
-    // cross-thread wake-up per connection.
-    runtime
-        .block_on(runtime.spawn(serve(plan)))
-        .context("the gateway task failed")??;
+    // One worker: a single-threaded runtime, the gateway on this thread. More: a
+    // multi-threaded runtime, and the gateway (its accept loop) on one of its workers, not on
+    // this thread, so that accepted connections are usually served by the thread that
+    // accepted them, without a cross-thread wake-up per connection.
+    let workers = plan.workers;
+    if workers == 1 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(serve(plan))?;
+    } else {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime
+            .block_on(runtime.spawn(serve(plan)))
+            .context("the gateway task failed")??;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -721,6 +746,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         auth,
         dev,
         limit_note,
+        workers,
         ..
     } = plan;
     if let Some(note) = limit_note {
@@ -778,8 +804,9 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         });
     }
     say!(
-        "tether serve: listening on {addr} ({}, {auth}, {crypto}), {dtls}{http}",
-        versions(min_tls)
+        "tether serve: listening on {addr} ({}, {auth}, {crypto}, {workers} worker{}), {dtls}{http}",
+        versions(min_tls),
+        if workers == 1 { "" } else { "s" }
     );
     gateway.run().await?;
     say!("tether serve: stopped");

@@ -393,8 +393,16 @@ fn idle_waits_for_a_busy_server_to_settle_before_the_held_sample() {
 #[test]
 fn plain_tcp_floor_against_the_echo_server() {
     let dir = tempfile::tempdir().unwrap();
+    // On one thread (a single-threaded runtime), as scripts/bench-gateway measures the floor.
     let echo = Server::start(
-        &["bench", "tcp-echo-server", "--listen", "127.0.0.1:0"],
+        &[
+            "bench",
+            "tcp-echo-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+        ],
         dir.path(),
         "listening on ",
     );

@@ -314,8 +314,14 @@ fn dev_pki_prints_a_device_command_that_works() {
         out.contains("development PKI: made ca, server, device-1 in tether-dev/"),
         "{out}"
     );
-    // aws-lc by default (the gateway's faster library).
-    assert!(out.contains(", aws-lc), "), "{out}");
+    // aws-lc by default (the gateway's faster library), one worker thread per CPU.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let workers = if cpus == 1 {
+        ", aws-lc, 1 worker), ".to_owned()
+    } else {
+        format!(", aws-lc, {cpus} workers), ")
+    };
+    assert!(out.contains(&workers), "{out}");
     let (status, body) = http_get(serve.http.unwrap(), "/health");
     assert_eq!(status, 200);
     assert!(body.contains("\"status\":\"ok\""), "{body}");
@@ -521,6 +527,7 @@ fn config_file_keys_and_flags_that_override_them() {
          idle-timeout = 60\n\
          min-tls = \"1.3\"\n\
          crypto = \"ring\"\n\
+         workers = 1\n\
          allow = \"ids.txt\"\n\
          allow-reload = 0.2\n\
          cert-reload = 0.2\n",
@@ -546,7 +553,12 @@ fn config_file_keys_and_flags_that_override_them() {
         "{}",
         serve.output()
     );
-    assert!(serve.output().contains(", ring), "), "{}", serve.output());
+    // One worker: the whole gateway (connections, file reloads, the drain below) on one thread.
+    assert!(
+        serve.output().contains(", ring, 1 worker), "),
+        "{}",
+        serve.output()
+    );
     let mut s = serve.connect(&f.client(None));
     assert_eq!(s.session().version(), Some(TlsVersion::Tls13));
     // 40 bytes: over the file's 16, under the flag's 64.
@@ -789,6 +801,9 @@ fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
         err.contains("line 1") && err.contains("max-per-ip"),
         "{err}"
     );
+    let no_workers = write("workers.toml", "\nworkers = 0\n");
+    let err = fails(&["--config", &no_workers], d);
+    assert!(err.contains("line 2") && err.contains("workers"), "{err}");
 
     let err = fails(&["--config", "no-such.toml"], d);
     assert!(err.contains("cannot read config no-such.toml"), "{err}");
