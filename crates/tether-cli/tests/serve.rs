@@ -1067,7 +1067,7 @@ fn connect_reports_a_refusal_that_comes_after_a_tls13_handshake() {
     let allow = dir.path().join("allow.txt");
     std::fs::write(&allow, "device-9\n").unwrap();
     let base = f.tls_args();
-    let serve = Serve::start(&args(&base, &LOCAL), dir.path());
+    let mut serve = Serve::start(&args(&base, &LOCAL), dir.path());
     let mut listed_only = Serve::start(
         &args(
             &base,
@@ -1125,6 +1125,34 @@ fn connect_reports_a_refusal_that_comes_after_a_tls13_handshake() {
         err.contains("over DTLS") && err.contains("right after the handshake"),
         "{err}"
     );
+    // A device of another CA over DTLS 1.3: the gateway's alert cannot be protected and the
+    // client must ignore it, but it names it once the silence that follows times out.
+    let stranger = tether_pki::Ca::init(tether_pki::KeyKind::EcdsaP256, "another CA")
+        .unwrap()
+        .issue_client("device-1", &tether_pki::IssueOptions::default())
+        .unwrap();
+    let (stranger_cert, stranger_key) = (dir.path().join("s.pem"), dir.path().join("s.key"));
+    std::fs::write(&stranger_cert, &stranger.cert_pem).unwrap();
+    std::fs::write(&stranger_key, &stranger.key_pem).unwrap();
+    let udp = dtls_addr(&mut serve).expect("a DTLS listener");
+    let (ok, out, err) = connect(
+        udp,
+        &[
+            "--dtls",
+            "--min-tls",
+            "1.3",
+            "--cert",
+            stranger_cert.to_str().unwrap(),
+            "--key",
+            stranger_key.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "a device of another CA, yet (DTLS 1.3): {out}");
+    assert!(
+        err.contains("unknown_ca (48) without protection") && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let (ok, out, err) = connect(serve.tls, &with_cert);
     assert!(ok, "{out}{err}");

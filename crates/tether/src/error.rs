@@ -66,6 +66,11 @@ pub enum HandshakeError {
     AlertReceived(Alert),
     /// The peer closed the transport during the handshake.
     PeerClosed,
+    /// DTLS: the peer went silent after a fatal alert it sent without the protection the
+    /// protocol requires at that point, so the session ignored it (anyone on the path could
+    /// have sent it); most likely the peer refused us for the reason it names. Reported when
+    /// the handshake, or a read that follows it, times out.
+    UnauthenticatedAlert(Alert),
     /// The peers share no cipher suite, key-exchange group or signature scheme.
     NoCommonAlgorithms(String),
     /// Anything else rustls reported, rendered as text.
@@ -302,6 +307,12 @@ impl fmt::Display for HandshakeError {
             HandshakeError::AlertReceived(a) => {
                 write!(f, "the peer sent alert {a}; {}", a.hint())
             }
+            HandshakeError::UnauthenticatedAlert(a) => write!(
+                f,
+                "no answer from the peer after it sent alert {a} without protection (ignored, \
+                 as anyone on the path could forge one); it most likely refused us: {}",
+                a.hint()
+            ),
             HandshakeError::PeerClosed => write!(
                 f,
                 "the peer closed the connection during the handshake; check it speaks TLS and \

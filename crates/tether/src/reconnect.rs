@@ -196,7 +196,9 @@ pub fn retryable(error: &Error) -> bool {
 /// Whether `error` is the peer refusing us by policy after checking who we are: a fatal alert
 /// about our certificate (`bad_certificate`, `unsupported_certificate`, `certificate_revoked`,
 /// `certificate_expired`, `certificate_unknown`, `unknown_ca`), `access_denied` (a device its
-/// gateway's allow-list does not name) or `certificate_required`.
+/// gateway's allow-list does not name) or `certificate_required`; also such an alert sent
+/// without protection after which the peer went silent (a DTLS 1.3 server that refused our
+/// certificate, [`HandshakeError::UnauthenticatedAlert`](crate::error::HandshakeError::UnauthenticatedAlert)).
 ///
 /// Such an error is [`retryable`] (the peer's operator may admit the device, a renewed
 /// certificate may be installed), but only slowly:
@@ -204,8 +206,10 @@ pub fn retryable(error: &Error) -> bool {
 pub fn refused(error: &Error) -> bool {
     matches!(
         error,
-        Error::Handshake(crate::error::HandshakeError::AlertReceived(a))
-            if matches!(a.0, 42..=46 | 48 | 49 | 116)
+        Error::Handshake(
+            crate::error::HandshakeError::AlertReceived(a)
+                | crate::error::HandshakeError::UnauthenticatedAlert(a)
+        ) if matches!(a.0, 42..=46 | 48 | 49 | 116)
     )
 }
 
@@ -475,6 +479,10 @@ mod tests {
         for n in [40, 50, 80, 112] {
             assert!(!refused(&alert(n)), "{n}");
         }
+        // The same alerts sent without protection, then silence (a DTLS 1.3 refusal).
+        let silent = |n| Error::Handshake(HandshakeError::UnauthenticatedAlert(Alert(n)));
+        assert!(refused(&silent(48)) && retryable(&silent(48)));
+        assert!(!refused(&silent(40)));
         assert!(!refused(&Error::Closed));
     }
 

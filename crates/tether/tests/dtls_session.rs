@@ -285,6 +285,19 @@ fn client_certificates_are_verified_by_the_server() {
         assert_refused(&mut pair, false, |e| {
             matches!(e, Error::Certificate(CertificateError::UnknownIssuer))
         });
+        // The client is told why: DTLS 1.2 reads the server's unprotected unknown_ca; DTLS 1.3
+        // must ignore it (its flight is protected by then), keeps it, and reports it as the
+        // likely reason when the silence that follows times out.
+        let _ = pair.settle();
+        if v == V12 {
+            assert_eq!(
+                pair.client.error(),
+                Some(&Error::Handshake(HandshakeError::AlertReceived(Alert(48))))
+            );
+        } else {
+            assert_eq!(pair.client.error(), None);
+            assert_eq!(pair.client.unauthenticated_alert(), Some(Alert(48)));
+        }
 
         // No client identity: the throwaway certificate is refused the same way.
         let anonymous = client_config(&pki, v, false);
@@ -448,6 +461,90 @@ fn handshake_deadline_fails_with_timeout() {
     assert_eq!(
         c.handle_datagram(t, b"late"),
         Err(Error::Timeout(Timeout::Handshake))
+    );
+}
+
+/// A DTLS record: content type, DTLS 1.2 version bytes, epoch 0, sequence number, body.
+fn plaintext_record(content_type: u8, sequence: u8, body: &[u8]) -> Vec<u8> {
+    let mut r = vec![content_type, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, sequence];
+    r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+/// DTLS 1.3: a fatal alert in plaintext once the handshake is encrypted is ignored (anyone could
+/// forge it), not acted on; if the handshake then times out, the error names it; the peer's
+/// data after it makes the session forget it.
+#[test]
+fn an_unprotected_alert_is_ignored_and_named_when_the_silence_times_out() {
+    let pki = Pki::new();
+    let forged = plaintext_record(21, 40, &[2, 49]); // fatal access_denied
+
+    // Connected: ignored, kept, then forgotten when the server's data arrives.
+    let mut pair = Pair::new(
+        &client_config(&pki, V13, false),
+        "localhost",
+        &server_config(&pki, V13, false),
+    );
+    pair.handshake().unwrap();
+    pair.client.handle_datagram(pair.now, &forged).unwrap();
+    assert_eq!(pair.client.unauthenticated_alert(), Some(Alert(49)));
+    assert!(!pair.client.is_failed());
+    pair.server.send(b"still here").unwrap();
+    pair.settle().unwrap();
+    assert_eq!(pair.client_got, vec![b"still here".to_vec()]);
+    assert_eq!(pair.client.unauthenticated_alert(), None);
+
+    // Handshaking: the server's first answer arrives, the rest of its flight never does.
+    let client = client_builder(pki.trust(), V13)
+        .handshake_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    // A small MTU: the server's flight takes several datagrams, the ServerHello the first.
+    let server = dtls::ServerConfig::builder(pki.server.identity())
+        .versions(V13.0, V13.1)
+        .mtu(256)
+        .build()
+        .unwrap();
+    let mut pair = Pair::new(&client, "localhost", &server);
+    let mut cut = false;
+    for _ in 0..10 {
+        while let Some(d) = pair.client.pop_datagram() {
+            pair.server.handle_datagram(pair.now, &d).unwrap();
+        }
+        let flight: Vec<_> = std::iter::from_fn(|| pair.server.pop_datagram()).collect();
+        // A one-datagram answer (the cookie request) goes whole; of the ServerHello's flight,
+        // only the first datagram.
+        cut = flight.len() > 1;
+        for d in flight.iter().take(if cut { 1 } else { flight.len() }) {
+            pair.client.handle_datagram(pair.now, d).unwrap();
+        }
+        if cut {
+            break;
+        }
+    }
+    assert!(cut, "the server's flight fit one datagram");
+    assert!(pair.client.is_handshaking());
+    pair.client.handle_datagram(pair.now, &forged).unwrap();
+    assert_eq!(pair.client.unauthenticated_alert(), Some(Alert(49)));
+    let deadline = pair.now + Duration::from_secs(3);
+    let mut t = pair.now;
+    while t < deadline {
+        t = pair.client.poll_timeout().expect("a timer").max(t);
+        if pair.client.handle_timeout(t).is_err() {
+            break;
+        }
+        while pair.client.pop_datagram().is_some() {}
+    }
+    let err = pair.client.error().cloned().expect("timed out");
+    assert_eq!(
+        err,
+        Error::Handshake(HandshakeError::UnauthenticatedAlert(Alert(49)))
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("access_denied") && text.contains("without protection"),
+        "{text}"
     );
 }
 

@@ -31,6 +31,17 @@
 //! A session that fails stays failed: every later call returns the same error, and any alert it
 //! queued is still returned by `poll_datagram`.
 //!
+//! # Alerts without protection
+//!
+//! Once a DTLS 1.3 handshake has keys, a fatal alert must come encrypted: a plaintext one is
+//! ignored (RFC 9147), as anyone who can send a datagram could forge it. A server that refuses
+//! a client's certificate may still send one (dimpl does: it has no call to seal an alert), and
+//! the client, connected in its own eyes after its last flight, then hears nothing more. A
+//! client session keeps the last such alert it ignored ([`Session::unauthenticated_alert`],
+//! forgotten when the peer's data arrives after it): a handshake that then times out fails with
+//! [`HandshakeError::UnauthenticatedAlert`] instead of a bare timeout, and the socket's reads
+//! that time out say the same, so that a refused device can tell why.
+//!
 //! # Time
 //!
 //! tether passes time as [`Instant`] (from the driver's origin); dimpl wants
@@ -179,6 +190,9 @@ pub struct Session {
     observed: Observed,
     /// Highest epoch-0 sequence number sent, for an unprotected alert after it.
     epoch0_sequence: Option<u64>,
+    /// A client's: the last plaintext fatal alert the engine ignored, until the peer's data
+    /// arrives after it (see the module docs).
+    unauthenticated_alert: Option<Alert>,
     handshake_duration: Option<Duration>,
     error: Option<Error>,
     /// dimpl panicked: never call it again.
@@ -303,6 +317,7 @@ impl Session {
             version: None,
             observed: Observed::default(),
             epoch0_sequence: None,
+            unauthenticated_alert: None,
             handshake_duration: None,
             error: None,
             poisoned: false,
@@ -457,6 +472,9 @@ impl Session {
                 Out::Data(place) => {
                     let d = place.take(work, *size);
                     if self.connected {
+                        // Authenticated data from the peer: an alert before it was not its
+                        // last word.
+                        self.unauthenticated_alert = None;
                         if !d.is_empty() {
                             self.rx.push_back(d);
                         }
@@ -631,7 +649,23 @@ impl Session {
             self.check()?;
         }
         self.run(|d, _| d.handle_packet(datagram));
-        self.check()
+        self.check()?;
+        if self.side == Side::Client
+            && let Some(description) = wire::plaintext_fatal_alert(datagram)
+        {
+            // The engine ignored it (it would have failed the session otherwise).
+            self.unauthenticated_alert = Some(Alert(description));
+        }
+        Ok(())
+    }
+
+    /// A client's: the last fatal alert the peer sent without protection where DTLS requires
+    /// one, which the session ignored (anyone on the path could have sent it); `None` again once
+    /// the peer's data arrives after it. A DTLS 1.3 server that refuses the client's
+    /// certificate may say so only this way: when the connection then goes silent, this is the
+    /// likely reason. See the [module docs](self).
+    pub fn unauthenticated_alert(&self) -> Option<Alert> {
+        self.unauthenticated_alert
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called (a
@@ -656,7 +690,10 @@ impl Session {
         if let Some(deadline) = self.deadline
             && self.last_now >= deadline
         {
-            self.fail(Error::Timeout(Timeout::Handshake));
+            self.fail(match self.unauthenticated_alert {
+                Some(a) => Error::Handshake(HandshakeError::UnauthenticatedAlert(a)),
+                None => Error::Timeout(Timeout::Handshake),
+            });
             return self.check();
         }
         self.run(|d, t| d.handle_timeout(t));

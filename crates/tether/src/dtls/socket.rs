@@ -10,7 +10,9 @@
 //!   receive is bounded ([`DatagramTransport::set_read_timeout`]) by the next retransmission,
 //!   the handshake deadline, or the I/O timeout set with
 //!   [`set_io_timeout`](DtlsSocket::set_io_timeout); when the handshake deadline or the I/O
-//!   timeout passes the call fails with [`Error::Timeout`].
+//!   timeout passes the call fails with [`Error::Timeout`] (or, when the peer had sent a
+//!   fatal alert the session had to ignore, [`HandshakeError::UnauthenticatedAlert`] naming
+//!   it: see [`Session::unauthenticated_alert`](super::Session::unauthenticated_alert)).
 //! - **Non-blocking**: after [`set_nonblocking(true)`](DtlsSocket::set_nonblocking) every call
 //!   returns [`Error::Transport(WouldBlock)`](crate::error::TransportError::WouldBlock) (test
 //!   with [`Error::is_would_block`]) when it cannot finish now; call it again when the transport
@@ -44,7 +46,7 @@ use std::net::{ToSocketAddrs, UdpSocket};
 
 use super::config::{ClientConfig, ServerConfig};
 use super::session::Session;
-use crate::error::{ConfigError, Error, Timeout, TransportError};
+use crate::error::{ConfigError, Error, HandshakeError, Timeout, TransportError};
 use crate::net::StdClock;
 use crate::session::Recv;
 use crate::socket::TransportMode;
@@ -295,7 +297,11 @@ impl<T: DatagramTransport, C: Clock> DtlsSocket<T, C> {
         if let Some(d) = self.deadline(start)
             && now >= d
         {
-            return Err(Error::Timeout(Timeout::Io));
+            // Silence after an alert the session had to ignore: say what it was.
+            return Err(match self.session.unauthenticated_alert() {
+                Some(a) => Error::Handshake(HandshakeError::UnauthenticatedAlert(a)),
+                None => Error::Timeout(Timeout::Io),
+            });
         }
         self.flush_out()?;
         if self.nonblocking {
