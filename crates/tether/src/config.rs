@@ -363,7 +363,9 @@ macro_rules! common_setters {
             self
         }
 
-        /// Turns session resumption on (default) or off.
+        /// Turns session resumption on (default) or off. A client with it off also asks TLS 1.3
+        /// servers for no session tickets (RFC 9149 `ticket_request`), which saves a server
+        /// that honours it the work of sealing tickets nobody will use.
         pub fn resumption(mut self, on: bool) -> Self {
             self.common.resumption = on;
             self
@@ -505,6 +507,13 @@ impl ClientConfigBuilder {
         config.resumption = if c.resumption {
             rustls::client::Resumption::store(Arc::new(ClientSessionCache::new(self.cache_size)))
         } else {
+            // RFC 9149 ticket_request: a client that never resumes asks for no TLS 1.3
+            // tickets, so that a server that honours the request (tether's does) spends no
+            // seal, record or write on them. Servers that do not know it ignore it.
+            config.send_ticket_request = Some(rustls::client::TicketRequest {
+                new_session_count: 0,
+                resumption_count: 0,
+            });
             rustls::client::Resumption::disabled()
         };
         let detailed = !parts.trust.pins.is_empty() || parts.trust.tofu.is_some();
@@ -588,7 +597,8 @@ impl ServerConfigBuilder {
     /// is enough; it saves a record, a seal and a socket write per handshake. Raise it for
     /// clients that open several connections in parallel from one handshake's tickets (each
     /// TLS 1.3 ticket is used once). 0 sends none (TLS 1.3 clients then cannot resume; TLS 1.2
-    /// resumption is unaffected).
+    /// resumption is unaffected). A client that asks for fewer (RFC 9149 `ticket_request`;
+    /// a tether client with resumption off asks for none) gets what it asks for.
     pub fn tls13_tickets(mut self, per_handshake: usize) -> Self {
         self.tickets_per_handshake = per_handshake;
         self
@@ -661,6 +671,9 @@ impl ServerConfigBuilder {
                 None => Arc::new(Ticketer::generate()?),
             };
             config.send_tls13_tickets = self.tickets_per_handshake;
+            // A client's RFC 9149 ticket_request is honoured up to that number: one that
+            // will not resume asks for none and gets none.
+            config.max_tls13_tickets = self.tickets_per_handshake;
         } else {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
             config.send_tls13_tickets = 0;

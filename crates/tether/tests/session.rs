@@ -645,6 +645,44 @@ fn tls13_tickets_per_handshake() {
     }
 }
 
+/// RFC 9149: a client with resumption off asks for no TLS 1.3 tickets and a tether server
+/// sends none; a client that resumes gets the server's number.
+#[test]
+fn a_client_that_does_not_resume_asks_for_no_tls13_tickets() {
+    let server_sent = |resumption: bool, tickets: Option<usize>| {
+        let cc = ClientConfig::builder(ca_trust())
+            .versions(TlsVersion::Tls13, TlsVersion::Tls13)
+            .resumption(resumption)
+            .build()
+            .unwrap();
+        let mut b = ServerConfig::builder(identity("server"))
+            .versions(TlsVersion::Tls13, TlsVersion::Tls13);
+        if let Some(n) = tickets {
+            b = b.tls13_tickets(n);
+        }
+        let mut p = Pair::new(&cc, "localhost", &b.build().unwrap());
+        p.handshake().unwrap();
+        p.run().unwrap();
+        p.server_sent
+    };
+    // The handshake alone (ECDSA signatures vary by a few bytes in length).
+    let bare = server_sent(true, Some(0));
+    let close = |a: usize, b: usize| a.abs_diff(b) < 8;
+    for tickets in [None, Some(1), Some(3)] {
+        let asked_none = server_sent(false, tickets);
+        assert!(
+            close(asked_none, bare),
+            "{tickets:?}: {asked_none} vs {bare}"
+        );
+    }
+    // A NewSessionTicket record is well over 100 bytes.
+    let one = server_sent(true, None);
+    let three = server_sent(true, Some(3));
+    assert!(one > bare + 100, "{one} vs {bare}");
+    // Three tickets (they may share a record).
+    assert!(three > one + 2 * 100, "{three}, {one}, {bare}");
+}
+
 #[test]
 fn tickets_shared_between_servers_with_one_key() {
     let key = tether::TicketKey::from_bytes(&[42u8; 48]).unwrap();

@@ -68,6 +68,8 @@ pub struct Pair {
     /// Application data each side received.
     pub client_got: Vec<u8>,
     pub server_got: Vec<u8>,
+    /// Bytes the server has sent in all (handshake, tickets, records).
+    pub server_sent: usize,
 }
 
 impl Pair {
@@ -81,6 +83,7 @@ impl Pair {
             s2c: Vec::new(),
             client_got: Vec::new(),
             server_got: Vec::new(),
+            server_sent: 0,
         }
     }
 
@@ -107,6 +110,7 @@ impl Pair {
         let moved = !self.c2s.is_empty() || !self.s2c.is_empty();
         let c2s = std::mem::take(&mut self.c2s);
         let s2c = std::mem::take(&mut self.s2c);
+        self.server_sent += s2c.len();
         let rs = self.server.handle_input(self.now, &c2s);
         let rc = self.client.handle_input(self.now, &s2c);
         Self::drain(&mut self.client, &mut self.client_got);
