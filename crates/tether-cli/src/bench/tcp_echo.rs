@@ -19,7 +19,8 @@ pub struct Args {
     /// Address to listen on (port 0: any free port, printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Runtime threads [default: the number of CPUs].
+    /// Runtime threads; 1 is a single-threaded runtime, like `tether serve --workers 1`
+    /// [default: the number of CPUs].
     #[arg(long, value_name = "N", value_parser = super::parse_count)]
     threads: Option<usize>,
 }
