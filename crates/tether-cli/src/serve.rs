@@ -146,7 +146,7 @@ pub struct Args {
     /// Threads that serve connections: 1 runs the whole gateway on one thread, which spends
     /// less CPU per connection while one core keeps up (no wake-ups of idle threads to share
     /// work); more use more cores [default: the number of CPUs].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
     workers: Option<NonZeroUsize>,
     /// Log messages (to stderr) at this level and above: refused devices and drains at `info`,
     /// accept failures (out of descriptors) at `warn`, each failed handshake at `debug`
@@ -174,6 +174,12 @@ pub enum LogFormat {
 /// `--log-level`: `off`, `error`, `warn`, `info`, `debug` or `trace`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogLevel(Option<tracing::Level>);
+
+fn parse_workers(s: &str) -> Result<NonZeroUsize, String> {
+    s.parse::<NonZeroUsize>().map_err(|_| {
+        format!("{s:?} is not a whole number of at least 1 (1 runs the gateway on one thread)")
+    })
+}
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
     if s.eq_ignore_ascii_case("off") {

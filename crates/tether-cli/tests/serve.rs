@@ -801,6 +801,18 @@ fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
         err.contains("line 1") && err.contains("max-per-ip"),
         "{err}"
     );
+    let out = Command::new(TETHER)
+        .args(["serve", "--workers", "0"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid value '0' for '--workers")
+            && err.contains("whole number of at least 1"),
+        "{err}"
+    );
     let no_workers = write("workers.toml", "\nworkers = 0\n");
     let err = fails(&["--config", &no_workers], d);
     assert!(err.contains("line 2") && err.contains("workers"), "{err}");
