@@ -158,7 +158,9 @@ fn host_of(target: &str) -> anyhow::Result<&str> {
         .rsplit_once(':')
         .with_context(|| format!("{target:?} is not HOST:PORT"))?;
     port.parse::<u16>()
-        .with_context(|| format!("{port:?} in {target:?} is not a port number"))?;
+        .ok()
+        .filter(|p| *p != 0)
+        .with_context(|| format!("{port:?} in {target:?} is not a port number: use 1 to 65535"))?;
     Ok(host.trim_start_matches('[').trim_end_matches(']'))
 }
 

@@ -152,6 +152,17 @@ fn connect_rejects_bad_flags_clearly() {
     let o = tether(&["connect", "no-port-here"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("HOST:PORT"), "{:?}", text(&o));
+    for port in ["0", "99999", "http"] {
+        let o = tether(&["connect", &format!("localhost:{port}")]);
+        assert!(!o.status.success());
+        let err = text(&o).1;
+        assert!(
+            err.contains(&format!(
+                "\"{port}\" in \"localhost:{port}\" is not a port number: use 1 to 65535"
+            )),
+            "{err}"
+        );
+    }
     let o = tether(&["connect", "localhost:1", "--min-tls", "1.1"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("use 1.2 or 1.3"), "{:?}", text(&o));
