@@ -51,7 +51,8 @@
 //! and fails with the same errors and alerts. A server session keeps rustls' record layer.
 //!
 //! [`read_size`](Session::read_size) tells a driver how much to read so that the read which
-//! completes a large record takes nothing past it; records that a server keeps small
+//! completes a large record takes nothing past it, and so that a handshake message split over
+//! records waits without a spare chunk beside it; records that a server keeps small
 //! ([`ServerConfig`]'s `max_record_size`) keep every buffer small. docs/PERFORMANCE.md
 //! ("Device RAM") has the figures.
 
@@ -156,6 +157,9 @@ pub struct Session {
     /// in place in a record that takes `incoming[..window_record]`.
     window: (usize, usize),
     window_record: usize,
+    /// During the handshake: where the first record starts that rustls has not been given
+    /// whole (`incoming[handshake_raw..]` is input as received: part of one record).
+    handshake_raw: usize,
     /// rustls holds decrypted data that `recv` has not asked for yet.
     rustls_holds_plain: bool,
     /// A client keeps the server's chain once established (`keep_peer_certificates`).
@@ -436,6 +440,7 @@ impl Session {
             plain_pos: 0,
             window: (0, 0),
             window_record: 0,
+            handshake_raw: 0,
             rustls_holds_plain: false,
             keep_peer_certificates: true,
             deadline: Some(now + timeout),
@@ -484,6 +489,7 @@ impl Session {
         if matches!(self.conn, Conn::Records(_)) {
             return self.drive_records(work);
         }
+        self.skip_whole_records();
         let mut may_write = false;
         let mut guard = 0u32;
         while self.error.is_none() {
@@ -536,6 +542,21 @@ impl Session {
             self.switch_to_records();
         }
         may_write
+    }
+
+    /// Moves `handshake_raw` past the whole records of the committed input, before rustls
+    /// sees them (it decrypts and joins them in place; bytes past the last whole record it
+    /// leaves as they came).
+    fn skip_whole_records(&mut self) {
+        let mut pos = self.handshake_raw.min(self.incoming.len());
+        while let Some(h) = self.incoming.get(pos..pos + 5) {
+            let end = pos + 5 + usize::from(u16::from_be_bytes([h[3], h[4]]));
+            if end > self.incoming.len() {
+                break;
+            }
+            pos = end;
+        }
+        self.handshake_raw = pos;
     }
 
     /// True when rustls has consumed every whole record of the (committed) input: what is left,
@@ -716,7 +737,9 @@ impl Session {
             handle_state(c.process_tls_records(incoming), &mut bufs, work)
         }, else (0, Step::Idle { may_write: false }));
         self.rustls_holds_plain = bufs.held;
-        self.incoming.drain(..discard.min(self.incoming.len()));
+        let discard = discard.min(self.incoming.len());
+        self.incoming.drain(..discard);
+        self.handshake_raw = self.handshake_raw.saturating_sub(discard);
         // What is left is the start of the next record: do not keep a full record's capacity
         // around it (the next read grows it again, exactly).
         if self.incoming.capacity() - self.incoming.len() > SPARE_INPUT {
@@ -767,6 +790,7 @@ impl Session {
         self.incoming = Vec::new();
         self.window = (0, 0);
         self.window_record = 0;
+        self.handshake_raw = 0;
         self.input_reserved = 0;
     }
 
@@ -793,16 +817,38 @@ impl Session {
         self.after_input()
     }
 
-    /// How many bytes to read from the transport next, given reads of up to `chunk`: `chunk`,
-    /// except when an established client is collecting a record larger than `chunk`, where
-    /// it is at most what that record still lacks, so that the read that completes it takes
-    /// nothing past it and the input buffer holds one record, not a record and a chunk.
-    /// (A record that fits one read keeps whole reads: no extra read per record.)
+    /// How many bytes to read from the transport next, given reads of up to `chunk`.
+    ///
+    /// - During the handshake, `chunk`, except while a record is partly read (then at most
+    ///   what it lacks) or while rustls holds the first records of a handshake message split
+    ///   over several (then the next record's 5-byte header, and what it lacks): the input
+    ///   buffer holds that message's records and no spare chunk past them. That moment is the
+    ///   peak of a client whose server sends small records (its Certificate message split
+    ///   over two of them); a chunk fewer there, for a read or two more per handshake.
+    /// - After it, `chunk`, except when an established client is collecting a record larger
+    ///   than `chunk`, where it is at most what that record still lacks, so that the read
+    ///   that completes it takes nothing past it and the input buffer holds one record, not
+    ///   a record and a chunk. (A record that fits one read keeps whole reads: no extra read
+    ///   per record.)
     pub fn read_size(&self, chunk: usize) -> usize {
-        if !matches!(self.conn, Conn::Records(_)) {
-            return chunk;
-        }
         let committed = &self.incoming[..self.incoming.len() - self.input_reserved];
+        if !matches!(self.conn, Conn::Records(_)) {
+            if self.connected || self.error.is_some() {
+                return chunk;
+            }
+            let held = self.handshake_raw.min(committed.len());
+            let partial = &committed[held..];
+            let lacks = match partial.get(..5) {
+                Some(h) => (5 + usize::from(u16::from_be_bytes([h[3], h[4]])))
+                    .saturating_sub(partial.len()),
+                None if held > 0 => 5 - partial.len(),
+                None => 0,
+            };
+            return match lacks {
+                0 => chunk,
+                n => n.min(chunk),
+            };
+        }
         let start = if self.window.0 < self.window.1 {
             self.window_record
         } else {
@@ -841,6 +887,7 @@ impl Session {
         self.check()?;
         if self.peer_closed {
             self.incoming.clear();
+            self.handshake_raw = 0;
             return Ok(());
         }
         self.after_input()

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{V13, client_config, send_all, server_config};
+use common::{V13, client_config, data, send_all, server_config};
 use std::sync::Mutex;
 
-use tether::{Event, Instant, Recv, Session};
+use tether::{Event, Identity, Instant, Recv, ServerConfig, Session};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -160,4 +160,85 @@ fn a_record_waiting_for_recv_is_kept_when_the_client_closes_first() {
     }
     assert_eq!(got, data);
     assert!(client.is_peer_closed());
+}
+
+/// Everything `s` has queued to send.
+fn take_output(s: &mut Session) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.poll_transmit(&mut buf);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Transport reads of the handshake test, and the server's record size there (as in the
+/// device RAM benchmark's case (b)): the server's flight, with its chain of two certificates,
+/// takes two reads, and its Certificate message two records.
+const HS_CHUNK: usize = 1024;
+const HS_RECORD: usize = 1024;
+
+/// The client's peak heap (dhat) while it takes a server's first flight of small records
+/// (its Certificate message split over several) in reads of at most `HS_CHUNK`, each read
+/// sized by `size(client)`.
+fn handshake_peak(size: fn(&Session) -> usize) -> u64 {
+    let now = Instant::from_millis(1_000);
+    let chain = [data("server.pem"), data("ca.pem")].concat();
+    let identity = Identity::from_pem(&chain, &data("server.key")).unwrap();
+    let server_config = ServerConfig::builder(identity)
+        .versions(V13.0, V13.1)
+        .max_record_size(HS_RECORD)
+        .build()
+        .unwrap();
+    let mut server = Session::server(&server_config, now).unwrap();
+    let mut client = Session::client(&client_config(V13, false), "localhost", now).unwrap();
+    let hello = take_output(&mut client);
+    server.handle_input(now, &hello).unwrap();
+    let flight = take_output(&mut server);
+    assert!(
+        flight.len() > HS_CHUNK,
+        "the flight fits one read: {} bytes",
+        flight.len()
+    );
+
+    let profiler = dhat::Profiler::builder().testing().build();
+    let mut fed = 0;
+    while client.is_handshaking() {
+        assert!(
+            fed < flight.len(),
+            "the client wants more than the whole flight"
+        );
+        let want = size(&client);
+        assert!(want > 0, "read_size asked for nothing");
+        let n = (flight.len() - fed).min(want);
+        client.input_buffer(want)[..n].copy_from_slice(&flight[fed..fed + n]);
+        client.commit_input(now, n).expect("the flight");
+        fed += n;
+        drop(take_output(&mut client));
+    }
+    let peak = dhat::HeapStats::get().max_bytes as u64;
+    drop(profiler);
+    assert_eq!(
+        fed,
+        flight.len(),
+        "the client read past its server's flight"
+    );
+    peak
+}
+
+#[test]
+fn a_handshake_read_by_read_size_holds_no_spare_chunk() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let whole_chunks = handshake_peak(|_| HS_CHUNK);
+    let sized = handshake_peak(|c| c.read_size(HS_CHUNK));
+    // While rustls holds the first records of the split Certificate message, the sized reads
+    // take the next record (header, then the rest) instead of reserving a whole chunk past
+    // what is held.
+    assert!(
+        sized + 512 < whole_chunks,
+        "peak with read_size {sized} bytes, with whole {HS_CHUNK}-byte reads {whole_chunks} bytes"
+    );
 }
