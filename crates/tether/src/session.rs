@@ -930,6 +930,9 @@ impl Session {
     /// Copies bytes to send to the transport into `out`; returns how many (0: nothing to send).
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> usize {
+        if self.holds_ccs() {
+            return 0;
+        }
         let pending = &self.tx[self.tx_pos..];
         let n = pending.len().min(out.len());
         out[..n].copy_from_slice(&pending[..n]);
@@ -941,15 +944,34 @@ impl Session {
         n
     }
 
-    /// True when [`poll_transmit`](Self::poll_transmit) has bytes to give.
+    /// True when [`poll_transmit`](Self::poll_transmit) has bytes to give. (A TLS 1.3
+    /// client's dummy change_cipher_spec waits for the client's second flight and goes with
+    /// it, in the same write.)
     pub fn wants_transmit(&self) -> bool {
-        self.tx_pos < self.tx.len()
+        self.tx_pos < self.tx.len() && !self.holds_ccs()
     }
 
     /// How many bytes [`poll_transmit`](Self::poll_transmit) has to give: a buffer this size
     /// takes them all in one call (and one write to the transport).
     pub fn transmit_len(&self) -> usize {
+        if self.holds_ccs() {
+            return 0;
+        }
         self.tx.len() - self.tx_pos
+    }
+
+    /// A TLS 1.3 client's dummy change_cipher_spec (middlebox compatibility), queued when
+    /// the ServerHello arrives, waits for the client's second flight: RFC 8446 D.4 sends it
+    /// "immediately before" that flight, and the server expects nothing from the client until
+    /// then. Sent alone, it would cost a segment of its own (and, behind Nagle's algorithm, a
+    /// round trip for the Finished after it) whenever the server's flight takes more than one
+    /// read. Anything queued after it (the flight, an alert, close_notify) sends it too.
+    fn holds_ccs(&self) -> bool {
+        const CCS: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
+        self.side == Side::Client
+            && !self.connected
+            && self.error.is_none()
+            && self.tx.get(self.tx_pos..) == Some(&CCS[..])
     }
 
     /// The next event, if any.

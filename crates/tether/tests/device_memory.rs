@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{V13, client_config, data, send_all, server_config};
+use common::{V13, client_config, data, send_all, server_config, take_output};
 use std::sync::Mutex;
 
 use tether::{Event, Identity, Instant, Recv, ServerConfig, Session};
@@ -160,19 +160,6 @@ fn a_record_waiting_for_recv_is_kept_when_the_client_closes_first() {
     }
     assert_eq!(got, data);
     assert!(client.is_peer_closed());
-}
-
-/// Everything `s` has queued to send.
-fn take_output(s: &mut Session) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = s.poll_transmit(&mut buf);
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
 }
 
 /// Transport reads of the handshake test, and the server's record size there (as in the

@@ -799,3 +799,64 @@ fn default_suites_follow_mozilla_intermediate_order() {
         Some(tether::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
     );
 }
+
+/// The server's first flight for a fresh TLS 1.3 client, and the length of its first record
+/// (the ServerHello).
+fn first_flight(client: &mut Session, server: &mut Session) -> (Vec<u8>, usize) {
+    let hello = take_output(client);
+    server
+        .handle_input(Instant::from_millis(1_000), &hello)
+        .unwrap();
+    let flight = take_output(server);
+    let server_hello = 5 + usize::from(u16::from_be_bytes([flight[3], flight[4]]));
+    (flight, server_hello)
+}
+
+const CCS: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
+
+#[test]
+fn a_tls13_clients_dummy_ccs_leaves_with_its_second_flight() {
+    let now = Instant::from_millis(1_000);
+    let mut client = Session::client(&client_config(V13, false), "localhost", now).unwrap();
+    let mut server = Session::server(&server_config(V13, false), now).unwrap();
+    let (flight, server_hello) = first_flight(&mut client, &mut server);
+    // The ServerHello and the start of the encrypted flight: rustls queues the client's
+    // change_cipher_spec here; it waits.
+    client
+        .handle_input(now, &flight[..server_hello + 20])
+        .unwrap();
+    assert!(client.is_handshaking());
+    assert!(!client.wants_transmit());
+    assert_eq!(client.transmit_len(), 0);
+    assert_eq!(client.poll_transmit(&mut [0u8; 64]), 0);
+    // The rest: the CCS and the Finished go together.
+    client
+        .handle_input(now, &flight[server_hello + 20..])
+        .unwrap();
+    assert!(!client.is_handshaking());
+    let len = client.transmit_len();
+    let second = take_output(&mut client);
+    assert_eq!(second.len(), len);
+    assert_eq!(second[..6], CCS, "{second:02x?}");
+    assert_eq!(second[6], 0x17, "the Finished, encrypted, right behind it");
+    server.handle_input(now, &second).unwrap();
+    assert!(!server.is_handshaking());
+}
+
+#[test]
+fn a_held_ccs_goes_out_before_an_alert() {
+    let now = Instant::from_millis(1_000);
+    // A failure after the ServerHello: the alert goes, the CCS before it.
+    let mut client = Session::client(&client_config(V13, false), "localhost", now).unwrap();
+    let mut server = Session::server(&server_config(V13, false), now).unwrap();
+    let (flight, server_hello) = first_flight(&mut client, &mut server);
+    client.handle_input(now, &flight[..server_hello]).unwrap();
+    assert!(!client.wants_transmit());
+    let mut bad = flight[server_hello..].to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01; // the encrypted flight's last tag byte
+    assert!(client.handle_input(now, &bad).is_err());
+    let out = take_output(&mut client);
+    assert_eq!(out[..6], CCS, "{out:02x?}");
+    assert!(out.len() > 6, "an alert after the CCS: {out:02x?}");
+}

@@ -159,6 +159,19 @@ impl Pair {
     }
 }
 
+/// Everything `s` has queued to send.
+pub fn take_output(s: &mut Session) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.poll_transmit(&mut buf);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
 pub fn send_all(s: &mut Session, mut data: &[u8], wire: &mut Vec<u8>) {
     let mut out = vec![0u8; 17 * 1024];
     while !data.is_empty() {
