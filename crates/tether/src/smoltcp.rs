@@ -358,7 +358,13 @@ impl<'n, 's, D: Device, N: Fn() -> u64, S: FnMut(u64)> TcpTransport<'n, 's, D, N
     }
 
     /// A transport over an already established TCP socket `handle`.
+    ///
+    /// Turns Nagle's algorithm off on the socket (as `tether::net` sets `TCP_NODELAY`): TLS
+    /// writes whole records and flights, and behind Nagle a record written while the last
+    /// one is unacknowledged (a request right behind the client's Finished) would wait a
+    /// round trip, or the peer's delayed ACK.
     pub fn new(stack: &'n mut Stack<'s, D, N, S>, handle: SocketHandle) -> Self {
+        stack.tcp(handle).set_nagle_enabled(false);
         TcpTransport {
             stack,
             handle,

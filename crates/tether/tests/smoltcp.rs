@@ -652,3 +652,42 @@ fn a_reset_from_the_peer_is_a_transport_error() {
     let report = read_to_end(&mut tls);
     assert_eq!(report.end, Err(Error::Transport(TransportError::Reset)));
 }
+
+#[test]
+fn a_write_right_after_the_handshake_leaves_without_waiting_for_an_ack() {
+    let (client_port, server_port) = wire();
+    let server = server(server_port, |tls| {
+        let mut received = Vec::new();
+        let mut buf = [0u8; 64];
+        let end = loop {
+            if received.len() >= 5 {
+                break Ok(());
+            }
+            match tls.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        ServerReport { received, end }
+    });
+    let (mut stack, handle) = client_stack(client_port);
+    let config = client_config(ca_trust());
+    let mut tls = tether::smoltcp::connect(
+        &mut stack,
+        handle,
+        &config,
+        "localhost",
+        (SERVER_IP, PORT),
+        49_163,
+        WAIT_MS,
+    )
+    .unwrap();
+    // The client's Finished is not acknowledged yet. The write's record leaves during the
+    // write (no Nagle delay behind the Finished), although the client's stack is not polled
+    // again until the server has it.
+    tls.write_all(b"hello").unwrap();
+    let report = server.join().unwrap().unwrap();
+    assert_eq!(report.end, Ok(()));
+    assert_eq!(report.received, b"hello");
+}
