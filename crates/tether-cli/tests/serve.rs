@@ -260,6 +260,19 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Runs `tether serve ARGS` that must fail at start; returns its stderr.
+/// `tether serve ARGS` with a flag clap refuses: its error (exit status 2).
+fn bad_flag(args: &[&str], cwd: &Path) -> String {
+    let out = Command::new(TETHER)
+        .arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
 fn fails(args: &[&str], cwd: &Path) -> String {
     let mut child = Command::new(TETHER)
         .arg("serve")
@@ -772,13 +785,7 @@ fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
         "{err}"
     );
     // A bad flag value: clap's error (with its usage line), exit status 2.
-    let out = Command::new(TETHER)
-        .args(["serve", "--crypto", "boringssl"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = bad_flag(&["--crypto", "boringssl"], d);
     assert!(
         err.contains("invalid value 'boringssl' for '--crypto")
             && err.contains("\"ring\" or \"aws-lc\""),
@@ -801,13 +808,7 @@ fn bad_config_missing_certificate_and_port_in_use_fail_with_one_line() {
         err.contains("line 1") && err.contains("max-per-ip"),
         "{err}"
     );
-    let out = Command::new(TETHER)
-        .args(["serve", "--workers", "0"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = bad_flag(&["--workers", "0"], d);
     assert!(
         err.contains("invalid value '0' for '--workers")
             && err.contains("whole number of at least 1"),

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use tether::error::{Alert, HandshakeError};
-use tether::{Error, Recv, Session};
+use tether::{Error, Recv};
 
 fn versions() -> [(tether::TlsVersion, tether::TlsVersion); 2] {
     [V12, V13]
@@ -35,19 +35,6 @@ fn server_records(p: &mut Pair, data: &[u8]) -> Vec<u8> {
     wire
 }
 
-/// Everything the client has to send.
-fn client_output(s: &mut Session) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = s.poll_transmit(&mut buf);
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-}
-
 /// Feeds `wire` to the client and reads what it gives: (data, the error that ended it).
 fn feed_client(p: &mut Pair, wire: &[u8], piece: usize) -> (Vec<u8>, Option<Error>) {
     let mut got = Vec::new();
@@ -69,7 +56,7 @@ fn feed_client(p: &mut Pair, wire: &[u8], piece: usize) -> (Vec<u8>, Option<Erro
 
 /// The alert the server reads from the client's output.
 fn alert_at_server(p: &mut Pair) -> Error {
-    let alert = client_output(&mut p.client);
+    let alert = take_output(&mut p.client);
     assert!(!alert.is_empty(), "the client sent no alert");
     p.server
         .handle_input(p.now, &alert)
@@ -249,7 +236,7 @@ fn mutated_records_into_an_established_client() {
                 let mut p = connected(versions()[version]);
                 let mut wire = server_records(&mut p, &data);
                 p.server.close();
-                wire.extend(client_output(&mut p.server));
+                wire.extend(take_output(&mut p.server));
                 for (at, x) in &edits {
                     let i = at % wire.len();
                     wire[i] ^= x;
