@@ -39,6 +39,9 @@ pub fn feed(mut session: Session, data: &[u8]) {
         let n = usize::from(len).min(tail.len());
         let (chunk, tail) = tail.split_at(n);
         rest = tail;
+        // Whatever came before, a driver is told to read something, and no more than a chunk.
+        let size = session.read_size(1024);
+        assert!((1..=1024).contains(&size), "read_size(1024) = {size}");
         if session.handle_input(Instant::ZERO, chunk).is_err() {
             break;
         }
