@@ -82,6 +82,57 @@ fn client_to_openssl_tls13_mtls() {
 
 /// A non-blocking tether client against s_server: the handshake and the data are driven by
 /// polling, would-block meaning "later".
+/// OpenSSL sending 512-byte records (`-max_send_frag 512`) with its chain of two certificates,
+/// so that the Certificate message spans records, to a client that reads 512 bytes at a time:
+/// the reads `Session::read_size` sizes while rustls holds the first records of a message.
+fn small_records_from_openssl(v: TlsVersion) {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let port = free_port();
+    let mut server = openssl_s_server(
+        port,
+        &pki.server.cert,
+        &pki.server.key,
+        &SServerOpts {
+            version: Some(peer_version(v)),
+            args: vec![
+                "-max_send_frag".into(),
+                "512".into(),
+                "-cert_chain".into(),
+                pki.ca_pem.clone().into(),
+            ],
+            ..SServerOpts::default()
+        },
+    )
+    .unwrap();
+    let config = pki.client_config(only(v), false);
+    let mut sock = client_socket(port, &config, "localhost");
+    sock.set_read_chunk(512);
+    sock.handshake().unwrap();
+    assert_eq!(sock.session().version(), Some(v));
+    let chain = sock.session().peer_certificates().unwrap();
+    assert_eq!(chain.len(), 2, "the server sent its chain of two");
+    sock.write_all(b"small records\n").unwrap();
+    server.wait_for_output("small records", WAIT).unwrap();
+    let long = "x".repeat(3000);
+    server.send_line(&long).unwrap();
+    assert_eq!(read_line(&mut sock).unwrap(), format!("{long}\n"));
+    sock.close().unwrap();
+    server.wait_for_output("DONE", WAIT).unwrap();
+}
+
+#[test]
+fn small_records_from_openssl_tls12() {
+    small_records_from_openssl(Tls12);
+}
+
+#[test]
+fn small_records_from_openssl_tls13() {
+    small_records_from_openssl(Tls13);
+}
+
 #[test]
 fn nonblocking_client_to_openssl() {
     if !skip_or_fail("openssl") {
