@@ -489,7 +489,9 @@ impl Session {
         if matches!(self.conn, Conn::Records(_)) {
             return self.drive_records(work);
         }
-        self.skip_whole_records();
+        if !self.connected {
+            self.skip_whole_records();
+        }
         let mut may_write = false;
         let mut guard = 0u32;
         while self.error.is_none() {
