@@ -690,36 +690,33 @@ impl Metrics {
                 format!("{name}{{{l}}}")
             }
         };
+        // A metric with one unlabelled series per transport.
+        let per_transport =
+            |w: &mut String,
+             name: &str,
+             kind: &str,
+             help: &str,
+             value: fn(&TransportMetrics) -> &AtomicU64| {
+                header(w, name, kind, help);
+                for (m, t) in both {
+                    let _ = writeln!(w, "{} {}", series(name, t, ""), get(value(m)));
+                }
+            };
 
-        header(
+        per_transport(
             w,
             "tether_connections_open",
             "gauge",
             "Connections (DTLS: sessions) open now, handshaking or established.",
+            |m| &m.open,
         );
-        for (m, t) in both {
-            let _ = writeln!(
-                w,
-                "{} {}",
-                series("tether_connections_open", t, ""),
-                get(&m.open)
-            );
-        }
-
-        header(
+        per_transport(
             w,
             "tether_connections_accepted_total",
             "counter",
             "TCP connections accepted on the TLS listener; DTLS: sessions made after a valid cookie.",
+            |m| &m.accepted,
         );
-        for (m, t) in both {
-            let _ = writeln!(
-                w,
-                "{} {}",
-                series("tether_connections_accepted_total", t, ""),
-                get(&m.accepted)
-            );
-        }
 
         header(
             w,
@@ -778,20 +775,13 @@ impl Metrics {
             );
         }
 
-        header(
+        per_transport(
             w,
             "tether_handshakes_resumed_total",
             "counter",
             "Completed handshakes that resumed an earlier session (ticket or session id).",
+            |m| &m.handshakes_resumed,
         );
-        for (m, t) in both {
-            let _ = writeln!(
-                w,
-                "{} {}",
-                series("tether_handshakes_resumed_total", t, ""),
-                get(&m.handshakes_resumed)
-            );
-        }
 
         header(
             w,
