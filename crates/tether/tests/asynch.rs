@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use embedded_io_adapters::tokio_1::FromTokio;
 use embedded_io_async::Write as _;
-use testpeers::{SServerOpts, free_port, openssl_s_server, skip_or_fail};
+use testpeers::{SServerOpts, skip_or_fail};
 use tether::TlsVersion::{self, Tls12, Tls13};
 use tether::asynch::AsyncTlsSocket;
 use tether::error::{Alert, HandshakeError, Timeout};
@@ -116,18 +116,11 @@ async fn client_to_openssl(v: TlsVersion) {
         return;
     }
     let pki = Pki::new();
-    let port = free_port();
-    let mut server = openssl_s_server(
-        port,
-        &pki.server.cert,
-        &pki.server.key,
-        &SServerOpts {
-            version: Some(peer_version(v)),
-            client_ca: Some(pki.ca_pem.clone()),
-            ..SServerOpts::default()
-        },
-    )
-    .unwrap();
+    let (port, mut server) = pki.s_server(&SServerOpts {
+        version: Some(peer_version(v)),
+        client_ca: Some(pki.ca_pem.clone()),
+        ..SServerOpts::default()
+    });
     let config = pki.client_config(only(v), true);
     let mut sock = connect(port, &config).await.unwrap();
     assert!(!sock.is_handshaking());

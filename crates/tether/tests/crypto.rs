@@ -5,7 +5,7 @@
 
 mod support;
 
-use testpeers::{SServerOpts, openssl_s_server};
+use testpeers::SServerOpts;
 use tether::error::CertificateError;
 use tether::{ClientAuth, TlsVersion::Tls13};
 use tether::{ClientConfig, Crypto, Error, NamedGroup, ServerConfig, TlsVersion};
@@ -97,17 +97,10 @@ fn aws_lc_client_against_openssl_settles_on_x25519() {
     }
     let pki = Pki::new();
     for v in VERSIONS {
-        let port = testpeers::free_port();
-        let peer = openssl_s_server(
-            port,
-            &pki.server.cert,
-            &pki.server.key,
-            &SServerOpts {
-                version: Some(peer_version(v)),
-                ..SServerOpts::default()
-            },
-        )
-        .unwrap();
+        let (port, peer) = pki.s_server(&SServerOpts {
+            version: Some(peer_version(v)),
+            ..SServerOpts::default()
+        });
         let config = ClientConfig::builder(pki.trust())
             .versions(v, v)
             .crypto(Crypto::AwsLc)

@@ -26,18 +26,11 @@ fn client_to_openssl(v: TlsVersion, mtls: bool) {
         return;
     }
     let pki = Pki::new();
-    let port = free_port();
-    let mut server = openssl_s_server(
-        port,
-        &pki.server.cert,
-        &pki.server.key,
-        &SServerOpts {
-            version: Some(peer_version(v)),
-            client_ca: mtls.then(|| pki.ca_pem.clone()),
-            ..SServerOpts::default()
-        },
-    )
-    .unwrap();
+    let (port, mut server) = pki.s_server(&SServerOpts {
+        version: Some(peer_version(v)),
+        client_ca: mtls.then(|| pki.ca_pem.clone()),
+        ..SServerOpts::default()
+    });
     let config = pki.client_config(only(v), mtls);
     let mut sock = connect(port, &config, "localhost").unwrap();
     assert_eq!(sock.session().version(), Some(v));
@@ -80,8 +73,6 @@ fn client_to_openssl_tls13_mtls() {
     client_to_openssl(Tls13, true);
 }
 
-/// A non-blocking tether client against s_server: the handshake and the data are driven by
-/// polling, would-block meaning "later".
 /// OpenSSL sending 512-byte records (`-max_send_frag 512`) with its chain of two certificates,
 /// so that the Certificate message spans records, to a client that reads 512 bytes at a time:
 /// the reads `Session::read_size` sizes while rustls holds the first records of a message.
@@ -90,23 +81,16 @@ fn small_records_from_openssl(v: TlsVersion) {
         return;
     }
     let pki = Pki::new();
-    let port = free_port();
-    let mut server = openssl_s_server(
-        port,
-        &pki.server.cert,
-        &pki.server.key,
-        &SServerOpts {
-            version: Some(peer_version(v)),
-            args: vec![
-                "-max_send_frag".into(),
-                "512".into(),
-                "-cert_chain".into(),
-                pki.ca_pem.clone().into(),
-            ],
-            ..SServerOpts::default()
-        },
-    )
-    .unwrap();
+    let (port, mut server) = pki.s_server(&SServerOpts {
+        version: Some(peer_version(v)),
+        args: vec![
+            "-max_send_frag".into(),
+            "512".into(),
+            "-cert_chain".into(),
+            pki.ca_pem.clone().into(),
+        ],
+        ..SServerOpts::default()
+    });
     let config = pki.client_config(only(v), false);
     let mut sock = client_socket(port, &config, "localhost");
     sock.set_read_chunk(512);
@@ -133,6 +117,8 @@ fn small_records_from_openssl_tls13() {
     small_records_from_openssl(Tls13);
 }
 
+/// A non-blocking tether client against s_server: the handshake and the data are driven by
+/// polling, would-block meaning "later".
 #[test]
 fn nonblocking_client_to_openssl() {
     if !skip_or_fail("openssl") {
@@ -140,17 +126,10 @@ fn nonblocking_client_to_openssl() {
     }
     let pki = Pki::new();
     for v in VERSIONS {
-        let port = free_port();
-        let mut server = openssl_s_server(
-            port,
-            &pki.server.cert,
-            &pki.server.key,
-            &SServerOpts {
-                version: Some(peer_version(v)),
-                ..SServerOpts::default()
-            },
-        )
-        .unwrap();
+        let (port, mut server) = pki.s_server(&SServerOpts {
+            version: Some(peer_version(v)),
+            ..SServerOpts::default()
+        });
         let config = pki.client_config(only(v), false);
         let mut sock = client_socket(port, &config, "localhost");
         sock.set_nonblocking(true).unwrap();
@@ -529,17 +508,10 @@ fn resumption_against_openssl(v: TlsVersion) {
         return;
     }
     let pki = Pki::new();
-    let port = free_port();
-    let mut server = openssl_s_server(
-        port,
-        &pki.server.cert,
-        &pki.server.key,
-        &SServerOpts {
-            version: Some(peer_version(v)),
-            ..SServerOpts::default()
-        },
-    )
-    .unwrap();
+    let (port, mut server) = pki.s_server(&SServerOpts {
+        version: Some(peer_version(v)),
+        ..SServerOpts::default()
+    });
     let config = pki.client_config(only(v), false);
     for i in 0..2 {
         let mut sock = connect(port, &config, "localhost").unwrap();

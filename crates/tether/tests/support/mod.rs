@@ -122,6 +122,15 @@ impl Pki {
         }
     }
 
+    /// `openssl s_server` on a free port of 127.0.0.1 with this PKI's server certificate:
+    /// its port, and the peer (killed on drop).
+    pub fn s_server(&self, opts: &testpeers::SServerOpts) -> (u16, testpeers::Peer) {
+        let port = testpeers::free_port();
+        let peer =
+            testpeers::openssl_s_server(port, &self.server.cert, &self.server.key, opts).unwrap();
+        (port, peer)
+    }
+
     /// Another server certificate from this CA, written as `NAME.pem` / `NAME.key`.
     pub fn issue_server(&self, name: &str, sans: &[&str], opts: &IssueOptions) -> Files {
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
