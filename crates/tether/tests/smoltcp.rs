@@ -250,6 +250,24 @@ fn client_stack(port: Port) -> (TestStack<Port>, SocketHandle) {
     stack(port, rx, 1, Some(CLIENT_IP), 4096)
 }
 
+/// TCP from `local_port` to the test server and a TLS handshake that trusts `config`'s roots.
+fn connect<'n>(
+    stack: &'n mut TestStack<Port>,
+    handle: SocketHandle,
+    config: &ClientConfig,
+    local_port: u16,
+) -> Result<TestTls<'n, Port>, Error> {
+    tether::smoltcp::connect(
+        stack,
+        handle,
+        config,
+        "localhost",
+        (SERVER_IP, PORT),
+        local_port,
+        WAIT_MS,
+    )
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -290,16 +308,7 @@ fn tls13_echo_over_two_smoltcp_stacks_and_close_notify() {
 
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(ca_trust());
-    let mut tls = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_152,
-        WAIT_MS,
-    )
-    .unwrap();
+    let mut tls = connect(&mut stack, handle, &config, 49_152).unwrap();
     assert_eq!(tls.session().version(), Some(TlsVersion::Tls13));
     tls.set_io_timeout(Some(Duration::from_millis(WAIT_MS)));
     let data = pattern(1024);
@@ -357,16 +366,7 @@ fn large_transfer_over_a_link_that_loses_frames() {
     });
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(ca_trust());
-    let mut tls = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_153,
-        WAIT_MS,
-    )
-    .unwrap();
+    let mut tls = connect(&mut stack, handle, &config, 49_153).unwrap();
     tls.set_io_timeout(Some(Duration::from_millis(WAIT_MS)));
     let report = read_to_end(&mut tls);
     assert_eq!(report.end, Ok(()), "ended by close_notify");
@@ -440,16 +440,7 @@ fn certificate_from_another_ca_is_rejected_and_no_data_flows() {
     let server = server(server_port, read_to_end);
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(Trust::from_pem(OTHER_CA).unwrap());
-    let err = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_157,
-        WAIT_MS,
-    )
-    .unwrap_err();
+    let err = connect(&mut stack, handle, &config, 49_157).unwrap_err();
     assert_eq!(err, Error::Certificate(CertificateError::UnknownIssuer));
     // The client's stack keeps running so that its alert and the reset reach the server.
     let deadline = stack.now_ms() + 200;
@@ -481,15 +472,7 @@ fn pinned_server_key_is_accepted_and_a_wrong_pin_is_not() {
         let server = server(server_port, read_to_end);
         let (mut stack, handle) = client_stack(client_port);
         let config = client_config(trust);
-        let err = match tether::smoltcp::connect(
-            &mut stack,
-            handle,
-            &config,
-            "localhost",
-            (SERVER_IP, PORT),
-            49_158,
-            WAIT_MS,
-        ) {
+        let err = match connect(&mut stack, handle, &config, 49_158) {
             Ok(mut tls) => {
                 assert!(ok);
                 tls.write_all(b"pinned").unwrap();
@@ -528,16 +511,7 @@ fn tcp_close_without_close_notify_is_truncation() {
     });
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(ca_trust());
-    let mut tls = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_159,
-        WAIT_MS,
-    )
-    .unwrap();
+    let mut tls = connect(&mut stack, handle, &config, 49_159).unwrap();
     tls.set_io_timeout(Some(Duration::from_millis(WAIT_MS)));
     let report = read_to_end(&mut tls);
     assert_eq!(report.received, b"partial");
@@ -552,16 +526,7 @@ fn read_timeout_and_non_blocking_reads() {
     let server = server(server_port, read_to_end);
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(ca_trust());
-    let mut tls = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_160,
-        WAIT_MS,
-    )
-    .unwrap();
+    let mut tls = connect(&mut stack, handle, &config, 49_160).unwrap();
     let mut buf = [0u8; 64];
     // The server sends nothing: a blocking read ends at the I/O timeout.
     tls.set_io_timeout(Some(Duration::from_millis(100)));
@@ -601,16 +566,7 @@ fn a_peer_that_stops_reading_makes_writes_time_out() {
     });
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(ca_trust());
-    let mut tls = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_161,
-        WAIT_MS,
-    )
-    .unwrap();
+    let mut tls = connect(&mut stack, handle, &config, 49_161).unwrap();
     tls.set_io_timeout(Some(Duration::from_millis(300)));
     let err = tls.write_all(&vec![7u8; 1 << 20]).unwrap_err();
     assert_eq!(err, Error::Timeout(Timeout::Io));
@@ -637,16 +593,7 @@ fn a_reset_from_the_peer_is_a_transport_error() {
     });
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(ca_trust());
-    let mut tls = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_162,
-        WAIT_MS,
-    )
-    .unwrap();
+    let mut tls = connect(&mut stack, handle, &config, 49_162).unwrap();
     tls.set_io_timeout(Some(Duration::from_millis(WAIT_MS)));
     server.join().unwrap().unwrap().end.unwrap();
     let report = read_to_end(&mut tls);
@@ -673,16 +620,7 @@ fn a_write_right_after_the_handshake_leaves_without_waiting_for_an_ack() {
     });
     let (mut stack, handle) = client_stack(client_port);
     let config = client_config(ca_trust());
-    let mut tls = tether::smoltcp::connect(
-        &mut stack,
-        handle,
-        &config,
-        "localhost",
-        (SERVER_IP, PORT),
-        49_163,
-        WAIT_MS,
-    )
-    .unwrap();
+    let mut tls = connect(&mut stack, handle, &config, 49_163).unwrap();
     // The client's Finished is not acknowledged yet. The write's record leaves during the
     // write (no Nagle delay behind the Finished), although the client's stack is not polled
     // again until the server has it.
