@@ -144,6 +144,13 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// Unused input capacity kept after records are consumed; more is given back.
 const SPARE_INPUT: usize = 4096;
 
+/// The length on the wire (5-byte header included) of the TLS record that starts `bytes`,
+/// once its header is there.
+fn record_len(bytes: &[u8]) -> Option<usize> {
+    let h = bytes.get(..5)?;
+    Some(5 + usize::from(u16::from_be_bytes([h[3], h[4]])))
+}
+
 /// One TLS connection, sans I/O. See the [module docs](self) for how to drive it.
 pub struct Session {
     conn: Conn,
@@ -551,12 +558,10 @@ impl Session {
     /// leaves as they came).
     fn skip_whole_records(&mut self) {
         let mut pos = self.handshake_raw.min(self.incoming.len());
-        while let Some(h) = self.incoming.get(pos..pos + 5) {
-            let end = pos + 5 + usize::from(u16::from_be_bytes([h[3], h[4]]));
-            if end > self.incoming.len() {
-                break;
-            }
-            pos = end;
+        while let Some(len) = record_len(&self.incoming[pos..])
+            && pos + len <= self.incoming.len()
+        {
+            pos += len;
         }
         self.handshake_raw = pos;
     }
@@ -566,10 +571,7 @@ impl Session {
     /// record left behind is one rustls holds (the first part of a handshake message split
     /// over records, decrypted in place): the input is not ours to take then.
     fn input_untouched_by_rustls(&self) -> bool {
-        match self.incoming.get(..5) {
-            None => true,
-            Some(h) => self.incoming.len() < 5 + usize::from(u16::from_be_bytes([h[3], h[4]])),
-        }
+        record_len(&self.incoming).is_none_or(|len| self.incoming.len() < len)
     }
 
     /// A client whose handshake has completed takes the traffic keys from rustls and does the
@@ -834,37 +836,34 @@ impl Session {
     ///   per record.)
     pub fn read_size(&self, chunk: usize) -> usize {
         let committed = &self.incoming[..self.incoming.len() - self.input_reserved];
-        if !matches!(self.conn, Conn::Records(_)) {
-            if self.connected || self.error.is_some() {
-                return chunk;
+        let lacks = if matches!(self.conn, Conn::Records(_)) {
+            let start = if self.window.0 < self.window.1 {
+                self.window_record
+            } else {
+                0
+            };
+            let record = committed.get(start..).unwrap_or_default();
+            match record_len(record) {
+                // A record that fits one read keeps whole reads.
+                Some(len) if len > chunk => len.saturating_sub(record.len()),
+                _ => 0,
             }
+        } else if self.connected || self.error.is_some() {
+            0
+        } else {
             let held = self.handshake_raw.min(committed.len());
             let partial = &committed[held..];
-            let lacks = match partial.get(..5) {
-                Some(h) => (5 + usize::from(u16::from_be_bytes([h[3], h[4]])))
-                    .saturating_sub(partial.len()),
+            match record_len(partial) {
+                Some(len) => len.saturating_sub(partial.len()),
+                // rustls holds records of a split message: the next record's header first.
                 None if held > 0 => 5 - partial.len(),
                 None => 0,
-            };
-            return match lacks {
-                0 => chunk,
-                n => n.min(chunk),
-            };
-        }
-        let start = if self.window.0 < self.window.1 {
-            self.window_record
-        } else {
-            0
+            }
         };
-        let Some(header) = committed.get(start..start + 5) else {
-            return chunk;
-        };
-        let total = 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
-        let have = committed.len() - start;
-        if total <= chunk || have >= total {
-            return chunk;
+        match lacks {
+            0 => chunk,
+            n => n.min(chunk),
         }
-        (total - have).min(chunk)
     }
 
     /// Space to read transport bytes into directly (at least `min` bytes). Follow with
