@@ -85,6 +85,9 @@ const REQUEST: usize = 1024;
 const REPLY: usize = 16 * 1024;
 /// The application's read buffer (same for every client, not counted).
 const APP_READ: usize = 1024;
+/// Bytes tether's clients ask of each TCP read (`ClientConfigBuilder::read_chunk`; the
+/// default is 4 KiB), read straight into the session's input buffer.
+const READ_CHUNK: usize = 1024;
 /// Measurements per client and case.
 const RUNS: usize = 3;
 const NAME: &str = "localhost";
@@ -302,7 +305,7 @@ struct Pki {
 // Clients
 
 /// tether's device client configuration: TLS 1.3 only, X25519 only, no resumption cache, the
-/// server's chain not kept once verified.
+/// server's chain not kept once verified, 1 KiB per transport read.
 fn tether_config(pki: &Pki) -> Result<ClientConfig, String> {
     let trust = Trust::from_pem(&pki.ca_pem).map_err(|e| e.to_string())?;
     ClientConfig::builder(trust)
@@ -310,6 +313,7 @@ fn tether_config(pki: &Pki) -> Result<ClientConfig, String> {
         .kx_groups(&[NamedGroup::X25519])
         .resumption(false)
         .keep_peer_certificates(false)
+        .read_chunk(READ_CHUNK)
         .build()
         .map_err(|e| e.to_string())
 }
@@ -320,8 +324,6 @@ mod session_client {
 
     /// Caller buffer for `poll_transmit` and `send`: one 1 KiB record (+ TLS overhead).
     pub const OUT: usize = REQUEST + 29;
-    /// Bytes asked of each TCP read, read straight into the session's input buffer.
-    pub const READ: usize = 1024;
 
     fn flush(s: &mut Session, tcp: &mut TcpStream, out: &mut [u8]) -> Result<(), String> {
         loop {
@@ -338,7 +340,7 @@ mod session_client {
         tcp: &mut TcpStream,
         t0: &std::time::Instant,
     ) -> Result<bool, String> {
-        let size = s.read_size(READ);
+        let size = s.read_size(s.read_chunk());
         let buf = s.input_buffer(size);
         let n = tcp.read(buf).map_err(|e| e.to_string())?;
         let now = Instant::from_micros(t0.elapsed().as_micros() as u64);
@@ -406,9 +408,6 @@ mod session_client {
 mod socket_client {
     use super::*;
 
-    /// Bytes per transport read.
-    pub const READ_CHUNK: usize = 1024;
-
     pub fn run(pki: &Pki, port: u16) -> Result<Cost, String> {
         let mut app = [0u8; APP_READ];
         let req = request();
@@ -417,8 +416,6 @@ mod socket_client {
         profiled("tether-socket", || {
             let mut s = TlsSocket::client(tcp, &config, NAME, StdClock::new())
                 .map_err(|e| e.to_string())?;
-            // The device setting: 1 KiB per transport read (the default is 4 KiB).
-            s.set_read_chunk(READ_CHUNK);
             s.handshake().map_err(|e| e.to_string())?;
             s.write_all(&req).map_err(|e| e.to_string())?;
             let mut got = 0;

@@ -163,6 +163,7 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
 
     /// A socket around an existing session.
     pub fn with_session(transport: T, session: Session, clock: C) -> Self {
+        let read_chunk = session.read_chunk();
         AsyncTlsSocket {
             transport,
             session,
@@ -171,13 +172,15 @@ impl<T: Read + Write, C: Clock> AsyncTlsSocket<T, C> {
             out_pos: 0,
             pending: Vec::new(),
             write_buffer: 0,
-            read_chunk: 4096,
+            read_chunk,
             eof: false,
             reading: false,
         }
     }
 
-    /// How many bytes each transport read asks for (default 4096).
+    /// How many bytes each transport read asks for (default: the config's
+    /// [`read_chunk`](crate::ClientConfigBuilder::read_chunk), 4096 unless set there). Set it
+    /// in the config to have the handshake's reads use it too.
     pub fn set_read_chunk(&mut self, bytes: usize) {
         self.read_chunk = bytes.max(64);
     }

@@ -297,7 +297,11 @@ struct Common {
     time: TimePolicy,
     resumption: bool,
     crypto: Crypto,
+    read_chunk: usize,
 }
+
+/// Bytes an adapter asks of each transport read unless the config says otherwise.
+pub const DEFAULT_READ_CHUNK: usize = 4096;
 
 impl Default for Common {
     fn default() -> Self {
@@ -312,6 +316,7 @@ impl Default for Common {
             time: TimePolicy::default(),
             resumption: true,
             crypto: Crypto::default(),
+            read_chunk: DEFAULT_READ_CHUNK,
         }
     }
 }
@@ -371,6 +376,18 @@ macro_rules! common_setters {
             self
         }
 
+        /// How many bytes the sockets (`TlsSocket`, `AsyncTlsSocket` and the adapters over
+        /// them) ask of each transport read, handshake included (64 ..= 65536, default
+        /// [`DEFAULT_READ_CHUNK`]); a sans-IO driver reads it from
+        /// [`Session::read_chunk`](crate::Session::read_chunk). A device whose server sends
+        /// small records sets about one record (1 KiB records: 1,024 to 1,053 bytes): each read
+        /// then reserves no more than that, from the ClientHello on, which a socket's
+        /// `set_read_chunk` after `connect` is too late for.
+        pub fn read_chunk(mut self, bytes: usize) -> Self {
+            self.common.read_chunk = bytes;
+            self
+        }
+
         /// The cryptography library for handshakes and records (default [`Crypto::Ring`]).
         /// A client's records after the handshake are tether's own, on ring, either way.
         pub fn crypto(mut self, crypto: Crypto) -> Self {
@@ -380,15 +397,30 @@ macro_rules! common_setters {
     };
 }
 
-fn check_record_size(n: Option<usize>) -> Result<(), Error> {
-    match n {
-        Some(n) if !(32..=16384).contains(&n) => Err(ConfigError::Inconsistent(alloc::format!(
-            "max record size {n} is outside 32..=16384"
-        ))
-        .into()),
-        _ => Ok(()),
+/// The checks every config makes of the settings both sides share.
+fn check_common(c: &Common) -> Result<(), Error> {
+    match c.max_record {
+        Some(n) if !(32..=16384).contains(&n) => {
+            return Err(ConfigError::Inconsistent(alloc::format!(
+                "max record size {n} is outside 32..=16384"
+            ))
+            .into());
+        }
+        _ => {}
     }
+    if !(MIN_READ_CHUNK..=MAX_READ_CHUNK).contains(&c.read_chunk) {
+        return Err(ConfigError::Inconsistent(alloc::format!(
+            "read chunk {} is outside {MIN_READ_CHUNK}..={MAX_READ_CHUNK}",
+            c.read_chunk
+        ))
+        .into());
+    }
+    Ok(())
 }
+
+/// The smallest and largest read chunk a config accepts.
+const MIN_READ_CHUNK: usize = 64;
+const MAX_READ_CHUNK: usize = 65536;
 
 /// A client's policy. Build with [`ClientConfig::builder`].
 #[derive(Clone, Debug)]
@@ -399,6 +431,7 @@ pub struct ClientConfig {
     /// TOFU): each session then gets its own verifier that reports them.
     pub(crate) detailed_verifier: Option<Arc<VerifierParts>>,
     pub(crate) keep_peer_certificates: bool,
+    pub(crate) read_chunk: usize,
     versions: (TlsVersion, TlsVersion),
 }
 
@@ -473,7 +506,7 @@ impl ClientConfigBuilder {
         if !self.trust.has_anchors() {
             return Err(ConfigError::NoTrustAnchors.into());
         }
-        check_record_size(self.common.max_record)?;
+        check_common(&self.common)?;
         let c = &self.common;
         let provider = provider_with(c.crypto, c.suites.as_deref(), c.groups.as_deref())?;
         let time = Arc::new(PolicyTime(c.time.clone()));
@@ -522,6 +555,7 @@ impl ClientConfigBuilder {
             handshake_timeout: c.handshake_timeout,
             detailed_verifier: detailed.then_some(parts),
             keep_peer_certificates: self.keep_peer_certificates,
+            read_chunk: c.read_chunk,
             versions: (c.min, c.max),
         })
     }
@@ -532,6 +566,7 @@ impl ClientConfigBuilder {
 pub struct ServerConfig {
     pub(crate) rustls: Arc<rustls::ServerConfig>,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) read_chunk: usize,
     versions: (TlsVersion, TlsVersion),
 }
 
@@ -623,7 +658,7 @@ impl ServerConfigBuilder {
 
     /// Checks the policy and builds the config.
     pub fn build(self) -> Result<ServerConfig, Error> {
-        check_record_size(self.common.max_record)?;
+        check_common(&self.common)?;
         let c = &self.common;
         let provider = provider_with(c.crypto, c.suites.as_deref(), c.groups.as_deref())?;
         let time = Arc::new(PolicyTime(c.time.clone()));
@@ -681,6 +716,7 @@ impl ServerConfigBuilder {
         Ok(ServerConfig {
             rustls: Arc::new(config),
             handshake_timeout: c.handshake_timeout,
+            read_chunk: c.read_chunk,
             versions: (c.min, c.max),
         })
     }

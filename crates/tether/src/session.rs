@@ -180,6 +180,8 @@ pub struct Session {
     slot: Option<FailureSlot>,
     server_name: Option<alloc::string::String>,
     max_fragment: usize,
+    /// The config's read chunk, for drivers ([`Session::read_chunk`]).
+    read_chunk: u32,
     connected: bool,
     connected_event: bool,
     peer_closed: bool,
@@ -404,6 +406,7 @@ impl Session {
             now,
             config.handshake_timeout,
             max_fragment,
+            config.read_chunk,
         );
         s.slot = slot;
         s.keep_peer_certificates = config.keep_peer_certificates;
@@ -427,6 +430,7 @@ impl Session {
             now,
             config.handshake_timeout,
             max_fragment,
+            config.read_chunk,
         ))
     }
 
@@ -436,6 +440,7 @@ impl Session {
         now: Instant,
         timeout: Duration,
         max_fragment: usize,
+        read_chunk: usize,
     ) -> Session {
         Session {
             conn,
@@ -459,6 +464,8 @@ impl Session {
             slot: None,
             server_name: None,
             max_fragment: max_fragment.min(MAX_FRAGMENT),
+            // The config checked it (64 ..= 65536).
+            read_chunk: u32::try_from(read_chunk).unwrap_or(u32::MAX),
             connected: false,
             connected_event: false,
             peer_closed: false,
@@ -819,6 +826,13 @@ impl Session {
         self.incoming.reserve_exact(data.len());
         self.incoming.extend_from_slice(data);
         self.after_input()
+    }
+
+    /// The read chunk the config asks for (`read_chunk` on the config builders; default
+    /// 4096): what a driver passes to [`read_size`](Self::read_size) unless it knows better.
+    /// The sockets start with it.
+    pub fn read_chunk(&self) -> usize {
+        self.read_chunk as usize
     }
 
     /// How many bytes to read from the transport next, given reads of up to `chunk`.

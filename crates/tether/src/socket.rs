@@ -163,6 +163,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
 
     /// A socket around an existing session.
     pub fn with_session(transport: T, session: Session, clock: C) -> Self {
+        let read_chunk = session.read_chunk();
         TlsSocket {
             transport,
             session,
@@ -174,7 +175,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
             io_timeout: None,
             read_timeout_set: None,
             write_timeout_set: None,
-            read_chunk: 4096,
+            read_chunk,
             eof: false,
         }
     }
@@ -198,7 +199,9 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
         self.io_timeout = timeout;
     }
 
-    /// How many bytes each transport read asks for (default 4096).
+    /// How many bytes each transport read asks for (default: the config's
+    /// [`read_chunk`](crate::ClientConfigBuilder::read_chunk), 4096 unless set there). Set it
+    /// in the config to have the handshake's reads use it too.
     pub fn set_read_chunk(&mut self, bytes: usize) {
         self.read_chunk = bytes.max(64);
     }

@@ -703,6 +703,52 @@ fn tickets_shared_between_servers_with_one_key() {
     assert!(p.client.is_resumed());
 }
 
+/// Sizes outside what a config accepts are refused when it is built, with the range named.
+#[test]
+fn out_of_range_sizes_are_config_errors() {
+    let client = |b: tether::ClientConfigBuilder| b.build().unwrap_err().to_string();
+    let server = |b: tether::ServerConfigBuilder| b.build().unwrap_err().to_string();
+    let cb = || ClientConfig::builder(ca_trust());
+    let sb = || ServerConfig::builder(identity("server"));
+    for (msg, range) in [
+        (
+            client(cb().read_chunk(63)),
+            "read chunk 63 is outside 64..=65536",
+        ),
+        (
+            client(cb().read_chunk(65537)),
+            "read chunk 65537 is outside",
+        ),
+        (
+            server(sb().read_chunk(0)),
+            "read chunk 0 is outside 64..=65536",
+        ),
+        (
+            client(cb().max_record_size(31)),
+            "max record size 31 is outside 32..=16384",
+        ),
+        (
+            server(sb().max_record_size(16385)),
+            "max record size 16385 is outside",
+        ),
+    ] {
+        assert!(msg.contains(range), "{msg}");
+    }
+    // The bounds themselves are accepted, and a session starts with the chunk.
+    for chunk in [64, 65536] {
+        let c = cb().read_chunk(chunk).build().unwrap();
+        let s = Session::client(&c, "localhost", Instant::from_millis(0)).unwrap();
+        assert_eq!(s.read_chunk(), chunk);
+        let sc = sb().read_chunk(chunk).build().unwrap();
+        assert_eq!(
+            Session::server(&sc, Instant::from_millis(0))
+                .unwrap()
+                .read_chunk(),
+            chunk
+        );
+    }
+}
+
 #[test]
 fn small_records_and_small_output_buffers() {
     let cc = ClientConfig::builder(ca_trust())

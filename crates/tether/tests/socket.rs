@@ -899,6 +899,8 @@ struct Knobs {
     write_calls: usize,
     /// Every `set_read_timeout` the socket made.
     read_timeouts: Vec<Option<Duration>>,
+    /// The largest buffer a `read` call offered.
+    largest_read: usize,
     shut_down: bool,
 }
 
@@ -916,6 +918,10 @@ struct Mem {
 
 impl Transport for Mem {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
+        {
+            let mut k = self.knobs.lock().unwrap();
+            k.largest_read = k.largest_read.max(buf.len());
+        }
         let mut rx = self.rx.lock().unwrap();
         if !rx.data.is_empty() {
             let n = rx.data.len().min(buf.len());
@@ -1086,6 +1092,62 @@ fn mem_nonblocking_handshake_in_steps() {
         assert_eq!(&buf[..4], b"pong");
         assert!(p.client.read(&mut buf).unwrap_err().is_would_block());
     }
+}
+
+/// The config's read chunk reaches the socket before its first read: a client built with
+/// `read_chunk(1024)` never offers the transport more than that, handshake included, where
+/// one with the default offers 4096 (a socket's `set_read_chunk` comes after `connect`, too
+/// late for the handshake's reads). The server side takes it from its config as well.
+#[test]
+fn mem_config_read_chunk_bounds_every_read_from_the_first() {
+    for v in VERSIONS {
+        let pki = Pki::new();
+        let client = |chunk: Option<usize>| {
+            let b = ClientConfig::builder(pki.trust()).versions(v, v);
+            chunk
+                .map_or(b.clone(), |c| b.read_chunk(c))
+                .build()
+                .unwrap()
+        };
+        let server = ServerConfig::builder(pki.server.identity())
+            .versions(v, v)
+            .read_chunk(512)
+            .build()
+            .unwrap();
+        for (chunk, expect) in [(Some(1024), 1024), (None, 4096)] {
+            let config = client(chunk);
+            assert_eq!(config_chunk(&config), expect);
+            let mut p = mem_pair(&config, &server);
+            p.handshake();
+            p.client.write_all(&[7u8; 3000]).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while got.len() < 3000 {
+                match p.server.read(&mut buf) {
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => assert!(e.is_would_block(), "{e:?}"),
+                }
+            }
+            p.server.write_all(&got).unwrap();
+            got.clear();
+            while got.len() < 3000 {
+                match p.client.read(&mut buf) {
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => assert!(e.is_would_block(), "{e:?}"),
+                }
+            }
+            assert_eq!(got, [7u8; 3000]);
+            assert_eq!(p.client_knobs.lock().unwrap().largest_read, expect, "{v}");
+            assert_eq!(p.server_knobs.lock().unwrap().largest_read, 512, "{v}");
+        }
+    }
+}
+
+/// The read chunk a client session starts with.
+fn config_chunk(config: &ClientConfig) -> usize {
+    tether::Session::client(config, "localhost", Instant::from_millis(0))
+        .unwrap()
+        .read_chunk()
 }
 
 #[test]

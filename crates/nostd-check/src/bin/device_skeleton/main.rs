@@ -66,6 +66,8 @@ fn device_config() -> Result<ClientConfig, String> {
         .kx_groups(&[NamedGroup::X25519])
         .resumption(false)
         .time_policy(TimePolicy::Clock(rtc))
+        // Each transport read asks for this much, from the ClientHello on.
+        .read_chunk(READ_CHUNK)
         .build()
         .map_err(err("client config"))
 }
@@ -96,7 +98,6 @@ fn run() -> Result<String, String> {
     let config = device_config()?;
     let mut socket =
         TlsSocket::client(link, &config, "localhost", port::now).map_err(err("client"))?;
-    socket.set_read_chunk(READ_CHUNK);
     socket.handshake().map_err(err("handshake"))?;
     let suite = socket.session().cipher_suite();
 
