@@ -6,7 +6,8 @@
 //! after the peer's close_notify. The sans-IO [`Session`] does all of TLS; the socket only moves
 //! bytes between it and the transport. No executor, no std, no tokio: any runtime whose sockets
 //! implement `embedded_io_async::{Read, Write}` works (embassy-net, or tokio through
-//! `embedded_io_adapters::tokio_1::FromTokio` on a host).
+//! `embedded_io_adapters::tokio_1::FromTokio` on a host; for tokio code that wants tokio's
+//! own `AsyncRead`/`AsyncWrite`, the feature `tokio` has `tether::tokio::TlsStream`).
 //!
 //! The socket implements `embedded_io_async::{ErrorType, Read, Write}` itself, so no_std async
 //! clients run over TLS unchanged: tested with rust-mqtt against mosquitto (`tests/mqtt.rs`,

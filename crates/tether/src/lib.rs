@@ -26,11 +26,14 @@
 //! - `smoltcp` (feature `smoltcp`, no_std): blocking `TlsSocket` over a smoltcp 0.14 TCP socket,
 //!   the interface polled with the device's `now_ms`/`sleep_ms` callbacks (DHCP + DNS + HTTPS:
 //!   `crates/device-https`).
+//! - `tokio` (feature `tokio`, std): `tokio::TlsStream` over any tokio `AsyncRead +
+//!   AsyncWrite` stream, itself both; `tokio::connect` over TCP.
 //!
 //! Features: `std` (default: TcpStream adapter, system clock, TOFU file store, `io::Error`
 //! mapping), `mozilla-roots` (bundled Mozilla CA roots), `dtls` (DTLS, implies `std`),
 //! `embedded-io` (blocking embedded-io adapters), `async` (the async socket, implies
-//! `embedded-io`), `smoltcp` (smoltcp TCP sockets as transports).
+//! `embedded-io`), `smoltcp` (smoltcp TCP sockets as transports), `tokio` (the tokio stream,
+//! implies `std`).
 //!
 //! ```
 //! # fn main() -> Result<(), tether::Error> {
@@ -97,6 +100,9 @@ pub mod asynch;
 
 #[cfg(feature = "smoltcp")]
 pub mod smoltcp;
+
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use config::{
     ClientConfig, ClientConfigBuilder, Crypto, Identity, ServerConfig, ServerConfigBuilder,

@@ -21,7 +21,7 @@ use crate::error::{Error, Timeout, TransportError};
 use crate::socket::{TlsSocket, Transport};
 use crate::time::{Clock, Instant};
 
-fn transport_error(e: io::Error) -> TransportError {
+pub(crate) fn transport_error(e: io::Error) -> TransportError {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TransportError::WouldBlock,
         io::ErrorKind::ConnectionReset

@@ -1,0 +1,332 @@
+//! `tether::tokio::TlsStream` (feature `tokio`) over real TCP on 127.0.0.1: a tether client
+//! against `openssl s_server` and a tether server against `openssl s_client` (TLS 1.2 and 1.3,
+//! client certificates required), tether against tether with 1 MiB each way through
+//! `tokio::io::copy`, close_notify as EOF, truncation, a certificate from another CA, and the
+//! handshake timeout against a silent server.
+//!
+//! Every await that waits for a peer is bounded by `tokio::time::timeout(WAIT, ..)`, so a
+//! broken peer fails the test instead of hanging it; OpenSSL peers are killed on drop.
+
+mod support;
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use testpeers::{SClientOpts, SServerOpts, openssl_s_client, skip_or_fail};
+use tether::TlsVersion::{self, Tls12, Tls13};
+use tether::error::{HandshakeError, Timeout};
+use tether::tokio::{TlsStream, connect_named};
+use tether::{ClientConfig, Error, ServerConfig};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use support::{BOTH, Pki, VERSIONS, WAIT, only, peer_version};
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .expect("the peer did not answer in time")
+}
+
+async fn listen() -> (TcpListener, u16) {
+    let l = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+async fn connect(port: u16, config: &ClientConfig) -> Result<TlsStream<TcpStream>, Error> {
+    within(connect_named(
+        &format!("127.0.0.1:{port}"),
+        "localhost",
+        config,
+    ))
+    .await
+}
+
+async fn accept(listener: &TcpListener, config: &ServerConfig) -> TlsStream<TcpStream> {
+    let (tcp, _) = within(listener.accept()).await.unwrap();
+    within(TlsStream::accept(tcp, config)).await.unwrap()
+}
+
+/// The tether error inside an `io::Error` from the stream.
+fn inner(e: &std::io::Error) -> &Error {
+    e.get_ref()
+        .and_then(|e| e.downcast_ref::<Error>())
+        .unwrap_or_else(|| panic!("no tether error in {e:?}"))
+}
+
+async fn client_to_openssl(v: TlsVersion) {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let (port, mut server) = pki.s_server(&SServerOpts {
+        version: Some(peer_version(v)),
+        client_ca: Some(pki.ca_pem.clone()),
+        ..SServerOpts::default()
+    });
+    let config = pki.client_config(only(v), true);
+    let mut tls = connect(port, &config).await.unwrap();
+    assert_eq!(tls.session().version(), Some(v));
+    assert_eq!(
+        tls.session().peer_certificates().unwrap()[0].as_ref(),
+        pki.server.der()
+    );
+    within(tls.write_all(b"hello over tokio\n")).await.unwrap();
+    within(tls.flush()).await.unwrap();
+    server.wait_for_output("hello over tokio", WAIT).unwrap();
+    server.wait_for_output("CN = device-1", WAIT).unwrap();
+    server.send_line("hello from openssl").unwrap();
+    let mut lines = BufReader::new(tls);
+    let mut line = String::new();
+    within(lines.read_line(&mut line)).await.unwrap();
+    assert_eq!(line, "hello from openssl\n");
+    within(lines.into_inner().shutdown()).await.unwrap();
+    // s_server prints DONE once the client's close_notify has arrived.
+    server.wait_for_output("DONE", WAIT).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_client_to_openssl_tls12() {
+    client_to_openssl(Tls12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_client_to_openssl_tls13() {
+    client_to_openssl(Tls13).await;
+}
+
+async fn openssl_to_server(v: TlsVersion) {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let config = pki.server_config(only(v), true);
+    let (listener, port) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut tls = accept(&listener, &config).await;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            assert_eq!(within(tls.read(&mut byte)).await.unwrap(), 1);
+            line.push(byte[0]);
+        }
+        within(tls.write_all(b"tether got: ")).await.unwrap();
+        within(tls.write_all(&line)).await.unwrap();
+        within(tls.flush()).await.unwrap();
+        let client_cert = tls.session().peer_certificates().unwrap()[0].to_vec();
+        (
+            String::from_utf8(line).unwrap(),
+            tls.session().version(),
+            client_cert,
+        )
+    });
+    let mut client = tokio::task::spawn_blocking({
+        let (ca, cert, key) = (
+            pki.ca_pem.clone(),
+            pki.client.cert.clone(),
+            pki.client.key.clone(),
+        );
+        move || {
+            openssl_s_client(
+                port,
+                &SClientOpts {
+                    ca_file: Some(ca),
+                    servername: Some("localhost".into()),
+                    verify_hostname: Some("localhost".into()),
+                    version: Some(peer_version(v)),
+                    cert: Some(cert),
+                    key: Some(key),
+                    ..SClientOpts::default()
+                },
+            )
+            .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    client
+        .wait_for_output("Verify return code: 0 (ok)", WAIT)
+        .unwrap();
+    client.send_line("hello from s_client").unwrap();
+    client
+        .wait_for_output("tether got: hello from s_client", WAIT)
+        .unwrap();
+    let (line, version, cert) = within(server).await.unwrap();
+    assert_eq!(line, "hello from s_client\n");
+    assert_eq!(version, Some(v));
+    assert_eq!(cert, pki.client.der());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_to_tokio_server_tls12() {
+    openssl_to_server(Tls12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_to_tokio_server_tls13() {
+    openssl_to_server(Tls13).await;
+}
+
+/// tether to tether, client certificates required: 1 MiB each way, the server echoing through
+/// `tokio::io::copy` over a split stream while the client writes in uneven pieces; then
+/// close_notify each way, read as EOF (0 bytes) on both sides.
+#[tokio::test]
+async fn a_mebibyte_each_way_through_tokio_io_copy() {
+    for v in VERSIONS {
+        let pki = Pki::new();
+        let server_config = pki.server_config(only(v), true);
+        let (listener, port) = listen().await;
+        let server = tokio::spawn(async move {
+            let tls = accept(&listener, &server_config).await;
+            let (mut r, mut w) = tokio::io::split(tls);
+            // Until the client's close_notify: EOF for copy.
+            let n = within(tokio::io::copy(&mut r, &mut w)).await.unwrap();
+            within(w.shutdown()).await.unwrap();
+            n
+        });
+        let config = pki.client_config(only(v), true);
+        let tls = connect(port, &config).await.unwrap();
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let (mut r, mut w) = tokio::io::split(tls);
+        let writer = {
+            let data = data.clone();
+            tokio::spawn(async move {
+                let mut rest = &data[..];
+                let mut step = 1;
+                while !rest.is_empty() {
+                    let n = within(w.write(&rest[..step.min(rest.len())]))
+                        .await
+                        .unwrap();
+                    rest = &rest[n..];
+                    step = step * 7 % 40_000 + 1;
+                }
+                within(w.shutdown()).await.unwrap();
+            })
+        };
+        let mut back = Vec::new();
+        within(r.read_to_end(&mut back)).await.unwrap();
+        within(writer).await.unwrap();
+        assert_eq!(back.len(), data.len(), "{v}");
+        assert!(back == data, "{v}: the echo differs");
+        assert_eq!(within(server).await.unwrap(), data.len() as u64);
+    }
+}
+
+/// A server whose certificate comes from another CA (same name): the client's `connect`
+/// fails with the certificate category; the server is told why with an alert.
+#[tokio::test]
+async fn other_ca_is_refused_with_a_certificate_error() {
+    let pki = Pki::new();
+    let other = Pki::with_ca_name("tether test CA");
+    let server_config = other.server_config(BOTH, false);
+    let (listener, port) = listen().await;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = within(listener.accept()).await.unwrap();
+        within(TlsStream::accept(tcp, &server_config))
+            .await
+            .expect_err("the client must refuse")
+    });
+    let err = connect(port, &pki.client_config(BOTH, false))
+        .await
+        .expect_err("another CA's certificate must be refused");
+    assert!(matches!(err, Error::Certificate(_)), "{err:?}");
+    let server_err = within(server).await.unwrap();
+    assert!(
+        matches!(
+            server_err,
+            Error::Handshake(HandshakeError::AlertReceived(_))
+        ),
+        "{server_err:?}"
+    );
+    // The same failure through the handshake a first write runs: an io::Error carrying it.
+    let (listener, port) = listen().await;
+    let server_config = other.server_config(BOTH, false);
+    let server = tokio::spawn(async move {
+        let (tcp, _) = within(listener.accept()).await.unwrap();
+        let _ = within(TlsStream::accept(tcp, &server_config)).await;
+    });
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let config = pki.client_config(BOTH, false);
+    let mut tls = TlsStream::client(tcp, &config, "localhost").unwrap();
+    let err = within(tls.write_all(b"never sent")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+    assert!(matches!(inner(&err), Error::Certificate(_)), "{err:?}");
+    within(server).await.unwrap();
+}
+
+/// A peer that closes TCP without close_notify after sending data: the data, then an error
+/// of kind `UnexpectedEof` carrying `Truncated` (never a clean EOF).
+#[tokio::test]
+async fn eof_without_close_notify_is_truncated() {
+    let pki = Pki::new();
+    let server_config = pki.server_config(BOTH, false);
+    let (listener, port) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut tls = accept(&listener, &server_config).await;
+        within(tls.write_all(b"last words")).await.unwrap();
+        within(tls.flush()).await.unwrap();
+        // The TCP stream dropped without close_notify.
+        drop(tls.into_inner());
+    });
+    let mut tls = connect(port, &pki.client_config(BOTH, false))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let err = within(tls.read_to_end(&mut got)).await.unwrap_err();
+    assert_eq!(got, b"last words");
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+    assert_eq!(inner(&err), &Error::Truncated);
+    within(server).await.unwrap();
+}
+
+/// A server that accepts TCP and never answers: `connect` gives up at the config's handshake
+/// timeout with `Timeout::Handshake`, not at the test's bound.
+#[tokio::test]
+async fn a_silent_server_fails_at_the_handshake_timeout() {
+    let pki = Pki::new();
+    let config = tether::ClientConfig::builder(pki.trust())
+        .handshake_timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let (listener, port) = listen().await;
+    let holder = tokio::spawn(async move {
+        let (tcp, _) = within(listener.accept()).await.unwrap();
+        // Held open, silent, until the client has given up.
+        let mut tcp = tcp;
+        let mut buf = [0u8; 512];
+        while within(tcp.read(&mut buf)).await.unwrap_or(0) > 0 {}
+    });
+    let start = std::time::Instant::now();
+    let err = connect(port, &config).await.expect_err("must time out");
+    let took = start.elapsed();
+    assert_eq!(err, Error::Timeout(Timeout::Handshake));
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    within(holder).await.unwrap();
+}
+
+/// The config's read chunk reaches the stream: a client built with `read_chunk(1024)` reads a
+/// server's 16 KiB records (and its handshake) 1 KiB at a time, and gets every byte.
+#[tokio::test]
+async fn a_small_read_chunk_still_reads_full_records() {
+    let pki = Pki::new();
+    let server_config = pki.server_config(BOTH, false);
+    let (listener, port) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut tls = accept(&listener, &server_config).await;
+        within(tls.write_all(&[0x5a; 40_000])).await.unwrap();
+        within(tls.shutdown()).await.unwrap();
+    });
+    let config = tether::ClientConfig::builder(pki.trust())
+        .read_chunk(1024)
+        .build()
+        .unwrap();
+    let mut tls = connect(port, &config).await.unwrap();
+    let mut got = Vec::new();
+    within(tls.read_to_end(&mut got)).await.unwrap();
+    assert!(got.len() == 40_000 && got.iter().all(|&b| b == 0x5a));
+    within(server).await.unwrap();
+}
