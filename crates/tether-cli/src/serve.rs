@@ -9,6 +9,8 @@
 //! tether serve ... --dtls-listen off               # no DTLS listener
 //! tether serve ... --crypto ring                   # ring's key exchange instead of AWS-LC's
 //! tether serve ... --workers 1                     # the whole gateway on one thread
+//! tether serve ... --reuse-port --dtls-listen off --http 127.0.0.1:8090 --ticket-keys keys
+//!                                               # one of several processes on one TLS port
 //! ```
 //!
 //! Devices reach the gateway over TLS (TCP) or DTLS 1.2/1.3 (UDP) with the same certificates,
@@ -17,7 +19,7 @@
 //! server key: with another key and the default address, the gateway warns and runs TLS only.
 //!
 //! The configuration file is TOML; its keys are the flags' names without the dashes in front
-//! (`listen`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `cert-reload`, `ca`,
+//! (`listen`, `reuse-port`, `dtls-listen`, `dtls-max-handshaking`, `http`, `cert`, `key`, `cert-reload`, `ca`,
 //! `allow`, `allow-reload`, `no-client-auth`, `ticket-keys`, `ticket-reload`, `handshake-timeout`, `idle-timeout`,
 //! `drain-timeout`, `max-connections`, `max-per-ip`, `max-frame`, `verified-client-chains`,
 //! `min-tls`, `crypto`, `workers`, `log-level`, `log-format`). Relative paths in the file are relative to the file's directory. A
@@ -64,6 +66,12 @@ pub struct Args {
     /// TLS listener address [default: 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Share the TLS port with other `tether serve` processes (SO_REUSEPORT): the kernel
+    /// spreads new connections across them (past one process's open-file limit, or one process
+    /// per core). Give them one --ticket-keys file (a device then resumes on any of them), each
+    /// its own --http address (or off), and --dtls-listen off or an address of each one's own.
+    #[arg(long)]
+    reuse_port: bool,
     /// DTLS listener (UDP) address, `same` (the TLS listener's address and port) or `off`
     /// [default: same].
     #[arg(long, value_name = "ADDR|same|off", value_parser = DtlsListen::parse)]
@@ -235,6 +243,7 @@ fn parse_version(s: &str) -> Result<TlsVersion, String> {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    reuse_port: Option<bool>,
     #[serde(default, deserialize_with = "de_dtls")]
     dtls_listen: Option<DtlsListen>,
     dtls_max_handshaking: Option<NonZeroUsize>,
@@ -620,6 +629,15 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     if let Some(d) = args.dtls_listen.or(file.dtls_listen) {
         config.dtls = d;
     }
+    config.reuse_port = args.reuse_port || file.reuse_port == Some(true);
+    if config.reuse_port && config.dtls == DtlsListen::SameAsTls {
+        bail!(
+            "--reuse-port shares the TLS port between gateway processes, not a DTLS one (the \
+             kernel would send a DTLS device's datagrams to another process whenever one of \
+             them starts or stops): add --dtls-listen off, or give each process its own \
+             --dtls-listen IP:PORT"
+        );
+    }
     if let Some(n) = args.dtls_max_handshaking.or(file.dtls_max_handshaking) {
         config.dtls_max_handshaking = n.get();
     }
@@ -759,6 +777,11 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         say!("tether serve: {note}");
     }
     let (min_tls, drain, crypto) = (config.min_tls, config.drain_timeout, config.crypto);
+    let shared = if config.reuse_port {
+        ", TLS port shared (reuse-port)"
+    } else {
+        ""
+    };
     let gateway = Gateway::bind(config).await?;
     let addr = gateway.local_addr();
     if dev {
@@ -810,7 +833,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         });
     }
     say!(
-        "tether serve: listening on {addr} ({}, {auth}, {crypto}, {workers} worker{}), {dtls}{http}",
+        "tether serve: listening on {addr} ({}, {auth}, {crypto}, {workers} worker{}{shared}), {dtls}{http}",
         versions(min_tls),
         if workers == 1 { "" } else { "s" }
     );

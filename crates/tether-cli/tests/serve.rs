@@ -259,7 +259,6 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     )
 }
 
-/// Runs `tether serve ARGS` that must fail at start; returns its stderr.
 /// `tether serve ARGS` with a flag clap refuses: its error (exit status 2).
 fn bad_flag(args: &[&str], cwd: &Path) -> String {
     let out = Command::new(TETHER)
@@ -273,6 +272,7 @@ fn bad_flag(args: &[&str], cwd: &Path) -> String {
     err
 }
 
+/// Runs `tether serve ARGS` that must fail at start; returns its stderr (one line).
 fn fails(args: &[&str], cwd: &Path) -> String {
     let mut child = Command::new(TETHER)
         .arg("serve")
@@ -437,6 +437,95 @@ fn two_processes_sharing_a_ticket_key_file_resume_each_others_sessions() {
     assert!(
         metrics.contains("\ntether_handshakes_resumed_total 2\n"),
         "{metrics}"
+    );
+}
+
+/// Two `tether serve` processes on one TLS port, `--reuse-port` by flag on one and by its
+/// configuration file on the other: the kernel spreads 24 devices over both, and each
+/// resumes wherever it lands (one ticket key file). `--reuse-port` with the DTLS listener on
+/// the TLS port is refused with what to do.
+#[test]
+fn two_processes_share_one_port_with_reuse_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = files(dir.path());
+    let keys = dir.path().join("tickets.key");
+    std::fs::write(&keys, TicketKey::generate().unwrap().to_bytes()).unwrap();
+    let port = testpeers::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = f.tls_args();
+    let keys_arg = keys.to_str().unwrap();
+    let first = Serve::start(
+        &args(
+            &base,
+            &[
+                "--reuse-port",
+                "--dtls-listen",
+                "off",
+                "--listen",
+                &listen,
+                "--http",
+                "127.0.0.1:0",
+                "--ticket-keys",
+                keys_arg,
+            ],
+        ),
+        dir.path(),
+    );
+    let toml = dir.path().join("second.toml");
+    std::fs::write(
+        &toml,
+        format!("listen = \"{listen}\"\nreuse-port = true\ndtls-listen = \"off\"\nhttp = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let second = Serve::start(
+        &args(
+            &base,
+            &[
+                "--config",
+                toml.to_str().unwrap(),
+                "--ticket-keys",
+                keys_arg,
+            ],
+        ),
+        dir.path(),
+    );
+    assert_eq!(first.tls, second.tls);
+    assert!(
+        first.output().contains("TLS port shared (reuse-port)"),
+        "{}",
+        first.output()
+    );
+    let client = f.client(Some(TlsVersion::Tls13));
+    let mut resumed = 0;
+    for i in 0..24 {
+        let mut s = first.connect(&client);
+        let body = format!("frame {i}").into_bytes();
+        s.write_all(&encode(&[Frame::new(FrameType::Echo, body.clone())]))
+            .unwrap();
+        assert_eq!(read_frames(&mut s, 1)[0].body, body);
+        resumed += usize::from(s.session().is_resumed());
+        s.close().unwrap();
+    }
+    let handshakes = |serve: &Serve| {
+        let (_, metrics) = http_get(serve.http.unwrap(), "/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tether_handshakes_total{result=\"ok\"} "))
+            .map(|v| v.parse::<f64>().unwrap())
+            .unwrap()
+    };
+    let (a, b) = (handshakes(&first), handshakes(&second));
+    assert_eq!(a + b, 24.0);
+    assert!(a > 0.0 && b > 0.0, "all on one process: {a} and {b}");
+    assert_eq!(resumed, 23);
+
+    let err = fails(
+        &args(&base, &["--reuse-port", "--listen", "127.0.0.1:0"]),
+        dir.path(),
+    );
+    assert!(
+        err.contains("--reuse-port") && err.contains("--dtls-listen off"),
+        "{err}"
     );
 }
 

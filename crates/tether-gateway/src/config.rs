@@ -43,6 +43,15 @@ pub struct GatewayConfig {
     /// The TLS listener (default 127.0.0.1:8081). Port 0 picks a free port; read it back with
     /// [`Gateway::local_addr`](crate::Gateway::local_addr).
     pub listen: SocketAddr,
+    /// Several gateway processes listen on one TLS port (`SO_REUSEPORT`), the kernel spreading
+    /// new connections across them: past one process's open-file limit, or one process per
+    /// core (default off: a port in use is an error). Give the group one ticket key file
+    /// ([`TicketSource::File`]) so that a device resumes on whichever process it reaches, each
+    /// process its own HTTP address (or none), and the DTLS listener [`DtlsListen::Off`] or an
+    /// address of each process's own: the kernel would send a DTLS device's datagrams to
+    /// another process whenever one of the group starts or stops, so the DTLS listener is not
+    /// shared (`SameAsTls` is refused with this option).
+    pub reuse_port: bool,
     /// The HTTP API (default 127.0.0.1:8080); `None`: no HTTP API.
     pub http: Option<SocketAddr>,
     /// The server's certificate chain and key.
@@ -139,6 +148,7 @@ impl fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("listen", &self.listen)
+            .field("reuse_port", &self.reuse_port)
             .field("http", &self.http)
             .field("client_auth", &self.client_auth)
             .field("min_tls", &self.min_tls)
@@ -164,6 +174,7 @@ impl GatewayConfig {
     pub fn new(identity: Identity, client_auth: ClientAuthPolicy) -> GatewayConfig {
         GatewayConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            reuse_port: false,
             http: Some(DEFAULT_HTTP.parse().expect("a valid address")),
             identity,
             client_auth,

@@ -213,7 +213,11 @@ fn make_ticketer(source: &TicketSource) -> Result<(Arc<Ticketer>, Option<Keys>),
 /// How many TCP ports the kernel may pick before one is also free on UDP (DTLS on the same port).
 const PORT_PICKS: usize = 32;
 
-async fn listen(addr: SocketAddr, what: &str) -> Result<TcpListener, GatewayError> {
+async fn listen(
+    addr: SocketAddr,
+    what: &str,
+    reuse_port: bool,
+) -> Result<TcpListener, GatewayError> {
     let err = |e| GatewayError::io(format!("cannot listen on {addr} ({what})"), e);
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
@@ -224,6 +228,10 @@ async fn listen(addr: SocketAddr, what: &str) -> Result<TcpListener, GatewayErro
     // Lets a restarted gateway bind while old connections sit in TIME_WAIT; a port another
     // process listens on is still refused.
     socket.set_reuseaddr(true).map_err(err)?;
+    if reuse_port {
+        // The other gateways of the group listen on this port too (`reuse_port`).
+        socket.set_reuseport(true).map_err(err)?;
+    }
     // TLS writes whole flights and records: no Nagle delay behind the peer's delayed ACK.
     // Accepted sockets inherit it (Linux), which saves a system call per connection.
     socket.set_nodelay(true).map_err(err)?;
@@ -239,6 +247,22 @@ impl Gateway {
             return Err(GatewayError::Config(
                 "max_connections and max_per_ip must be at least 1".into(),
             ));
+        }
+        if config.reuse_port && config.dtls == DtlsListen::SameAsTls {
+            return Err(GatewayError::Config(
+                "reuse_port shares the TLS port between gateway processes, not a DTLS one: the \
+                 kernel would send a DTLS device's datagrams to another process whenever one \
+                 of the group starts or stops. Set the DTLS listener off, or give each process \
+                 a DTLS address of its own"
+                    .into(),
+            ));
+        }
+        if config.reuse_port && !matches!(config.tickets, TicketSource::File { .. }) {
+            tracing::warn!(
+                "reuse_port without a ticket key file: a device that reaches another process \
+                 of the group makes a full handshake; give every process the same ticket keys \
+                 to resume anywhere"
+            );
         }
         let (ticketer, loaded) = make_ticketer(&config.tickets)?;
         let auth = match &config.client_auth {
@@ -266,7 +290,7 @@ impl Gateway {
         // does not pick them again.
         let mut held = Vec::new();
         let (listener, local_addr, dtls) = loop {
-            let listener = listen(config.listen, "TLS").await?;
+            let listener = listen(config.listen, "TLS", config.reuse_port).await?;
             let local_addr = listener.local_addr().map_err(|e| {
                 GatewayError::io("cannot read the TLS listener's address".into(), e)
             })?;
@@ -290,7 +314,7 @@ impl Gateway {
         };
         let (http, http_addr) = match config.http {
             Some(addr) => {
-                let l = listen(addr, "HTTP API").await?;
+                let l = listen(addr, "HTTP API", false).await?;
                 let a = l.local_addr().map_err(|e| {
                     GatewayError::io("cannot read the HTTP listener's address".into(), e)
                 })?;

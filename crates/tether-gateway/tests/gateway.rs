@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tether::error::{Alert, HandshakeError};
 use tether::net::TcpTlsSocket;
 use tether::{ClientConfig, Identity, TicketKey, TlsVersion};
-use tether_gateway::{AllowList, ClientAuthPolicy, TicketSource};
+use tether_gateway::{AllowList, ClientAuthPolicy, DtlsListen, Gateway, TicketSource};
 use tether_pki::{Ca, IssueOptions, Issued, KeyKind};
 use tether_wire::{Decoder, ErrorCode, Frame, FrameType};
 
@@ -83,6 +83,18 @@ fn assert_refused(connected: Result<TcpTlsSocket, tether::Error>) {
             let _ = s.write_all(&requests(b"x"));
             assert_access_denied(&mut s);
         }
+    }
+}
+
+/// The error `Gateway::bind` gives for `config` (which must not bind).
+fn bind_error(config: tether_gateway::GatewayConfig) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(Gateway::bind(config)) {
+        Ok(gw) => panic!("bound on {}", gw.local_addr()),
+        Err(e) => e.to_string(),
     }
 }
 
@@ -694,6 +706,65 @@ fn gateways_sharing_a_ticket_key_file_resume_each_others_sessions() {
         devices
             .iter()
             .all(|d| d["resumed"] == true && d["device_id"] == "device-1")
+    );
+}
+
+/// Two gateways on one TLS port with `reuse_port` (as two `tether serve --reuse-port`
+/// processes): the kernel spreads devices over both, every device is served, and a device
+/// whose session was made on one resumes wherever it lands (shared ticket keys). Without the
+/// option the second bind finds the port in use; with the DTLS listener on the TLS port the
+/// option is refused by name.
+#[test]
+fn gateways_sharing_one_port_with_reuse_port_split_the_devices() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("tickets.key");
+    std::fs::write(&keys, TicketKey::generate().unwrap().to_bytes()).unwrap();
+    let config = |port: u16, reuse_port: bool| {
+        let mut c = pki.config();
+        c.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        c.reuse_port = reuse_port;
+        c.dtls = DtlsListen::At("127.0.0.1:0".parse().unwrap());
+        c.tickets = TicketSource::File {
+            path: keys.clone(),
+            reload_every: Duration::from_secs(60),
+        };
+        c
+    };
+    let first = Running::start(config(0, true));
+    let port = first.tls.port();
+    let second = Running::start(config(port, true));
+    assert_eq!(second.tls, first.tls);
+
+    let client = pki.client(Some(&pki.device), Some(TlsVersion::Tls13));
+    let mut resumed = 0;
+    for i in 0..40u32 {
+        let mut s = first.connect(&client).unwrap();
+        let tag = format!("device {i}");
+        let before = now_ms();
+        s.write_all(&requests(tag.as_bytes())).unwrap();
+        check_replies(tag.as_bytes(), &read_frames(&mut s, 3), before);
+        resumed += usize::from(s.session().is_resumed());
+        s.close().unwrap();
+    }
+    let served = |gw: &Running| gw.prometheus()["tether_handshakes_total{result=\"ok\"}"];
+    let (a, b) = (served(&first), served(&second));
+    assert_eq!(a + b, 40.0);
+    // Spread by the kernel's hash of the 4-tuple: all 40 on one side has odds of 2^-39.
+    assert!(a > 0.0 && b > 0.0, "{a} and {b}");
+    // Every connection after the first resumed, on either gateway.
+    assert_eq!(resumed, 39);
+
+    // Without the option, a port in use is still an error...
+    let taken = bind_error(config(port, false));
+    assert!(taken.contains("in use"), "{taken}");
+    // ...and the DTLS listener on a shared TLS port is refused, saying why.
+    let mut same = config(port, true);
+    same.dtls = DtlsListen::SameAsTls;
+    let refused = bind_error(same);
+    assert!(
+        refused.contains("reuse_port") && refused.contains("DTLS listener off"),
+        "{refused}"
     );
 }
 

@@ -37,7 +37,7 @@
 //!   the transport does not take at once goes out before the next write, on `flush` and on
 //!   `shutdown`, so call `flush` (or `shutdown`) when the peer must see the data.
 //! - `poll_shutdown` sends close_notify, then shuts the transport down (for TCP, its write
-//!   side). [`into_inner`](TlsStream::into_inner) gives the transport back instead.
+//!   side). [`into_parts`](TlsStream::into_parts) gives the transport back instead.
 //! - Errors are [`io::Error`]s that carry tether's [`Error`]: `e.get_ref()` and
 //!   `downcast_ref::<tether::Error>()` give the category (certificate, pin, version, alert,
 //!   timeout, truncation), the kind maps as for [`crate::net`].
@@ -136,18 +136,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     }
 
     /// The transport.
-    pub fn get_ref(&self) -> &S {
+    pub fn transport(&self) -> &S {
         &self.io
     }
 
     /// The transport, mutably (do not read or write TLS bytes through it).
-    pub fn get_mut(&mut self) -> &mut S {
+    pub fn transport_mut(&mut self) -> &mut S {
         &mut self.io
     }
 
     /// Takes the stream apart. Encrypted bytes not yet taken by the transport are dropped:
     /// `flush` or `shutdown` first.
-    pub fn into_inner(self) -> (S, Session) {
+    pub fn into_parts(self) -> (S, Session) {
         (self.io, self.session)
     }
 

@@ -267,7 +267,7 @@ async fn eof_without_close_notify_is_truncated() {
         within(tls.write_all(b"last words")).await.unwrap();
         within(tls.flush()).await.unwrap();
         // The TCP stream dropped without close_notify.
-        drop(tls.into_inner());
+        drop(tls.into_parts());
     });
     let mut tls = connect(port, &pki.client_config(BOTH, false))
         .await
