@@ -913,7 +913,7 @@ mod tests {
     /// Connections the TLS listener accepts have TCP_NODELAY without a call of their own.
     #[tokio::test]
     async fn accepted_sockets_inherit_nodelay() {
-        let l = listen("127.0.0.1:0".parse().unwrap(), "test")
+        let l = listen("127.0.0.1:0".parse().unwrap(), "test", false)
             .await
             .unwrap();
         let addr = l.local_addr().unwrap();
