@@ -38,6 +38,15 @@
 //!   `shutdown`, so call `flush` (or `shutdown`) when the peer must see the data.
 //! - `poll_shutdown` sends close_notify, then shuts the transport down (for TCP, its write
 //!   side). [`into_parts`](TlsStream::into_parts) gives the transport back instead.
+//! - Full duplex: once the handshake has completed, reads only read the transport and
+//!   writes only write it, so one task can read while another writes (`tokio::io::split`).
+//!   What a read makes tether owe the peer (the answer to a TLS 1.3 key update, the alert
+//!   of a record that fails) goes out with the next write, flush or shutdown. Complete the
+//!   handshake before splitting (`connect`, `accept`, or `handshake`): the handshake both
+//!   reads and writes.
+//! - Cancellation: the poll methods keep no state between calls but the stream's, so dropping
+//!   a read or a flush future loses nothing; a write, once it returned its count, has its
+//!   record in the stream and sends it on the next write, flush or shutdown.
 //! - Errors are [`io::Error`]s that carry tether's [`Error`]: `e.get_ref()` and
 //!   `downcast_ref::<tether::Error>()` give the category (certificate, pin, version, alert,
 //!   timeout, truncation), the kind maps as for [`crate::net`].
@@ -183,7 +192,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     }
 
     /// Reads once from the transport into the session. Ready when bytes (or EOF) arrived.
-    fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    /// With `may_write` (the handshake), the alert of a failed read is sent at once; without
+    /// it (an established stream's read), it waits for the next write, flush or shutdown: a
+    /// read never writes, so a reading task and a writing task ([`tokio::io::split`]) never
+    /// take each other's place in the transport's wake-up for writes.
+    ///
+    /// [`tokio::io::split`]: ::tokio::io::split
+    fn poll_read_once(&mut self, cx: &mut Context<'_>, may_write: bool) -> Poll<Result<(), Error>> {
         if self.eof {
             return Poll::Ready(Ok(()));
         }
@@ -205,8 +220,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             ),
         };
         if let Err(e) = self.session.commit_input(now, n) {
-            // Tell the peer why (the alert the session queued), best effort.
-            let _ = self.poll_flush_out(cx);
+            if may_write {
+                // Tell the peer why (the alert the session queued), best effort.
+                let _ = self.poll_flush_out(cx);
+            }
             return Poll::Ready(Err(e));
         }
         if eof {
@@ -227,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             }
             // At EOF the session has failed (the peer closed during the handshake): the
             // next turn returns that error.
-            ready!(self.poll_read_once(cx))?;
+            ready!(self.poll_read_once(cx, true))?;
         }
     }
 
@@ -236,7 +253,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<Result<(), Error>> {
-        ready!(self.poll_handshake(cx))?;
+        if self.session.is_handshaking() {
+            ready!(self.poll_handshake(cx))?;
+        }
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -249,12 +268,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                 Recv::Closed => return Poll::Ready(Ok(())),
                 Recv::Pending => {}
             }
-            // What we owe the peer (a TLS 1.3 key update's answer) goes out as the transport
-            // takes it; reading does not wait for it.
-            if let Poll::Ready(Err(e)) = self.poll_flush_out(cx) {
-                return Poll::Ready(Err(e));
-            }
-            ready!(self.poll_read_once(cx))?;
+            // What a read makes us owe the peer (a TLS 1.3 key update's answer) goes out with
+            // the next write, flush or shutdown, not from here (see `poll_read_once`).
+            ready!(self.poll_read_once(cx, false))?;
         }
     }
 

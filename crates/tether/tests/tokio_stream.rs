@@ -213,6 +213,63 @@ async fn a_mebibyte_each_way_through_tokio_io_copy() {
     }
 }
 
+/// Full duplex through a pipe that holds 61 bytes (`tokio::io::duplex`), so that nearly every
+/// transport write and read waits: each side split into a reading task and a writing task
+/// (the server echoing through `tokio::io::copy`), 256 KiB each way, on one thread and on
+/// two. A read that wrote to the transport would take the writing task's wake-up and stall
+/// both (bounded by the test's timeout).
+#[test]
+fn split_halves_in_separate_tasks_through_a_tiny_pipe() {
+    for threads in [1, 2] {
+        let rt = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(threads);
+            b
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        rt.block_on(async {
+            let pki = Pki::new();
+            for v in VERSIONS {
+                let (a, b) = tokio::io::duplex(61);
+                let client_config = pki.client_config(only(v), true);
+                let server_config = pki.server_config(only(v), true);
+                // The server's handshake ends once its TLS 1.3 ticket is in the pipe, which
+                // takes the client reading: a task of its own.
+                let echo = tokio::spawn(async move {
+                    let server = TlsStream::accept(b, &server_config).await.unwrap();
+                    let (mut r, mut w) = tokio::io::split(server);
+                    let n = tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    w.shutdown().await.unwrap();
+                    n
+                });
+                let client = within(TlsStream::connect(a, &client_config, "localhost"))
+                    .await
+                    .unwrap();
+                let data: Vec<u8> = (0..256 * 1024).map(|i: u32| (i * 7 % 253) as u8).collect();
+                let (mut r, mut w) = tokio::io::split(client);
+                let writer = {
+                    let data = data.clone();
+                    tokio::spawn(async move {
+                        for piece in data.chunks(3000) {
+                            w.write_all(piece).await.unwrap();
+                        }
+                        w.shutdown().await.unwrap();
+                    })
+                };
+                let mut back = Vec::new();
+                within(r.read_to_end(&mut back)).await.unwrap();
+                within(writer).await.unwrap();
+                assert!(back == data, "{v}, {threads} thread(s): the echo differs");
+                assert_eq!(within(echo).await.unwrap(), data.len() as u64);
+            }
+        });
+    }
+}
+
 /// A server whose certificate comes from another CA (same name): the client's `connect`
 /// fails with the certificate category; the server is told why with an alert.
 #[tokio::test]
