@@ -9,8 +9,8 @@
 mod support;
 
 use testpeers::{
-    GnutlsCliOpts, GnutlsServOpts, SClientOpts, SServerOpts, free_port, gnutls_cli, gnutls_serv,
-    openssl_s_client, openssl_s_server, skip_or_fail,
+    GnutlsCliOpts, GnutlsServOpts, SServerOpts, free_port, gnutls_cli, gnutls_serv,
+    openssl_s_server, skip_or_fail,
 };
 use tether::TlsVersion;
 use tether::TlsVersion::{Tls12, Tls13};
@@ -211,19 +211,7 @@ fn openssl_to_server(v: TlsVersion, mtls: bool) {
     }
     let pki = Pki::new();
     let (port, server) = line_server(pki.server_config(only(v), mtls));
-    let mut client = openssl_s_client(
-        port,
-        &SClientOpts {
-            ca_file: Some(pki.ca_pem.clone()),
-            servername: Some("localhost".into()),
-            verify_hostname: Some("localhost".into()),
-            version: Some(peer_version(v)),
-            cert: mtls.then(|| pki.client.cert.clone()),
-            key: mtls.then(|| pki.client.key.clone()),
-            ..SClientOpts::default()
-        },
-    )
-    .unwrap();
+    let mut client = pki.s_client(port, v, mtls);
     client
         .wait_for_output("Verify return code: 0 (ok)", WAIT)
         .unwrap();
@@ -280,18 +268,7 @@ fn openssl_reads_a_refusal(v: TlsVersion) {
         sock.refuse(tether::error::Alert::ACCESS_DENIED).unwrap();
         line
     });
-    let mut client = openssl_s_client(
-        port,
-        &SClientOpts {
-            ca_file: Some(pki.ca_pem.clone()),
-            servername: Some("localhost".into()),
-            version: Some(peer_version(v)),
-            cert: Some(pki.client.cert.clone()),
-            key: Some(pki.client.key.clone()),
-            ..SClientOpts::default()
-        },
-    )
-    .unwrap();
+    let mut client = pki.s_client(port, v, true);
     client
         .wait_for_output("Verify return code: 0 (ok)", WAIT)
         .unwrap();

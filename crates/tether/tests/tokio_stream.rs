@@ -12,7 +12,7 @@ mod support;
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use testpeers::{SClientOpts, SServerOpts, openssl_s_client, skip_or_fail};
+use testpeers::{SServerOpts, skip_or_fail};
 use tether::TlsVersion::{self, Tls12, Tls13};
 use tether::error::{HandshakeError, Timeout};
 use tether::tokio::{TlsStream, connect_named};
@@ -121,30 +121,7 @@ async fn openssl_to_server(v: TlsVersion) {
             client_cert,
         )
     });
-    let mut client = tokio::task::spawn_blocking({
-        let (ca, cert, key) = (
-            pki.ca_pem.clone(),
-            pki.client.cert.clone(),
-            pki.client.key.clone(),
-        );
-        move || {
-            openssl_s_client(
-                port,
-                &SClientOpts {
-                    ca_file: Some(ca),
-                    servername: Some("localhost".into()),
-                    verify_hostname: Some("localhost".into()),
-                    version: Some(peer_version(v)),
-                    cert: Some(cert),
-                    key: Some(key),
-                    ..SClientOpts::default()
-                },
-            )
-            .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let mut client = pki.s_client(port, v, true);
     client
         .wait_for_output("Verify return code: 0 (ok)", WAIT)
         .unwrap();

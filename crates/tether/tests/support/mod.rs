@@ -131,6 +131,25 @@ impl Pki {
         (port, peer)
     }
 
+    /// `openssl s_client` to 127.0.0.1:`port`, offering `version` only, verifying the server
+    /// against this CA as `localhost` (a certificate that does not verify fails the
+    /// handshake), and presenting the device certificate when `mtls`.
+    pub fn s_client(&self, port: u16, version: TlsVersion, mtls: bool) -> testpeers::Peer {
+        testpeers::openssl_s_client(
+            port,
+            &testpeers::SClientOpts {
+                ca_file: Some(self.ca_pem.clone()),
+                servername: Some("localhost".into()),
+                verify_hostname: Some("localhost".into()),
+                version: Some(peer_version(version)),
+                cert: mtls.then(|| self.client.cert.clone()),
+                key: mtls.then(|| self.client.key.clone()),
+                ..testpeers::SClientOpts::default()
+            },
+        )
+        .unwrap()
+    }
+
     /// Another server certificate from this CA, written as `NAME.pem` / `NAME.key`.
     pub fn issue_server(&self, name: &str, sans: &[&str], opts: &IssueOptions) -> Files {
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
