@@ -297,10 +297,11 @@ struct Common {
     time: TimePolicy,
     resumption: bool,
     crypto: Crypto,
-    read_chunk: usize,
+    /// `None`: the driver's default ([`DEFAULT_READ_CHUNK`] for the sockets).
+    read_chunk: Option<usize>,
 }
 
-/// Bytes an adapter asks of each transport read unless the config says otherwise.
+/// Bytes the sockets ask of each transport read unless the config says otherwise.
 pub const DEFAULT_READ_CHUNK: usize = 4096;
 
 impl Default for Common {
@@ -316,7 +317,7 @@ impl Default for Common {
             time: TimePolicy::default(),
             resumption: true,
             crypto: Crypto::default(),
-            read_chunk: DEFAULT_READ_CHUNK,
+            read_chunk: None,
         }
     }
 }
@@ -376,15 +377,17 @@ macro_rules! common_setters {
             self
         }
 
-        /// How many bytes the sockets (`TlsSocket`, `AsyncTlsSocket` and the adapters over
-        /// them) ask of each transport read, handshake included (64 ..= 65536, default
-        /// [`DEFAULT_READ_CHUNK`]); a sans-IO driver reads it from
-        /// [`Session::read_chunk`](crate::Session::read_chunk). A device whose server sends
-        /// small records sets about one record (1 KiB records: 1,024 to 1,053 bytes): each read
-        /// then reserves no more than that, from the ClientHello on, which a socket's
-        /// `set_read_chunk` after `connect` is too late for.
+        /// How many bytes the sockets ask of each transport read at a record boundary,
+        /// handshake included (64 ..= 65536; a record larger than that is completed by one
+        /// read of what it lacks). Unset, each driver picks: [`DEFAULT_READ_CHUNK`] for
+        /// `TlsSocket`, `AsyncTlsSocket` and the device adapters over them, 16 KiB + 512 for
+        /// the tokio stream (a whole record per read: a server's bulk throughput). A sans-IO
+        /// driver reads it from [`Session::read_chunk`](crate::Session::read_chunk). A device
+        /// whose server sends small records sets about one record (1 KiB records: 1,024 to
+        /// 1,053 bytes): each read then reserves no more than that, from the ClientHello on,
+        /// which a socket's `set_read_chunk` after `connect` is too late for.
         pub fn read_chunk(mut self, bytes: usize) -> Self {
-            self.common.read_chunk = bytes;
+            self.common.read_chunk = Some(bytes);
             self
         }
 
@@ -408,10 +411,11 @@ fn check_common(c: &Common) -> Result<(), Error> {
         }
         _ => {}
     }
-    if !(MIN_READ_CHUNK..=MAX_READ_CHUNK).contains(&c.read_chunk) {
+    if let Some(n) = c.read_chunk
+        && !(MIN_READ_CHUNK..=MAX_READ_CHUNK).contains(&n)
+    {
         return Err(ConfigError::Inconsistent(alloc::format!(
-            "read chunk {} is outside {MIN_READ_CHUNK}..={MAX_READ_CHUNK}",
-            c.read_chunk
+            "read chunk {n} is outside {MIN_READ_CHUNK}..={MAX_READ_CHUNK}"
         ))
         .into());
     }
@@ -431,7 +435,7 @@ pub struct ClientConfig {
     /// TOFU): each session then gets its own verifier that reports them.
     pub(crate) detailed_verifier: Option<Arc<VerifierParts>>,
     pub(crate) keep_peer_certificates: bool,
-    pub(crate) read_chunk: usize,
+    pub(crate) read_chunk: Option<usize>,
     versions: (TlsVersion, TlsVersion),
 }
 
@@ -566,7 +570,7 @@ impl ClientConfigBuilder {
 pub struct ServerConfig {
     pub(crate) rustls: Arc<rustls::ServerConfig>,
     pub(crate) handshake_timeout: Duration,
-    pub(crate) read_chunk: usize,
+    pub(crate) read_chunk: Option<usize>,
     versions: (TlsVersion, TlsVersion),
 }
 

@@ -141,6 +141,9 @@ struct Established {
 /// nonce (8) + AEAD tag (16); TLS 1.3 adds 5 + 1 + 16.
 const RECORD_OVERHEAD: usize = 29;
 const MAX_FRAGMENT: usize = 16 * 1024;
+/// The largest record TLS allows on the wire: header, 2^14 bytes and 2048 of expansion (RFC
+/// 5246 6.2.3; TLS 1.3 allows less).
+const MAX_RECORD_WIRE: usize = 5 + MAX_FRAGMENT + 2048;
 /// Unused input capacity kept after records are consumed; more is given back.
 const SPARE_INPUT: usize = 4096;
 
@@ -180,7 +183,7 @@ pub struct Session {
     slot: Option<FailureSlot>,
     server_name: Option<alloc::string::String>,
     max_fragment: usize,
-    /// The config's read chunk, for drivers ([`Session::read_chunk`]).
+    /// The config's read chunk, for drivers ([`Session::read_chunk`]); 0: not set.
     read_chunk: u32,
     connected: bool,
     connected_event: bool,
@@ -440,7 +443,7 @@ impl Session {
         now: Instant,
         timeout: Duration,
         max_fragment: usize,
-        read_chunk: usize,
+        read_chunk: Option<usize>,
     ) -> Session {
         Session {
             conn,
@@ -465,7 +468,7 @@ impl Session {
             server_name: None,
             max_fragment: max_fragment.min(MAX_FRAGMENT),
             // The config checked it (64 ..= 65536).
-            read_chunk: u32::try_from(read_chunk).unwrap_or(u32::MAX),
+            read_chunk: read_chunk.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             connected: false,
             connected_event: false,
             peer_closed: false,
@@ -828,41 +831,58 @@ impl Session {
         self.after_input()
     }
 
-    /// The read chunk the config asks for (`read_chunk` on the config builders; default
-    /// 4096): what a driver passes to [`read_size`](Self::read_size) unless it knows better.
-    /// The sockets start with it.
+    /// The read chunk the config asks for (`read_chunk` on the config builders), or
+    /// [`DEFAULT_READ_CHUNK`](crate::config::DEFAULT_READ_CHUNK) (4096) when it sets none:
+    /// what a driver passes to [`read_size`](Self::read_size) unless it knows better. The
+    /// sockets start with it.
     pub fn read_chunk(&self) -> usize {
-        self.read_chunk as usize
+        self.configured_read_chunk()
+            .unwrap_or(crate::config::DEFAULT_READ_CHUNK)
     }
 
-    /// How many bytes to read from the transport next, given reads of up to `chunk`.
+    /// The read chunk the config set, if it set one (drivers with another default).
+    pub(crate) fn configured_read_chunk(&self) -> Option<usize> {
+        (self.read_chunk > 0).then_some(self.read_chunk as usize)
+    }
+
+    /// How many bytes to read from the transport next, given reads of `chunk`.
     ///
-    /// - During the handshake, `chunk`, except while a record is partly read (then at most
-    ///   what it lacks) or while rustls holds the first records of a handshake message split
-    ///   over several (then the next record's 5-byte header, and what it lacks): the input
-    ///   buffer holds that message's records and no spare chunk past them. That moment is the
-    ///   peak of a client whose server sends small records (its Certificate message split
-    ///   over two of them); a chunk fewer there, for a read or two more per handshake.
-    /// - After it, `chunk`, except when an established client is collecting a record larger
-    ///   than `chunk`, where it is at most what that record still lacks, so that the read
-    ///   that completes it takes nothing past it and the input buffer holds one record, not
-    ///   a record and a chunk. (A record that fits one read keeps whole reads: no extra read
-    ///   per record.)
+    /// - `chunk` at a record boundary, and while the record being read fits in `chunk` once
+    ///   the session is established (a read may then take several small records at once).
+    /// - While a record larger than `chunk` is partly read, exactly what it still lacks, in
+    ///   one read: a record is held whole before it is opened, so a larger read costs no
+    ///   memory (it takes nothing past the record), and smaller ones cost system calls (a
+    ///   16 KiB record read 4 KiB at a time took five, and a copy each time the buffer grew).
+    ///   Never more than the largest record TLS allows (18,437 bytes on the wire).
+    /// - During the handshake, what a partly read record lacks even when it fits in `chunk`,
+    ///   and while rustls holds the first records of a handshake message split over several,
+    ///   the next record's 5-byte header, then what it lacks: the input buffer holds that
+    ///   message's records and no spare chunk past them. That moment is the peak of a client
+    ///   whose server sends small records (its Certificate message split over two of them);
+    ///   a chunk fewer there, for a read or two more per handshake.
     pub fn read_size(&self, chunk: usize) -> usize {
         let committed = &self.incoming[..self.incoming.len() - self.input_reserved];
-        let lacks = if matches!(self.conn, Conn::Records(_)) {
-            let start = if self.window.0 < self.window.1 {
+        let lacks = if matches!(self.conn, Conn::Records(_)) || self.connected {
+            // The first record not read whole: after the open window's record (tether's
+            // record layer), or after the records rustls has not consumed yet.
+            let mut start = if self.window.0 < self.window.1 {
                 self.window_record
             } else {
                 0
             };
+            while let Some(len) = committed.get(start..).and_then(record_len) {
+                if start + len > committed.len() {
+                    break;
+                }
+                start += len;
+            }
             let record = committed.get(start..).unwrap_or_default();
             match record_len(record) {
                 // A record that fits one read keeps whole reads.
                 Some(len) if len > chunk => len.saturating_sub(record.len()),
                 _ => 0,
             }
-        } else if self.connected || self.error.is_some() {
+        } else if self.error.is_some() {
             0
         } else {
             let held = self.handshake_raw.min(committed.len());
@@ -876,7 +896,7 @@ impl Session {
         };
         match lacks {
             0 => chunk,
-            n => n.min(chunk),
+            n => n.min(MAX_RECORD_WIRE),
         }
     }
 

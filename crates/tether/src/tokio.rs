@@ -68,6 +68,10 @@ use crate::net::{StdClock, transport_error};
 use crate::session::{Recv, Session};
 use crate::time::Clock;
 
+/// Bytes asked of each transport read unless the config sets its own: a whole record of the
+/// largest size and the next one's header, so that bulk data takes one read per record. (An
+/// idle stream holds none of it: the buffer is given back when a read finds nothing.)
+const READ_CHUNK: usize = 16 * 1024 + 512;
 /// The plaintext taken per `poll_write` (one full record).
 const WRITE_CHUNK: usize = 16 * 1024;
 /// Room for a record's header, content type, tag (and a TLS 1.2 explicit nonce).
@@ -103,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     }
 
     fn with_session(io: S, session: Session, clock: StdClock) -> Self {
-        let read_chunk = session.read_chunk();
+        let read_chunk = session.configured_read_chunk().unwrap_or(READ_CHUNK);
         TlsStream {
             io,
             session,
@@ -161,7 +165,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     }
 
     /// How many bytes each transport read asks for (default: the config's
-    /// [`read_chunk`](crate::ClientConfigBuilder::read_chunk)).
+    /// [`read_chunk`](crate::ClientConfigBuilder::read_chunk), or 16 KiB + 512 when it sets
+    /// none).
     pub fn set_read_chunk(&mut self, bytes: usize) {
         self.read_chunk = bytes.max(64);
     }

@@ -899,8 +899,8 @@ struct Knobs {
     write_calls: usize,
     /// Every `set_read_timeout` the socket made.
     read_timeouts: Vec<Option<Duration>>,
-    /// The largest buffer a `read` call offered.
-    largest_read: usize,
+    /// The buffer each `read` call offered, in order.
+    reads: Vec<usize>,
     shut_down: bool,
 }
 
@@ -918,10 +918,7 @@ struct Mem {
 
 impl Transport for Mem {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
-        {
-            let mut k = self.knobs.lock().unwrap();
-            k.largest_read = k.largest_read.max(buf.len());
-        }
+        self.knobs.lock().unwrap().reads.push(buf.len());
         let mut rx = self.rx.lock().unwrap();
         if !rx.data.is_empty() {
             let n = rx.data.len().min(buf.len());
@@ -1095,9 +1092,10 @@ fn mem_nonblocking_handshake_in_steps() {
 }
 
 /// The config's read chunk reaches the socket before its first read: a client built with
-/// `read_chunk(1024)` never offers the transport more than that, handshake included, where
-/// one with the default offers 4096 (a socket's `set_read_chunk` comes after `connect`, too
-/// late for the handshake's reads). The server side takes it from its config as well.
+/// `read_chunk(1024)` offers its transport 1024 bytes from the first read on, one with the
+/// default 4096 (a socket's `set_read_chunk` comes after `connect`, too late for the
+/// handshake's reads), and the server takes its own from its config. A record larger than
+/// the chunk is completed by one read of what it lacks, never more.
 #[test]
 fn mem_config_read_chunk_bounds_every_read_from_the_first() {
     for v in VERSIONS {
@@ -1137,8 +1135,18 @@ fn mem_config_read_chunk_bounds_every_read_from_the_first() {
                 }
             }
             assert_eq!(got, [7u8; 3000]);
-            assert_eq!(p.client_knobs.lock().unwrap().largest_read, expect, "{v}");
-            assert_eq!(p.server_knobs.lock().unwrap().largest_read, 512, "{v}");
+            for (knobs, chunk) in [(&p.client_knobs, expect), (&p.server_knobs, 512)] {
+                let reads = knobs.lock().unwrap().reads.clone();
+                assert_eq!(reads[0], chunk, "{v}: {reads:?}");
+                // The 3000-byte record (at most 3,029 bytes on the wire): a chunk, then the rest.
+                assert!(
+                    reads.iter().all(|&r| r <= chunk.max(3029)),
+                    "{v}: {reads:?}"
+                );
+                if chunk < 3000 {
+                    assert!(reads.iter().any(|&r| r > chunk), "{v}: {reads:?}");
+                }
+            }
         }
     }
 }

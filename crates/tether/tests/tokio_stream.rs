@@ -10,6 +10,8 @@
 mod support;
 
 use std::io::ErrorKind;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use testpeers::{SServerOpts, skip_or_fail};
@@ -17,7 +19,10 @@ use tether::TlsVersion::{self, Tls12, Tls13};
 use tether::error::{HandshakeError, Timeout};
 use tether::tokio::{TlsStream, connect_named};
 use tether::{ClientConfig, Error, ServerConfig};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader,
+    ReadBuf,
+};
 use tokio::net::{TcpListener, TcpStream};
 
 use support::{BOTH, Pki, VERSIONS, WAIT, only, peer_version};
@@ -190,8 +195,9 @@ async fn a_mebibyte_each_way_through_tokio_io_copy() {
     }
 }
 
-/// Full duplex through a pipe that holds 61 bytes (`tokio::io::duplex`), so that nearly every
-/// transport write and read waits: each side split into a reading task and a writing task
+/// Full duplex through a pipe that holds 1,000 bytes, less than a record (`tokio::io::duplex`),
+/// so that transport writes and reads wait all the time: each side split into a reading task
+/// and a writing task
 /// (the server echoing through `tokio::io::copy`), 256 KiB each way, on one thread and on
 /// two. A read that wrote to the transport would take the writing task's wake-up and stall
 /// both (bounded by the test's timeout).
@@ -211,7 +217,7 @@ fn split_halves_in_separate_tasks_through_a_tiny_pipe() {
         rt.block_on(async {
             let pki = Pki::new();
             for v in VERSIONS {
-                let (a, b) = tokio::io::duplex(61);
+                let (a, b) = tokio::io::duplex(1000);
                 let client_config = pki.client_config(only(v), true);
                 let server_config = pki.server_config(only(v), true);
                 // The server's handshake ends once its TLS 1.3 ticket is in the pipe, which
@@ -245,6 +251,81 @@ fn split_halves_in_separate_tasks_through_a_tiny_pipe() {
             }
         });
     }
+}
+
+/// A transport that records the buffer each read offers.
+struct Recording<S> {
+    inner: S,
+    reads: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.reads.lock().unwrap().push(buf.remaining());
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The stream reads 16 KiB + 512 at a time unless the config sets a read chunk (a whole
+/// record per read; the device sockets default to 4 KiB): the first read of a client with
+/// the default config offers 16,896 bytes, with `read_chunk(1024)` 1,024.
+#[tokio::test]
+async fn the_read_chunk_is_a_whole_record_unless_the_config_sets_one() {
+    let pki = Pki::new();
+    for (chunk, expect) in [(None, 16 * 1024 + 512), (Some(1024), 1024)] {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server_config = pki.server_config(BOTH, false);
+        let server = tokio::spawn(async move {
+            let tls = TlsStream::accept(b, &server_config).await.unwrap();
+            serve_until_closed(tls).await
+        });
+        let mut builder = ClientConfig::builder(pki.trust());
+        if let Some(c) = chunk {
+            builder = builder.read_chunk(c);
+        }
+        let reads = std::sync::Arc::default();
+        let io = Recording {
+            inner: a,
+            reads: std::sync::Arc::clone(&reads),
+        };
+        let mut tls = within(TlsStream::connect(
+            io,
+            &builder.build().unwrap(),
+            "localhost",
+        ))
+        .await
+        .unwrap();
+        within(tls.shutdown()).await.unwrap();
+        within(server).await.unwrap();
+        assert_eq!(reads.lock().unwrap()[0], expect, "{chunk:?}");
+    }
+}
+
+/// Reads until close_notify, then sends its own.
+async fn serve_until_closed<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = [0u8; 1024];
+    while within(s.read(&mut buf)).await.unwrap() > 0 {}
+    within(s.shutdown()).await.unwrap();
 }
 
 /// A server whose certificate comes from another CA (same name): the client's `connect`
