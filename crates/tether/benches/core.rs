@@ -24,6 +24,8 @@
 //!
 //! See docs/PERFORMANCE.md for results and what they mean.
 
+mod common;
+
 use std::alloc::System;
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -35,6 +37,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConnection, ConnectionCommon, HandshakeKind, ServerConnection, SideData};
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tether::{Identity, Instant, Recv, Session, Trust};
+
+use common::{CA, NAME, SERVER_CERT, SERVER_KEY, median, min_max, quantile};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -52,10 +56,6 @@ fn alloc_calls() -> u64 {
     (s.allocations + s.reallocations) as u64
 }
 
-const CA: &[u8] = include_bytes!("../tests/data/ca.pem");
-const SERVER_CERT: &[u8] = include_bytes!("../tests/data/server.pem");
-const SERVER_KEY: &[u8] = include_bytes!("../tests/data/server.key");
-const NAME: &str = "localhost";
 const WRITE: usize = 16 * 1024;
 
 // ---------------------------------------------------------------------------------------------
@@ -71,8 +71,7 @@ struct Params {
 
 impl Params {
     fn from_env() -> Params {
-        let quick = std::env::args().any(|a| a == "--quick")
-            || std::env::var("TETHER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = common::quick();
         let mut p = if quick {
             Params {
                 quick,
@@ -90,13 +89,7 @@ impl Params {
                 bulk_bytes: 64 << 20,
             }
         };
-        if let Some(r) = std::env::var("TETHER_BENCH_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            p.rounds = r;
-        }
-        p.rounds = p.rounds.max(1);
+        p.rounds = common::rounds(p.rounds);
         p
     }
 }
@@ -336,8 +329,7 @@ impl RustlsPipe {
 
 #[cfg(unix)]
 fn cpu_ns() -> Option<u64> {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+    Some(common::thread_cpu_ns())
 }
 
 #[cfg(not(unix))]
@@ -568,33 +560,6 @@ fn allocs_per_handshake(n: usize, mut f: impl FnMut(usize) -> f64) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics and output.
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let m = s.len() / 2;
-    if s.len() % 2 == 1 {
-        s[m]
-    } else {
-        (s[m - 1] + s[m]) / 2.0
-    }
-}
-
-/// The `q` quantile (0..=1) by linear interpolation.
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let pos = q * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
-}
-
-fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        })
-}
 
 struct Row {
     name: &'static str,

@@ -22,6 +22,8 @@
 //! shared machine makes wall-clock rates swing by a third between rounds) and by the wall
 //! clock, both printed. See docs/PERFORMANCE.md.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,10 +33,8 @@ use tether::{Identity, Trust};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-const CA: &[u8] = include_bytes!("../tests/data/ca.pem");
-const SERVER_CERT: &[u8] = include_bytes!("../tests/data/server.pem");
-const SERVER_KEY: &[u8] = include_bytes!("../tests/data/server.key");
-const NAME: &str = "localhost";
+use common::{CA, NAME, SERVER_CERT, SERVER_KEY, median, min_max, quantile, thread_cpu_ns};
+
 /// Plaintext per write in the bulk case.
 const WRITE: usize = 16 * 1024;
 
@@ -46,9 +46,7 @@ struct Params {
 
 impl Params {
     fn from_env() -> Params {
-        let quick = std::env::args().any(|a| a == "--quick")
-            || std::env::var("TETHER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let mut p = if quick {
+        let mut p = if common::quick() {
             Params {
                 rounds: 3,
                 handshakes: 50,
@@ -61,13 +59,7 @@ impl Params {
                 bulk_bytes: 64 << 20,
             }
         };
-        if let Some(r) = std::env::var("TETHER_BENCH_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            p.rounds = r;
-        }
-        p.rounds = p.rounds.max(1);
+        p.rounds = common::rounds(p.rounds);
         p
     }
 }
@@ -231,18 +223,11 @@ struct Timer {
     cpu_ns: u64,
 }
 
-/// This thread's on-CPU time (`CLOCK_THREAD_CPUTIME_ID`: time descheduled while other
-/// processes ran is left out), user and system.
-fn cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
 impl Timer {
     fn start() -> Timer {
         Timer {
             wall: Instant::now(),
-            cpu_ns: cpu_ns(),
+            cpu_ns: thread_cpu_ns(),
         }
     }
 
@@ -250,7 +235,7 @@ impl Timer {
     fn rates(&self, work: f64) -> Rates {
         Rates {
             wall: work / self.wall.elapsed().as_secs_f64(),
-            cpu: work / ((cpu_ns() - self.cpu_ns) as f64 / 1e9),
+            cpu: work / ((thread_cpu_ns() - self.cpu_ns) as f64 / 1e9),
         }
     }
 }
@@ -305,33 +290,6 @@ async fn bulk<S: Stack>(stack: &S, listener: &TcpListener, total: usize) -> Rate
     let rates = timer.rates(sent as f64 / 1e6);
     assert_eq!(received as usize, sent, "{}", S::NAME);
     rates
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Linear interpolation between order statistics.
-fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
-    let next = v[(i + 1).min(v.len() - 1)];
-    v[i] + (next - v[i]) * frac
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (lo, hi)
 }
 
 fn main() {
@@ -396,7 +354,7 @@ fn main() {
                 let (a, b): (Vec<f64>, Vec<f64>) =
                     (v[0].iter().map(pick).collect(), v[1].iter().map(pick).collect());
                 let ratios: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a / b).collect();
-                let (lo, hi) = spread(&ratios);
+                let (lo, hi) = min_max(&ratios);
                 println!(
                     "| {what:<29} | {:>8.0} | {:>12.0} | {:>6.3} | {:>5.3}..{:<5.3}  | {lo:>6.3}..{hi:<6.3} |",
                     median(&a),
