@@ -445,3 +445,30 @@ async fn a_small_read_chunk_still_reads_full_records() {
     assert!(got.len() == 40_000 && got.iter().all(|&b| b == 0x5a));
     within(server).await.unwrap();
 }
+
+/// `tether::tokio::connect` with an address that is not `HOST:PORT`, and to a port nothing
+/// listens on: each a clear error, at once.
+#[tokio::test]
+async fn connect_says_what_is_wrong_with_the_address() {
+    let pki = Pki::new();
+    let config = pki.client_config(BOTH, false);
+    let err = tether::tokio::connect("localhost", &config)
+        .await
+        .expect_err("no port");
+    assert!(err.to_string().contains("expected HOST:PORT"), "{err}");
+    // A port that was free a moment ago: refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = within(tether::tokio::connect(
+        &format!("127.0.0.1:{port}"),
+        &config,
+    ))
+    .await
+    .expect_err("nothing listens there");
+    assert!(
+        matches!(&err, Error::Transport(_)) && err.to_string().contains("cannot connect to"),
+        "{err}"
+    );
+}
