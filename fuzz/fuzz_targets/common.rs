@@ -39,9 +39,9 @@ pub fn feed(mut session: Session, data: &[u8]) {
         let n = usize::from(len).min(tail.len());
         let (chunk, tail) = tail.split_at(n);
         rest = tail;
-        // Whatever came before, a driver is told to read something, and no more than a chunk.
+        // Whatever came before, a driver is told to read something: a chunk, or what a larger
+        // record lacks, never past the largest record TLS allows.
         let size = session.read_size(1024);
-        // A chunk, or what a larger record lacks (never past the largest record TLS allows).
         assert!((1..=18_437).contains(&size), "read_size(1024) = {size}");
         if session.handle_input(Instant::ZERO, chunk).is_err() {
             break;
