@@ -253,10 +253,11 @@ fn split_halves_in_separate_tasks_through_a_tiny_pipe() {
     }
 }
 
-/// A transport that records the buffer each read offers.
+/// A transport that records the buffer each read offers, and counts the bytes read.
 struct Recording<S> {
     inner: S,
     reads: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
@@ -266,7 +267,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         self.reads.lock().unwrap().push(buf.remaining());
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.received
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        r
     }
 }
 
@@ -307,6 +313,7 @@ async fn the_read_chunk_is_a_whole_record_unless_the_config_sets_one() {
         let io = Recording {
             inner: a,
             reads: std::sync::Arc::clone(&reads),
+            received: std::sync::Arc::default(),
         };
         let mut tls = within(TlsStream::connect(
             io,
@@ -470,5 +477,72 @@ async fn connect_says_what_is_wrong_with_the_address() {
     assert!(
         matches!(&err, Error::Transport(_)) && err.to_string().contains("cannot connect to"),
         "{err}"
+    );
+}
+
+/// TLS 1.3: `openssl s_server` asks for a key update (`K`) three times. The stream reads on
+/// under the server's new keys, and its own KeyUpdate, which the read queues but does not send
+/// (a read never writes), goes out ahead of its next write: OpenSSL could not decrypt that
+/// write otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_key_updates_are_answered_with_the_next_write() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let (port, mut server) = pki.s_server(&SServerOpts {
+        version: Some(peer_version(Tls13)),
+        ..SServerOpts::default()
+    });
+    let config = pki.client_config(only(Tls13), false);
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let io = Recording {
+        inner: tcp,
+        reads: std::sync::Arc::default(),
+        received: received.clone(),
+    };
+    let tls = within(TlsStream::connect(io, &config, "localhost"))
+        .await
+        .unwrap();
+    let mut tls = BufReader::new(tls);
+    // s_server takes commands once it has read from the client.
+    within(tls.get_mut().write_all(b"before\n")).await.unwrap();
+    within(tls.get_mut().flush()).await.unwrap();
+    server.wait_for_output("before", WAIT).unwrap();
+    let mut line = String::new();
+    for round in 0..3 {
+        // s_server drops what follows a command in the same read of its stdin: the next line
+        // waits until the KeyUpdate has reached the stream (read while waiting for a line).
+        let seen = received.load(std::sync::atomic::Ordering::SeqCst);
+        server.send_line("K").unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while received.load(std::sync::atomic::Ordering::SeqCst) == seen {
+            let r = tokio::time::timeout(Duration::from_millis(20), tls.read_line(&mut line)).await;
+            assert!(
+                r.is_err(),
+                "round {round}: {r:?} while waiting for the KeyUpdate"
+            );
+            assert!(std::time::Instant::now() < deadline, "no KeyUpdate arrived");
+        }
+        server.send_line(&format!("after update {round}")).unwrap();
+        within(tls.read_line(&mut line)).await.unwrap();
+        assert_eq!(line, format!("after update {round}\n"));
+        line.clear();
+        let reply = format!("tether after update {round}\n");
+        within(tls.get_mut().write_all(reply.as_bytes()))
+            .await
+            .unwrap();
+        within(tls.get_mut().flush()).await.unwrap();
+        server
+            .wait_for_output(&format!("tether after update {round}"), WAIT)
+            .unwrap();
+    }
+    within(tls.into_inner().shutdown()).await.unwrap();
+    server.wait_for_output("DONE", WAIT).unwrap();
+    assert!(
+        !server.output_so_far().contains("ERROR"),
+        "{}",
+        server.output_so_far()
     );
 }
