@@ -131,17 +131,8 @@ fn tether_side() -> TetherSide {
 }
 
 fn rustls_side() -> RustlsSide {
-    // tether prefers suites in Mozilla's "intermediate" order (AES-128-GCM first); give rustls
-    // the same preference so both negotiate the same suite (asserted below).
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    let provider = Arc::new(provider);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(CA) {
-        roots.add(cert.expect("ca.pem")).expect("CA root");
-    }
+    // Both stacks negotiate the same suite (asserted below).
+    let (provider, roots) = (common::rustls_provider(), common::rustls_roots());
     let client = |resume: bool| {
         let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()

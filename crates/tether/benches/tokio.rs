@@ -131,16 +131,8 @@ struct TokioRustls {
 
 impl TokioRustls {
     fn new() -> TokioRustls {
-        // tether prefers AES-128-GCM first (Mozilla's order); give rustls the same order.
-        let mut provider = rustls::crypto::ring::default_provider();
-        provider
-            .cipher_suites
-            .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-        let provider = Arc::new(provider);
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(CA) {
-            roots.add(cert.expect("ca.pem")).expect("CA root");
-        }
+        // Both stacks negotiate the same suite (asserted below).
+        let (provider, roots) = (common::rustls_provider(), common::rustls_roots());
         let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("versions")

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use embedded_io_adapters::tokio_1::FromTokio;
 use embedded_io_async::Write as _;
-use testpeers::{SServerOpts, skip_or_fail};
+use testpeers::skip_or_fail;
 use tether::TlsVersion::{self, Tls12, Tls13};
 use tether::asynch::AsyncTlsSocket;
 use tether::error::{Alert, HandshakeError, Timeout};
@@ -27,7 +27,7 @@ use tether::{ClientConfig, Error, Instant, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 
 use relay::{Relay, tls_records};
-use support::{BOTH, Pki, VERSIONS, WAIT, only, peer_version};
+use support::{BOTH, Pki, VERSIONS, WAIT, only};
 
 type Tcp = FromTokio<TcpStream>;
 
@@ -116,11 +116,7 @@ async fn client_to_openssl(v: TlsVersion) {
         return;
     }
     let pki = Pki::new();
-    let (port, mut server) = pki.s_server(&SServerOpts {
-        version: Some(peer_version(v)),
-        client_ca: Some(pki.ca_pem.clone()),
-        ..SServerOpts::default()
-    });
+    let (port, mut server) = pki.mtls_s_server(v);
     let config = pki.client_config(only(v), true);
     let mut sock = connect(port, &config).await.unwrap();
     assert!(!sock.is_handshaking());

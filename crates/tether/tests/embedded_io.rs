@@ -13,7 +13,7 @@ use std::net::{Shutdown, TcpStream};
 
 use embedded_io::{Error as _, ErrorKind};
 use embedded_io_adapters::std::FromStd;
-use testpeers::{SServerOpts, skip_or_fail};
+use testpeers::skip_or_fail;
 use tether::TlsVersion::{self, Tls12, Tls13};
 use tether::embedded::{EmbeddedIo, error_kind, transport_error};
 use tether::error::{
@@ -81,11 +81,7 @@ fn client_to_openssl(v: TlsVersion) {
         return;
     }
     let pki = Pki::new();
-    let (port, mut server) = pki.s_server(&SServerOpts {
-        version: Some(peer_version(v)),
-        client_ca: Some(pki.ca_pem.clone()),
-        ..SServerOpts::default()
-    });
+    let (port, mut server) = pki.mtls_s_server(v);
     let config = pki.client_config(only(v), true);
     let mut sock = connect(port, &config).unwrap();
     assert_eq!(sock.session().version(), Some(v));

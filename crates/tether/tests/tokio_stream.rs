@@ -65,11 +65,7 @@ async fn client_to_openssl(v: TlsVersion) {
         return;
     }
     let pki = Pki::new();
-    let (port, mut server) = pki.s_server(&SServerOpts {
-        version: Some(peer_version(v)),
-        client_ca: Some(pki.ca_pem.clone()),
-        ..SServerOpts::default()
-    });
+    let (port, mut server) = pki.mtls_s_server(v);
     let config = pki.client_config(only(v), true);
     let mut tls = connect(port, &config).await.unwrap();
     assert_eq!(tls.session().version(), Some(v));

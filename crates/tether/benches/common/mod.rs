@@ -8,6 +8,26 @@ pub const SERVER_CERT: &[u8] = include_bytes!("../../tests/data/server.pem");
 pub const SERVER_KEY: &[u8] = include_bytes!("../../tests/data/server.key");
 pub const NAME: &str = "localhost";
 
+/// ring's provider with the suites in tether's order (Mozilla's "intermediate": AES-128-GCM
+/// first), so that rustls negotiates the suite tether does.
+pub fn rustls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    std::sync::Arc::new(provider)
+}
+
+/// The test CA as rustls' only root.
+pub fn rustls_roots() -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(CA) {
+        roots.add(cert.expect("ca.pem")).expect("CA root");
+    }
+    roots
+}
+
 /// A smoke run: `--quick` or `TETHER_BENCH_QUICK=1`.
 pub fn quick() -> bool {
     std::env::args().any(|a| a == "--quick")

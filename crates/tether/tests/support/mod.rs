@@ -131,6 +131,16 @@ impl Pki {
         (port, peer)
     }
 
+    /// `openssl s_server` (stdio) offering `version` only and requiring a client certificate
+    /// from this CA: its port, and the peer (killed on drop).
+    pub fn mtls_s_server(&self, version: TlsVersion) -> (u16, testpeers::Peer) {
+        self.s_server(&testpeers::SServerOpts {
+            version: Some(peer_version(version)),
+            client_ca: Some(self.ca_pem.clone()),
+            ..testpeers::SServerOpts::default()
+        })
+    }
+
     /// `openssl s_client` to 127.0.0.1:`port`, offering `version` only, verifying the server
     /// against this CA as `localhost` (a certificate that does not verify fails the
     /// handshake), and presenting the device certificate when `mtls`.
