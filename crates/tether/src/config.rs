@@ -422,8 +422,9 @@ fn check_common(c: &Common) -> Result<(), Error> {
     Ok(())
 }
 
-/// The smallest and largest read chunk a config accepts.
-const MIN_READ_CHUNK: usize = 64;
+/// The smallest and largest read chunk a config accepts (the sockets' `set_read_chunk`
+/// raises a smaller one to the minimum).
+pub(crate) const MIN_READ_CHUNK: usize = 64;
 const MAX_READ_CHUNK: usize = 65536;
 
 /// A client's policy. Build with [`ClientConfig::builder`].

@@ -203,7 +203,7 @@ impl<T: Transport, C: Clock> TlsSocket<T, C> {
     /// [`read_chunk`](crate::ClientConfigBuilder::read_chunk), 4096 unless set there). Set it
     /// in the config to have the handshake's reads use it too.
     pub fn set_read_chunk(&mut self, bytes: usize) {
-        self.read_chunk = bytes.max(64);
+        self.read_chunk = bytes.max(crate::config::MIN_READ_CHUNK);
     }
 
     /// The session: negotiated version, suite, peer certificates...

@@ -168,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     /// [`read_chunk`](crate::ClientConfigBuilder::read_chunk), or 16 KiB + 512 when it sets
     /// none).
     pub fn set_read_chunk(&mut self, bytes: usize) {
-        self.read_chunk = bytes.max(64);
+        self.read_chunk = bytes.max(crate::config::MIN_READ_CHUNK);
     }
 
     /// Moves the session's pending bytes to the transport until none are left.
@@ -238,6 +238,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         result
     }
 
+    /// Ready once the transport has taken everything the session has to send, the session
+    /// has not failed (else its error) and the handshake is done; reads only while it is not.
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
             ready!(self.poll_flush_out(cx))?;
@@ -284,12 +286,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<Result<usize, Error>> {
+        // The handshake if it is not done; either way, earlier records go first (at most one
+        // record waits in the stream) and a failed session says why.
         ready!(self.poll_handshake(cx))?;
-        // Earlier records first: at most one record waits in the stream.
-        ready!(self.poll_flush_out(cx))?;
-        if let Some(e) = self.session.error() {
-            return Poll::Ready(Err(e.clone()));
-        }
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
