@@ -426,8 +426,8 @@ async fn a_silent_server_fails_at_the_handshake_timeout() {
     within(holder).await.unwrap();
 }
 
-/// The config's read chunk reaches the stream: a client built with `read_chunk(1024)` reads a
-/// server's 16 KiB records (and its handshake) 1 KiB at a time, and gets every byte.
+/// A client built with `read_chunk(1024)` (1 KiB at each record boundary, then what a larger
+/// record lacks) gets every byte of a server's 16 KiB records.
 #[tokio::test]
 async fn a_small_read_chunk_still_reads_full_records() {
     let pki = Pki::new();
