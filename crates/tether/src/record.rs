@@ -1,13 +1,15 @@
-//! tether's own record layer for an established client session: records decrypted in place.
+//! tether's own record layer for an established session: records decrypted in place.
 //!
 //! rustls 0.23's unbuffered API decrypts a record in the caller's buffer and then hands the
 //! plaintext out as a copy of its own, so a full 16 KiB record costs two 16 KiB buffers at
-//! once. Once a client's handshake has completed, [`Session`](crate::Session) therefore takes
-//! the traffic keys from rustls ([`rustls::kernel`], the API rustls offers for kTLS) and does
-//! the records itself: each record is opened in place in the session's input buffer, and the
-//! application reads its plaintext from there. rustls keeps what it still owns after the
-//! handshake: new traffic secrets on a TLS 1.3 key update and the session tickets the server
-//! sends (which go to the configuration's session cache, as before).
+//! once, and an established rustls connection keeps its handshake's machinery (about 3 KB on
+//! the heap) for the life of the connection. Once a handshake has completed, on either side,
+//! [`Session`](crate::Session) therefore takes the traffic keys from rustls
+//! ([`rustls::kernel`], the API rustls offers for kTLS) and does the records itself: each
+//! record is opened in place in the session's input buffer, and the application reads its
+//! plaintext from there. rustls keeps what it still owns after the handshake: new traffic
+//! secrets on a TLS 1.3 key update and, for a client, the session tickets the server sends
+//! (which go to the configuration's session cache, as before).
 //!
 //! What this layer does, per RFC 8446 section 5 and RFC 5246 section 6.2:
 //! - opens records (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; TLS 1.2's explicit GCM nonce
@@ -17,13 +19,17 @@
 //!   session of either side that refuses its peer after the handshake
 //!   ([`Session::refuse`](crate::Session::refuse)), the one alert it sends under keys taken
 //!   from rustls for that purpose;
-//! - post-handshake messages: TLS 1.3 NewSessionTicket (to rustls) and KeyUpdate (new receive
-//!   keys; answered with a KeyUpdate of its own when the peer asks), joined across records,
-//!   never across a key change; a TLS 1.2 HelloRequest gets a no_renegotiation warning (as
-//!   rustls answers it); anything else (a post-handshake CertificateRequest tether never
-//!   offered) is refused;
+//! - post-handshake messages: TLS 1.3 NewSessionTicket (a client's, to rustls) and KeyUpdate
+//!   (new receive keys; answered with a KeyUpdate of its own when the peer asks), joined
+//!   across records, never across a key change; a TLS 1.2 renegotiation request (a server's
+//!   HelloRequest, a client's ClientHello) gets a no_renegotiation warning, as rustls answers
+//!   it; anything else (a post-handshake CertificateRequest tether never offered, a ticket
+//!   sent to a server) is refused;
 //! - alerts: close_notify ends the stream, a fatal alert fails it, TLS 1.2 warnings are
 //!   ignored, TLS 1.3 `user_canceled` too;
+//! - a peer's misbehaviour is bounded as rustls bounds it (BoringSSL's limits): at most 4
+//!   warning alerts, 1 renegotiation request, 32 KeyUpdates between two records of
+//!   application data, and 32 empty records in a row;
 //! - sequence numbers: a TLS 1.3 sender updates its keys before the suite's confidentiality
 //!   limit; a TLS 1.2 sender stops there.
 
@@ -32,7 +38,11 @@ use alloc::vec::Vec;
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
-use rustls::{AlertDescription, ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion};
+use rustls::server::ServerConnectionData;
+use rustls::{
+    AlertDescription, ConnectionTrafficSecrets, ContentType, Error, PeerMisbehaved,
+    ProtocolVersion,
+};
 
 const HEADER: usize = 5;
 const TAG: usize = 16;
@@ -48,10 +58,75 @@ const MAX_HANDSHAKE_MESSAGE: usize = MAX_PLAINTEXT;
 pub(crate) const KEY_UPDATE_MARGIN: u64 = 1 << 16;
 
 const HS_HELLO_REQUEST: u8 = 0;
+const HS_CLIENT_HELLO: u8 = 1;
 const HS_NEW_SESSION_TICKET: u8 = 4;
 const HS_KEY_UPDATE: u8 = 24;
 /// A KeyUpdate message with request_update = update_not_requested.
 const KEY_UPDATE: [u8; 5] = [HS_KEY_UPDATE, 0, 0, 1, 0];
+
+/// Warning alerts a peer may send over a connection's life (rustls' and BoringSSL's limit).
+const MAX_WARNING_ALERTS: u8 = 4;
+/// TLS 1.2 renegotiation requests refused with a warning before the next one is fatal.
+const MAX_RENEGOTIATION_REQUESTS: u8 = 1;
+/// KeyUpdates a peer may send between two records of application data.
+const MAX_KEY_UPDATES: u8 = 32;
+/// Empty records of application data a peer may send in a row.
+const MAX_EMPTY_RECORDS: u8 = 32;
+
+/// What rustls keeps of an established connection: the key schedule for key updates, and a
+/// client's session cache for the tickets its server sends.
+pub(crate) enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    fn update_rx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), Error> {
+        match self {
+            Kernel::Client(k) => k.update_rx_secret(),
+            Kernel::Server(k) => k.update_rx_secret(),
+        }
+    }
+
+    fn update_tx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), Error> {
+        match self {
+            Kernel::Client(k) => k.update_tx_secret(),
+            Kernel::Server(k) => k.update_tx_secret(),
+        }
+    }
+
+    fn format(&self) -> Result<(bool, u64), Error> {
+        match self {
+            Kernel::Client(k) => format_of(k),
+            Kernel::Server(k) => format_of(k),
+        }
+    }
+}
+
+/// How many more of each kind of misbehaviour the peer may show (see the module docs).
+struct Temper {
+    warnings: u8,
+    renegotiations: u8,
+    key_updates: u8,
+    empty_records: u8,
+}
+
+impl Default for Temper {
+    fn default() -> Temper {
+        Temper {
+            warnings: MAX_WARNING_ALERTS,
+            renegotiations: MAX_RENEGOTIATION_REQUESTS,
+            key_updates: MAX_KEY_UPDATES,
+            empty_records: MAX_EMPTY_RECORDS,
+        }
+    }
+}
+
+/// Takes one from `left`, or fails with `err` when none is left.
+fn spend(left: &mut u8, err: PeerMisbehaved) -> Result<(), Error> {
+    *left = left.checked_sub(1).ok_or(Error::PeerMisbehaved(err))?;
+    Ok(())
+}
 
 /// One direction's keys.
 struct Keys {
@@ -268,11 +343,13 @@ fn format_of<D>(kernel: &KernelConnection<D>) -> Result<(bool, u64), Error> {
     Ok((tls13, limit))
 }
 
-/// The record layer of an established TLS client connection. See the [module docs](self).
+/// The record layer of an established TLS connection, either side. See the
+/// [module docs](self).
 pub(crate) struct Records {
-    kernel: KernelConnection<ClientConnectionData>,
+    kernel: Kernel,
     tls13: bool,
     gcm: bool,
+    temper: Temper,
     rx: Keys,
     tx: Sealer,
     /// A post-handshake message split over records, until it is whole.
@@ -280,11 +357,8 @@ pub(crate) struct Records {
 }
 
 impl Records {
-    pub(crate) fn new(
-        kernel: KernelConnection<ClientConnectionData>,
-        secrets: rustls::ExtractedSecrets,
-    ) -> Result<Records, Error> {
-        let (tls13, limit) = format_of(&kernel)?;
+    pub(crate) fn new(kernel: Kernel, secrets: rustls::ExtractedSecrets) -> Result<Records, Error> {
+        let (tls13, limit) = kernel.format()?;
         let gcm = !matches!(
             secrets.rx.1,
             ConnectionTrafficSecrets::Chacha20Poly1305 { .. }
@@ -295,6 +369,7 @@ impl Records {
             rx: Keys::new(secrets.rx.0, secrets.rx.1)?,
             tx: Sealer::new(tls13, secrets.tx, limit)?,
             kernel,
+            temper: Temper::default(),
             hs: Vec::new(),
         })
     }
@@ -398,12 +473,22 @@ impl Records {
             ));
         }
         match content {
-            ContentType::ApplicationData if end > start => Ok(Opened::Data {
-                start,
-                end,
-                len: total,
-            }),
-            ContentType::ApplicationData => Ok(Opened::Consumed { len: total }),
+            ContentType::ApplicationData if end > start => {
+                self.temper.key_updates = MAX_KEY_UPDATES;
+                self.temper.empty_records = MAX_EMPTY_RECORDS;
+                Ok(Opened::Data {
+                    start,
+                    end,
+                    len: total,
+                })
+            }
+            ContentType::ApplicationData => {
+                spend(
+                    &mut self.temper.empty_records,
+                    PeerMisbehaved::TooManyEmptyFragments,
+                )?;
+                Ok(Opened::Consumed { len: total })
+            }
             ContentType::Alert => self.alert(&input[start..end], total),
             ContentType::Handshake => {
                 let body = input[start..end].to_vec();
@@ -426,6 +511,12 @@ impl Records {
         }
         // TLS 1.2 warnings are not fatal; in TLS 1.3 only user_canceled is (RFC 8446 6.1).
         let warning = level == 1;
+        if warning {
+            spend(
+                &mut self.temper.warnings,
+                PeerMisbehaved::TooManyWarningAlertsReceived,
+            )?;
+        }
         if warning && (!self.tls13 || desc == AlertDescription::UserCanceled) {
             return Ok(Opened::Consumed { len: total });
         }
@@ -457,11 +548,19 @@ impl Records {
             }
             let payload = &msgs[4..4 + len];
             msgs = &msgs[4 + len..];
-            match typ {
-                HS_NEW_SESSION_TICKET if self.tls13 => {
-                    self.kernel.handle_new_session_ticket(payload)?;
+            let renegotiation_request = match self.kernel {
+                Kernel::Client(_) => HS_HELLO_REQUEST,
+                Kernel::Server(_) => HS_CLIENT_HELLO,
+            };
+            match (typ, &mut self.kernel) {
+                (HS_NEW_SESSION_TICKET, Kernel::Client(kernel)) if self.tls13 => {
+                    kernel.handle_new_session_ticket(payload)?;
                 }
-                HS_KEY_UPDATE if self.tls13 => {
+                (HS_KEY_UPDATE, _) if self.tls13 => {
+                    spend(
+                        &mut self.temper.key_updates,
+                        PeerMisbehaved::TooManyKeyUpdateRequests,
+                    )?;
                     // RFC 8446 5.1: a key change ends the record.
                     if !msgs.is_empty() {
                         return Err(unexpected("data after a KeyUpdate in its record"));
@@ -483,9 +582,18 @@ impl Records {
                         })?;
                     }
                 }
-                HS_HELLO_REQUEST if !self.tls13 && payload.is_empty() => {
+                (t, _)
+                    if t == renegotiation_request
+                        && !self.tls13
+                        && (t != HS_HELLO_REQUEST || payload.is_empty()) =>
+                {
                     // TLS 1.2 renegotiation, which tether never does: refused with a warning
-                    // (RFC 5246 7.4.1.1), as rustls does; the connection goes on.
+                    // (RFC 5246 7.4.1.1 and 7.4.1.2), as rustls does; the connection goes on,
+                    // until a second request.
+                    spend(
+                        &mut self.temper.renegotiations,
+                        PeerMisbehaved::TooManyRenegotiationRequests,
+                    )?;
                     self.tx.seal(
                         ContentType::Alert,
                         &[1, u8::from(AlertDescription::NoRenegotiation)],
@@ -494,7 +602,7 @@ impl Records {
                 }
                 _ => {
                     // A message tether never asked for (a post-handshake CertificateRequest,
-                    // a ClientHello, ...).
+                    // a ticket sent to a server, ...).
                     return Err(unexpected("a handshake message after the handshake"));
                 }
             }
@@ -620,6 +728,7 @@ fn alert_for(err: &Error) -> Option<AlertDescription> {
         Error::General(m) if m.starts_with("unexpected message") => {
             AlertDescription::UnexpectedMessage
         }
+        Error::PeerMisbehaved(_) => AlertDescription::UnexpectedMessage,
         Error::AlertReceived(_) => return None,
         _ => AlertDescription::InternalError,
     })

@@ -37,18 +37,20 @@
 //! They grow exactly as needed (no amortised doubling), and spare input capacity above 4 KiB
 //! is given back once records are consumed.
 //!
-//! # A client's records after the handshake
+//! # Records after the handshake
 //!
 //! rustls 0.23's unbuffered API hands each decrypted record out as a copy of its own, so a
-//! full 16 KiB record would cost two 16 KiB buffers at once. Once a client's handshake has
-//! completed (as soon as rustls holds no whole record of the input), the session takes the
+//! full 16 KiB record would cost two 16 KiB buffers at once, and an established rustls
+//! connection keeps about 3 KB of its handshake's machinery. Once the handshake has completed
+//! (as soon as rustls holds no whole record of the input), a session of either side takes the
 //! traffic keys from rustls (`rustls::kernel`, the API rustls offers for kTLS) and does the
 //! records itself: each is opened in place in the input buffer and [`recv`](Session::recv)
-//! copies its plaintext straight from there, so a full record costs one copy of itself. rustls
-//! keeps what it still owns: new keys on a TLS 1.3 KeyUpdate, and the tickets the server sends
-//! (to the session cache). The record layer checks what rustls' would (size limits, the TLS
-//! 1.3 inner content type, alerts, post-handshake messages, the suite's confidentiality limit)
-//! and fails with the same errors and alerts. A server session keeps rustls' record layer.
+//! copies its plaintext straight from there, so a full record costs one copy of itself, and
+//! an idle session holds its keys and little else. rustls keeps what it still owns: new keys
+//! on a TLS 1.3 KeyUpdate, and the tickets a server sends its client (to the session cache).
+//! The record layer checks what rustls' would (size limits, the TLS 1.3 inner content type,
+//! alerts, post-handshake messages, the suite's confidentiality limit, rustls' bounds on a
+//! misbehaving peer) and fails with the same errors and alerts.
 //!
 //! [`read_size`](Session::read_size) tells a driver how much to read so that the read which
 //! completes a large record takes nothing past it, and so that a handshake message split over
@@ -70,7 +72,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{ClientConfig, ServerConfig, TlsVersion};
 use crate::error::{Alert, CertificateError, ConfigError, Error, HandshakeError, Timeout};
-use crate::record::{self, Opened, Records};
+use crate::record::{self, Kernel, Opened, Records};
 use crate::time::Instant;
 use crate::trust::{FailureSlot, ServerVerifier};
 
@@ -115,18 +117,18 @@ pub enum Side {
 }
 
 enum Conn {
-    // Boxed: a client drops its rustls connection once established, and a `Session` placed
+    // Boxed: a session drops its rustls connection once established, and a `Session` placed
     // inline (on a device's stack, in a socket) stays small.
     Client(Box<UnbufferedClientConnection>),
     Server(Box<UnbufferedServerConnection>),
-    /// A client once its handshake has completed: tether's record layer, records opened in
-    /// place (see "Memory" in the module docs).
+    /// Either side once its handshake has completed: tether's record layer, records opened
+    /// in place (see "Records after the handshake" in the module docs).
     Records(Box<Established>),
-    /// Only while a client moves to `Records`, or after that failed.
+    /// Only while a session moves to `Records`, or after that failed.
     Switching,
 }
 
-/// A client session after its handshake: the record layer and what the handshake settled.
+/// A session after its handshake: the record layer and what the handshake settled.
 struct Established {
     records: Records,
     version: Option<TlsVersion>,
@@ -551,7 +553,6 @@ impl Session {
             self.incoming = Vec::new();
         }
         if self.connected
-            && self.side == Side::Client
             && self.error.is_none()
             && self.input_untouched_by_rustls()
             && !self.rustls_holds_plain
@@ -584,14 +585,14 @@ impl Session {
         record_len(&self.incoming).is_none_or(|len| self.incoming.len() < len)
     }
 
-    /// A client whose handshake has completed takes the traffic keys from rustls and does the
+    /// A session whose handshake has completed takes the traffic keys from rustls and does the
     /// records itself (crate `record`), so that a record is opened in place in `incoming`.
     ///
     /// Only when rustls holds nothing: no whole record it has not consumed, no plaintext it
     /// holds (its handshake output is already in `tx`, as always). A partial record at the
     /// start of the input is fine: rustls has not touched it.
     fn switch_to_records(&mut self) {
-        if !matches!(self.conn, Conn::Client(_)) {
+        if !matches!(self.conn, Conn::Client(_) | Conn::Server(_)) {
             return;
         }
         let version = self.version();
@@ -604,12 +605,18 @@ impl Session {
         } else {
             None
         };
-        let Conn::Client(conn) = core::mem::replace(&mut self.conn, Conn::Switching) else {
-            return;
+        let records = match core::mem::replace(&mut self.conn, Conn::Switching) {
+            Conn::Client(conn) => conn
+                .dangerous_into_kernel_connection()
+                .and_then(|(secrets, kernel)| Records::new(Kernel::Client(kernel), secrets)),
+            Conn::Server(conn) => conn
+                .dangerous_into_kernel_connection()
+                .and_then(|(secrets, kernel)| Records::new(Kernel::Server(kernel), secrets)),
+            other => {
+                self.conn = other;
+                return;
+            }
         };
-        let records = conn
-            .dangerous_into_kernel_connection()
-            .and_then(|(secrets, kernel)| Records::new(kernel, secrets));
         match records {
             Ok(records) => {
                 self.conn = Conn::Records(Box::new(Established {
