@@ -20,7 +20,8 @@
 //!   ([`Session::refuse`](crate::Session::refuse)), the one alert it sends under keys taken
 //!   from rustls for that purpose;
 //! - post-handshake messages: TLS 1.3 NewSessionTicket (a client's, to rustls) and KeyUpdate
-//!   (new receive keys; answered with a KeyUpdate of its own when the peer asks), joined
+//!   (new receive keys; answered with a KeyUpdate of its own when the peer asks, one for
+//!   any number of requests before the next application data), joined
 //!   across records, never across a key change; a TLS 1.2 renegotiation request (a server's
 //!   HelloRequest, a client's ClientHello) gets a no_renegotiation warning, as rustls answers
 //!   it; anything else (a post-handshake CertificateRequest tether never offered, a ticket
@@ -40,8 +41,7 @@ use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
 use rustls::{
-    AlertDescription, ConnectionTrafficSecrets, ContentType, Error, PeerMisbehaved,
-    ProtocolVersion,
+    AlertDescription, ConnectionTrafficSecrets, ContentType, Error, PeerMisbehaved, ProtocolVersion,
 };
 
 const HEADER: usize = 5;
@@ -354,6 +354,10 @@ pub(crate) struct Records {
     tx: Sealer,
     /// A post-handshake message split over records, until it is whole.
     hs: Vec<u8>,
+    /// A KeyUpdate answering the peer's request has been sealed since the last application
+    /// data: further requests before that data need no answer of their own (RFC 8446 4.6.3;
+    /// rustls keeps one answer queued likewise).
+    key_update_answered: bool,
 }
 
 impl Records {
@@ -371,6 +375,7 @@ impl Records {
             kernel,
             temper: Temper::default(),
             hs: Vec::new(),
+            key_update_answered: false,
         })
     }
 
@@ -576,10 +581,11 @@ impl Records {
                     };
                     let (seq, secrets) = self.kernel.update_rx_secret()?;
                     self.rx = Keys::new(seq, secrets)?;
-                    if requested {
+                    if requested && !self.key_update_answered {
                         append(tx, self.overhead() + KEY_UPDATE.len(), |o| {
                             self.seal_key_update(o)
                         })?;
+                        self.key_update_answered = true;
                     }
                 }
                 (t, _)
@@ -658,6 +664,7 @@ impl Records {
                 &mut out[written..],
             )?;
             consumed += n;
+            self.key_update_answered = false;
         }
         Ok((consumed, written))
     }
@@ -666,6 +673,32 @@ impl Records {
     #[cfg(test)]
     pub(crate) fn tx_seq(&self) -> u64 {
         self.tx.keys.seq
+    }
+
+    /// Seals one record of any content type (tests: a peer that sends what tether never
+    /// would).
+    #[cfg(test)]
+    pub(crate) fn seal_raw(
+        &mut self,
+        content: ContentType,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        self.tx.seal(content, data, out)
+    }
+
+    /// Seals a KeyUpdate (update_requested when `request`) and moves to the next send keys.
+    #[cfg(test)]
+    pub(crate) fn seal_key_update_raw(
+        &mut self,
+        request: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let msg = [HS_KEY_UPDATE, 0, 0, 1, u8::from(request)];
+        self.tx.seal(ContentType::Handshake, &msg, out)?;
+        let (seq, secrets) = self.kernel.update_tx_secret()?;
+        self.tx.keys = Keys::new(seq, secrets)?;
+        Ok(())
     }
 
     /// Moves the send keys' limit (tests: a real one is 2^23 to 2^64 records).

@@ -1271,6 +1271,7 @@ mod record_layer_tests {
     //! crosses it (a real one is 2^23 records and more).
     use super::*;
     use crate::{Identity, Trust};
+    use rustls::ContentType;
 
     const CA: &[u8] = include_bytes!("../tests/data/ca.pem");
     const CERT: &[u8] = include_bytes!("../tests/data/server.pem");
@@ -1315,7 +1316,7 @@ mod record_layer_tests {
     fn records(c: &mut Session) -> &mut Records {
         match &mut c.conn {
             Conn::Records(e) => &mut e.records,
-            _ => panic!("the client did not switch to its record layer"),
+            _ => panic!("the session did not switch to its record layer"),
         }
     }
 
@@ -1388,13 +1389,204 @@ mod record_layer_tests {
                 got.extend_from_slice(&buf[..n]);
             }
         }
-        // rustls' server took every KeyUpdate and decrypted everything after it.
+        // The server took every KeyUpdate and decrypted everything after it.
         assert_eq!(got, b"abcdefghij");
         // And the other way still works.
         let mut out = [0u8; 256];
         let sent = s.send(b"pong", &mut out).unwrap();
         c.handle_input(NOW, &out[..sent.written]).unwrap();
         assert_eq!(c.recv(&mut buf).unwrap(), Recv::Data(4));
+    }
+
+    #[test]
+    fn tls13_server_updates_its_keys_before_the_limit_and_the_client_follows() {
+        let (mut c, mut s) = pair(TlsVersion::Tls13);
+        records(&mut s).set_tx_limit(record::KEY_UPDATE_MARGIN + 2);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for i in 0..7u8 {
+            let wire = send(&mut s, &[b'a' + i]).unwrap();
+            assert!(records(&mut s).tx_seq() <= 2, "record {i}: no key update");
+            c.handle_input(NOW, &wire).unwrap();
+            while let Ok(Recv::Data(n)) = c.recv(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, b"abcdefg");
+    }
+
+    /// Feeds `wire` to `to` and reads: the data, or the error that ended it.
+    fn deliver(to: &mut Session, wire: &[u8]) -> Result<Vec<u8>, Error> {
+        let _ = to.handle_input(NOW, wire);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match to.recv(&mut buf)? {
+                Recv::Data(n) => got.extend_from_slice(&buf[..n]),
+                _ => return Ok(got),
+            }
+        }
+    }
+
+    /// What `from` has queued to send (an alert, a KeyUpdate).
+    fn queued(from: &mut Session) -> Vec<u8> {
+        let mut wire = [0u8; 256];
+        let n = from.poll_transmit(&mut wire);
+        wire[..n].to_vec()
+    }
+
+    fn misbehaved(err: Error, what: &str) {
+        match err {
+            Error::Protocol(m) => assert!(m.contains(what), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Each side, each version: `(receiver, sender)` of an established pair.
+    fn both_ways(v: TlsVersion) -> [(Session, Session); 2] {
+        let (c, s) = pair(v);
+        let (c2, s2) = pair(v);
+        [(c, s), (s2, c2)]
+    }
+
+    #[test]
+    fn four_warning_alerts_are_let_through_and_a_fifth_fails_the_connection() {
+        for (mut to, mut from) in both_ways(TlsVersion::Tls12) {
+            let side = to.side();
+            for _ in 0..4 {
+                let mut wire = Vec::new();
+                records(&mut from)
+                    .seal_raw(ContentType::Alert, &[1, 90], &mut wire)
+                    .unwrap();
+                assert_eq!(deliver(&mut to, &wire), Ok(Vec::new()), "{side:?}");
+            }
+            let mut wire = Vec::new();
+            records(&mut from)
+                .seal_raw(ContentType::Alert, &[1, 90], &mut wire)
+                .unwrap();
+            misbehaved(deliver(&mut to, &wire).unwrap_err(), "TooManyWarningAlerts");
+            // Told so: unexpected_message, under the keys of the connection.
+            let alert = queued(&mut to);
+            assert!(!alert.is_empty(), "{side:?}: no alert");
+            assert_eq!(
+                deliver(&mut from, &alert),
+                Err(Error::Handshake(HandshakeError::AlertReceived(Alert(10))))
+            );
+        }
+    }
+
+    /// TLS 1.2 renegotiation: a client's ClientHello to a server, a server's HelloRequest to
+    /// a client. The first gets a no_renegotiation warning and the connection goes on (data
+    /// both ways); the second fails it.
+    #[test]
+    fn one_renegotiation_request_is_refused_with_a_warning_and_a_second_fails() {
+        for (mut to, mut from) in both_ways(TlsVersion::Tls12) {
+            let request: &[u8] = match to.side() {
+                Side::Server => &[1, 0, 0, 2, 3, 3],
+                Side::Client => &[0, 0, 0, 0],
+            };
+            let mut wire = Vec::new();
+            records(&mut from)
+                .seal_raw(ContentType::Handshake, request, &mut wire)
+                .unwrap();
+            wire.extend(send(&mut from, b"after").unwrap());
+            assert_eq!(deliver(&mut to, &wire), Ok(b"after".to_vec()));
+            // The warning reaches the requester, which goes on (TLS 1.2 warnings are not
+            // fatal), and data still flows back.
+            let mut back = queued(&mut to);
+            back.extend(send(&mut to, b"back").unwrap());
+            assert_eq!(deliver(&mut from, &back), Ok(b"back".to_vec()));
+            let mut wire = Vec::new();
+            records(&mut from)
+                .seal_raw(ContentType::Handshake, request, &mut wire)
+                .unwrap();
+            misbehaved(deliver(&mut to, &wire).unwrap_err(), "TooManyRenegotiation");
+        }
+    }
+
+    /// TLS 1.3: 32 KeyUpdates between two records of data are followed (the answer to each
+    /// request goes out), a 33rd fails; data in between starts the count again.
+    #[test]
+    fn key_updates_are_bounded_between_records_of_data() {
+        for (mut to, mut from) in both_ways(TlsVersion::Tls13) {
+            for round in 0..2 {
+                let mut wire = Vec::new();
+                for _ in 0..32 {
+                    records(&mut from)
+                        .seal_key_update_raw(true, &mut wire)
+                        .unwrap();
+                }
+                wire.extend(send(&mut from, b"data").unwrap());
+                assert_eq!(
+                    deliver(&mut to, &wire),
+                    Ok(b"data".to_vec()),
+                    "round {round}"
+                );
+            }
+            // One KeyUpdate answers all the requests before the next data (header, message,
+            // content type, tag): it reaches the requester, whose new receive keys open what
+            // comes after it.
+            let mut back = queued(&mut to);
+            assert_eq!(back.len(), 5 + 5 + 1 + 16);
+            back.extend(send(&mut to, b"back").unwrap());
+            assert_eq!(deliver(&mut from, &back), Ok(b"back".to_vec()));
+            let mut wire = Vec::new();
+            for _ in 0..33 {
+                records(&mut from)
+                    .seal_key_update_raw(false, &mut wire)
+                    .unwrap();
+            }
+            misbehaved(deliver(&mut to, &wire).unwrap_err(), "TooManyKeyUpdate");
+        }
+    }
+
+    #[test]
+    fn empty_records_are_bounded_in_a_row() {
+        for v in [TlsVersion::Tls12, TlsVersion::Tls13] {
+            for (mut to, mut from) in both_ways(v) {
+                let mut wire = Vec::new();
+                for _ in 0..32 {
+                    records(&mut from)
+                        .seal_raw(ContentType::ApplicationData, &[], &mut wire)
+                        .unwrap();
+                }
+                wire.extend(send(&mut from, b"x").unwrap());
+                for _ in 0..32 {
+                    records(&mut from)
+                        .seal_raw(ContentType::ApplicationData, &[], &mut wire)
+                        .unwrap();
+                }
+                assert_eq!(deliver(&mut to, &wire), Ok(b"x".to_vec()), "{v:?}");
+                let mut wire = Vec::new();
+                records(&mut from)
+                    .seal_raw(ContentType::ApplicationData, &[], &mut wire)
+                    .unwrap();
+                misbehaved(
+                    deliver(&mut to, &wire).unwrap_err(),
+                    "TooManyEmptyFragments",
+                );
+            }
+        }
+    }
+
+    /// A server is never sent tickets: one is an unexpected message, and fails the connection.
+    #[test]
+    fn a_ticket_sent_to_a_server_fails_it() {
+        let (mut c, mut s) = pair(TlsVersion::Tls13);
+        let mut wire = Vec::new();
+        records(&mut c)
+            .seal_raw(ContentType::Handshake, &[4, 0, 0, 1, 0], &mut wire)
+            .unwrap();
+        let err = deliver(&mut s, &wire).unwrap_err();
+        match err {
+            Error::Protocol(m) => assert!(m.contains("a handshake message after the handshake")),
+            other => panic!("{other:?}"),
+        }
+        let alert = queued(&mut s);
+        assert_eq!(
+            deliver(&mut c, &alert),
+            Err(Error::Handshake(HandshakeError::AlertReceived(Alert(10))))
+        );
     }
 
     /// TLS 1.2: the server's last flight and its first data in one write, which reaches the
