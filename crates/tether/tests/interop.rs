@@ -697,8 +697,9 @@ fn openssl_key_update_at_tether_server_tls13() {
     assert_eq!(err, None);
 }
 
-/// TLS 1.2: s_client asks to renegotiate (`R`). tether never renegotiates: rustls answers
-/// with a no_renegotiation warning, which OpenSSL's client turns into a fatal
+/// TLS 1.2: s_client asks to renegotiate (`R`). tether never renegotiates: the server's
+/// record layer answers with a no_renegotiation warning (as rustls would), which OpenSSL's
+/// client turns into a fatal
 /// handshake_failure; the data before it was delivered, and nothing after it.
 #[test]
 fn openssl_renegotiation_refused_tls12() {
@@ -732,7 +733,7 @@ fn openssl_renegotiation_refused_tls12() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// tether's client record layer (records opened in place once the handshake has completed)
+// tether's record layer (records opened in place once the handshake has completed)
 
 /// `openssl s_server -WWW` in a directory holding `name` (bytes `body`), started with `extra`
 /// arguments; returns the peer and the directory (removed on drop).
@@ -816,6 +817,99 @@ fn every_suite_through_the_client_record_layer() {
             got.len()
         );
         server.kill();
+    }
+}
+
+/// The same the other way: `openssl s_client` sends 100,000 bytes (records of up to 16 KiB,
+/// as it reads its stdin) to a tether server, whose record layer opens them in place, with
+/// every cipher suite of both versions and TLS 1.3 padding; s_client's close_notify ends
+/// them.
+#[test]
+fn every_suite_through_the_server_record_layer() {
+    if !skip_or_fail("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let body: Vec<u8> = (0..100_000usize)
+        .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789\n"[i % 37])
+        .collect();
+    let cases: [(TlsVersion, &str, &[&str]); 7] = [
+        (
+            Tls12,
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            &["-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+        ),
+        (
+            Tls12,
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            &["-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+        ),
+        (
+            Tls12,
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            &["-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+        ),
+        (
+            Tls13,
+            "TLS13_AES_128_GCM_SHA256",
+            &["-ciphersuites", "TLS_AES_128_GCM_SHA256"],
+        ),
+        (
+            Tls13,
+            "TLS13_AES_256_GCM_SHA384",
+            &["-ciphersuites", "TLS_AES_256_GCM_SHA384"],
+        ),
+        (
+            Tls13,
+            "TLS13_CHACHA20_POLY1305_SHA256",
+            &["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
+        ),
+        (
+            Tls13,
+            "TLS13_AES_128_GCM_SHA256",
+            &[
+                "-ciphersuites",
+                "TLS_AES_128_GCM_SHA256",
+                "-record_padding",
+                "512",
+            ],
+        ),
+    ];
+    for (v, suite, args) in cases {
+        let (port, server) = tether_server(pki.server_config(only(v), false), |r| {
+            let mut sock = r.unwrap();
+            let got = read_to_close(&mut sock);
+            (got, sock.session().cipher_suite())
+        });
+        let mut client = testpeers::openssl_s_client(
+            port,
+            &testpeers::SClientOpts {
+                ca_file: Some(pki.ca_pem.clone()),
+                version: Some(peer_version(v)),
+                args: args.iter().map(Into::into).collect(),
+                ..testpeers::SClientOpts::default()
+            },
+        )
+        .unwrap();
+        client
+            .wait_for_output("Verify return code: 0 (ok)", WAIT)
+            .unwrap();
+        client.send(&body).unwrap();
+        // s_client sends close_notify when its stdin ends.
+        client.close_stdin();
+        let (got, negotiated) = server.join();
+        let got = got.unwrap_or_else(|e| panic!("{v:?} {args:?}: {e}"));
+        assert_eq!(
+            negotiated.and_then(|s| s.as_str()),
+            Some(suite),
+            "{v:?} {args:?}"
+        );
+        assert!(
+            got == body,
+            "{v:?} {args:?}: the body differs ({} bytes)",
+            got.len()
+        );
+        client.kill();
     }
 }
 
