@@ -174,8 +174,11 @@ pub struct Session {
     handshake_raw: usize,
     /// rustls holds decrypted data that `recv` has not asked for yet.
     rustls_holds_plain: bool,
-    /// A client keeps the server's chain once established (`keep_peer_certificates`).
+    /// The peer's chain is kept once established (a client's `keep_peer_certificates`;
+    /// cleared by `take_peer_certificates`).
     keep_peer_certificates: bool,
+    /// `take_peer_certificates` has been called: the chain is no longer reported.
+    peer_certificates_taken: bool,
     deadline: Option<Instant>,
     started: Instant,
     last_now: Instant,
@@ -460,6 +463,7 @@ impl Session {
             handshake_raw: 0,
             rustls_holds_plain: false,
             keep_peer_certificates: true,
+            peer_certificates_taken: false,
             deadline: Some(now + timeout),
             started: now,
             last_now: now,
@@ -1254,8 +1258,28 @@ impl Session {
     /// The peer's certificate chain (leaf first), once received. A resumed session carries the
     /// chain of the session it resumed.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        if self.peer_certificates_taken {
+            return None;
+        }
         with_conn!(&self.conn, c => c.peer_certificates(),
             else self.established().and_then(|e| e.peer_certificates.as_deref()))
+    }
+
+    /// Takes the peer's certificate chain (leaf first) out of the session, which reports
+    /// `None` from then on ([`peer_certificates`](Self::peer_certificates) included): for a server that needs the chain only once, when the handshake
+    /// completes (the gateway reads the device id from it), and should not hold it for the
+    /// life of the connection (a device's leaf is about 0.6 KB a session; rustls keeps a copy
+    /// of its own, which tether cannot release). Before the handshake has completed the chain
+    /// is rustls' and this returns a copy of it.
+    pub fn take_peer_certificates(&mut self) -> Option<Vec<CertificateDer<'static>>> {
+        let chain = match &mut self.conn {
+            Conn::Records(e) => e.peer_certificates.take(),
+            _ => self.peer_certificates().map(<[_]>::to_vec),
+        };
+        // Not copied again when the session moves to its record layer.
+        self.keep_peer_certificates = false;
+        self.peer_certificates_taken = true;
+        chain
     }
 
     /// How long the handshake took, from creation to completion, measured with the `now`
@@ -1587,6 +1611,62 @@ mod record_layer_tests {
             deliver(&mut c, &alert),
             Err(Error::Handshake(HandshakeError::AlertReceived(Alert(10))))
         );
+    }
+
+    /// A server hands the client's chain over once (`take_peer_certificates`) and keeps no
+    /// copy, here with the client's first data sent with its Finished, and a client the same.
+    #[test]
+    fn a_taken_client_chain_is_not_kept_by_the_record_layer() {
+        const CLIENT: &[u8] = include_bytes!("../tests/data/client.pem");
+        const CLIENT_KEY: &[u8] = include_bytes!("../tests/data/client.key");
+        let client = ClientConfig::builder(Trust::from_pem(CA).unwrap())
+            .versions(TlsVersion::Tls13, TlsVersion::Tls13)
+            .identity(Identity::from_pem(CLIENT, CLIENT_KEY).unwrap())
+            .build()
+            .unwrap();
+        let server = ServerConfig::builder(Identity::from_pem(CERT, KEY).unwrap())
+            .client_auth(crate::ClientAuth::Required(Trust::from_pem(CA).unwrap()))
+            .build()
+            .unwrap();
+        let mut c = Session::client(&client, "localhost", NOW).unwrap();
+        let mut s = Session::server(&server, NOW).unwrap();
+        pump(&mut c, &mut s);
+        pump(&mut s, &mut c);
+        assert!(!c.is_handshaking());
+        // The client's Finished and its first data, in one input.
+        let mut out = alloc::vec![0u8; 4096];
+        let sent = c.send(b"first", &mut out).unwrap();
+        let mut wire = alloc::vec![0u8; 8192];
+        let n = c.poll_transmit(&mut wire);
+        wire.truncate(n);
+        wire.extend_from_slice(&out[..sent.written]);
+        s.handle_input(NOW, &wire).unwrap();
+        assert!(!s.is_handshaking());
+        let leaf = s.take_peer_certificates().expect("the client's chain")[0].clone();
+        let pem = Identity::from_pem(CLIENT, CLIENT_KEY).unwrap();
+        assert_eq!(leaf.as_ref(), pem.chain[0].as_ref());
+        assert_eq!(s.peer_certificates(), None);
+        let mut buf = [0u8; 64];
+        assert_eq!(s.recv(&mut buf), Ok(Recv::Data(5)));
+        match &s.conn {
+            Conn::Records(e) => assert!(e.peer_certificates.is_none(), "the chain was copied"),
+            _ => panic!("the server did not switch"),
+        }
+        assert_eq!(s.take_peer_certificates(), None);
+        // A session that switched before: the copy it kept goes with the take.
+        let (mut c, mut s) = sessions(TlsVersion::Tls13);
+        while pump(&mut c, &mut s) | pump(&mut s, &mut c) {}
+        assert!(c.peer_certificates().is_some());
+        assert!(c.take_peer_certificates().is_some());
+        match &c.conn {
+            Conn::Records(e) => assert!(e.peer_certificates.is_none()),
+            _ => panic!("the client did not switch"),
+        }
+        assert_eq!(c.peer_certificates(), None);
+        // And data still flows both ways.
+        let wire = send(&mut c, b"ping").unwrap();
+        s.handle_input(NOW, &wire).unwrap();
+        assert_eq!(s.recv(&mut buf), Ok(Recv::Data(4)));
     }
 
     /// TLS 1.2: the server's last flight and its first data in one write, which reaches the
