@@ -540,6 +540,10 @@ impl Records {
             joined.extend_from_slice(body);
             &joined
         };
+        let renegotiation_request = match self.kernel {
+            Kernel::Client(_) => HS_HELLO_REQUEST,
+            Kernel::Server(_) => HS_CLIENT_HELLO,
+        };
         while !msgs.is_empty() {
             let &[typ, a, b, c, ..] = msgs else {
                 return self.keep_partial(msgs);
@@ -553,10 +557,6 @@ impl Records {
             }
             let payload = &msgs[4..4 + len];
             msgs = &msgs[4 + len..];
-            let renegotiation_request = match self.kernel {
-                Kernel::Client(_) => HS_HELLO_REQUEST,
-                Kernel::Server(_) => HS_CLIENT_HELLO,
-            };
             match (typ, &mut self.kernel) {
                 (HS_NEW_SESSION_TICKET, Kernel::Client(kernel)) if self.tls13 => {
                     kernel.handle_new_session_ticket(payload)?;
@@ -583,7 +583,7 @@ impl Records {
                     self.rx = Keys::new(seq, secrets)?;
                     if requested && !self.key_update_answered {
                         append(tx, self.overhead() + KEY_UPDATE.len(), |o| {
-                            self.seal_key_update(o)
+                            self.seal_key_update(false, o)
                         })?;
                         self.key_update_answered = true;
                     }
@@ -621,12 +621,12 @@ impl Records {
         Ok(())
     }
 
-    /// Seals a KeyUpdate (update_not_requested) into `out` under the current send keys, then
-    /// moves to the next ones; returns the record's size.
-    fn seal_key_update(&mut self, out: &mut [u8]) -> Result<usize, Error> {
-        let n = self
-            .tx
-            .seal_into(ContentType::Handshake, &KEY_UPDATE, out)?;
+    /// Seals a KeyUpdate into `out` under the current send keys, then moves to the next ones;
+    /// returns the record's size. tether only asks for the peer's update in tests.
+    fn seal_key_update(&mut self, request: bool, out: &mut [u8]) -> Result<usize, Error> {
+        let mut msg = KEY_UPDATE;
+        msg[4] = u8::from(request);
+        let n = self.tx.seal_into(ContentType::Handshake, &msg, out)?;
         let (seq, secrets) = self.kernel.update_tx_secret()?;
         self.tx.keys = Keys::new(seq, secrets)?;
         Ok(n)
@@ -651,7 +651,7 @@ impl Records {
                 if out.len() - written < 2 * overhead + KEY_UPDATE.len() {
                     break;
                 }
-                written += self.seal_key_update(&mut out[written..])?;
+                written += self.seal_key_update(false, &mut out[written..])?;
             }
             let room = (out.len() - written).saturating_sub(overhead);
             let n = (data.len() - consumed).min(max_fragment).min(room);
@@ -694,11 +694,9 @@ impl Records {
         request: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let msg = [HS_KEY_UPDATE, 0, 0, 1, u8::from(request)];
-        self.tx.seal(ContentType::Handshake, &msg, out)?;
-        let (seq, secrets) = self.kernel.update_tx_secret()?;
-        self.tx.keys = Keys::new(seq, secrets)?;
-        Ok(())
+        append(out, self.overhead() + KEY_UPDATE.len(), |o| {
+            self.seal_key_update(request, o)
+        })
     }
 
     /// Moves the send keys' limit (tests: a real one is 2^23 to 2^64 records).

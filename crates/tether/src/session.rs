@@ -1398,45 +1398,44 @@ mod record_layer_tests {
         assert_eq!(s.refuse(Alert::ACCESS_DENIED), Err(Error::Closed));
     }
 
+    /// `from` sends one-byte records `a`, `b`, ... (`count` of them) with its send keys'
+    /// limit moved so that it updates them every `every` records; returns what `to` read.
+    fn one_byte_records_across_key_updates(
+        from: &mut Session,
+        to: &mut Session,
+        every: u64,
+        count: u8,
+    ) -> Vec<u8> {
+        records(from).set_tx_limit(record::KEY_UPDATE_MARGIN + every);
+        let mut got = Vec::new();
+        for i in 0..count {
+            let wire = send(from, &[b'a' + i]).unwrap();
+            assert!(records(from).tx_seq() <= every, "record {i}: no key update");
+            got.extend(deliver(to, &wire).unwrap());
+        }
+        got
+    }
+
     #[test]
     fn tls13_client_updates_its_keys_before_the_limit_and_the_server_follows() {
         let (mut c, mut s) = pair(TlsVersion::Tls13);
-        // A key update every 3 records.
-        records(&mut c).set_tx_limit(record::KEY_UPDATE_MARGIN + 3);
-        let mut got = Vec::new();
-        let mut buf = [0u8; 64];
-        for i in 0..10u8 {
-            let wire = send(&mut c, &[b'a' + i]).unwrap();
-            assert!(records(&mut c).tx_seq() <= 3, "record {i}: no key update");
-            s.handle_input(NOW, &wire).unwrap();
-            while let Ok(Recv::Data(n)) = s.recv(&mut buf) {
-                got.extend_from_slice(&buf[..n]);
-            }
-        }
         // The server took every KeyUpdate and decrypted everything after it.
-        assert_eq!(got, b"abcdefghij");
+        assert_eq!(
+            one_byte_records_across_key_updates(&mut c, &mut s, 3, 10),
+            b"abcdefghij"
+        );
         // And the other way still works.
-        let mut out = [0u8; 256];
-        let sent = s.send(b"pong", &mut out).unwrap();
-        c.handle_input(NOW, &out[..sent.written]).unwrap();
-        assert_eq!(c.recv(&mut buf).unwrap(), Recv::Data(4));
+        let wire = send(&mut s, b"pong").unwrap();
+        assert_eq!(deliver(&mut c, &wire), Ok(b"pong".to_vec()));
     }
 
     #[test]
     fn tls13_server_updates_its_keys_before_the_limit_and_the_client_follows() {
         let (mut c, mut s) = pair(TlsVersion::Tls13);
-        records(&mut s).set_tx_limit(record::KEY_UPDATE_MARGIN + 2);
-        let mut got = Vec::new();
-        let mut buf = [0u8; 64];
-        for i in 0..7u8 {
-            let wire = send(&mut s, &[b'a' + i]).unwrap();
-            assert!(records(&mut s).tx_seq() <= 2, "record {i}: no key update");
-            c.handle_input(NOW, &wire).unwrap();
-            while let Ok(Recv::Data(n)) = c.recv(&mut buf) {
-                got.extend_from_slice(&buf[..n]);
-            }
-        }
-        assert_eq!(got, b"abcdefg");
+        assert_eq!(
+            one_byte_records_across_key_updates(&mut s, &mut c, 2, 7),
+            b"abcdefg"
+        );
     }
 
     /// Feeds `wire` to `to` and reads: the data, or the error that ended it.

@@ -26,6 +26,10 @@ enum To {
 
 const BOTH: [To; 2] = [To::Client, To::Server];
 
+fn each_side_and_version() -> impl Iterator<Item = (To, (tether::TlsVersion, tether::TlsVersion))> {
+    BOTH.into_iter().flat_map(|to| versions().map(|v| (to, v)))
+}
+
 /// (the receiver, its peer).
 fn ends(p: &mut Pair, to: To) -> (&mut Session, &mut Session) {
     match to {
@@ -86,43 +90,41 @@ fn alert_at_peer(p: &mut Pair, to: To) -> Error {
 
 #[test]
 fn records_in_any_split_and_several_per_input_arrive_intact() {
-    for to in BOTH {
-        for v in versions() {
-            for piece in [1, 7, 1000, 40_000] {
-                let mut p = connected(v);
-                let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
-                // Three records of 16 KiB, 16 KiB and the rest, then two small ones.
-                let mut wire = peer_records(&mut p, to, &data);
-                wire.extend(peer_records(&mut p, to, b"tail one"));
-                wire.extend(peer_records(&mut p, to, b"tail two"));
-                let (got, err) = feed(&mut p, to, &wire, piece);
-                assert_eq!(err, None, "{to:?} {v:?} piece {piece}");
-                let mut want = data.clone();
-                want.extend_from_slice(b"tail onetail two");
-                assert!(
-                    got == want,
-                    "{to:?} {v:?} piece {piece}: {} bytes differ",
-                    got.len()
-                );
-                // And the other way, after reading.
-                match to {
-                    To::Client => p.client_send(b"reply"),
-                    To::Server => p.server_send(b"reply"),
-                }
-                p.run().unwrap();
-                let replied = match to {
-                    To::Client => &p.server_got,
-                    To::Server => &p.client_got,
-                };
-                assert_eq!(replied, b"reply", "{to:?} {v:?}");
+    for (to, v) in each_side_and_version() {
+        for piece in [1, 7, 1000, 40_000] {
+            let mut p = connected(v);
+            let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+            // Three records of 16 KiB, 16 KiB and the rest, then two small ones.
+            let mut wire = peer_records(&mut p, to, &data);
+            wire.extend(peer_records(&mut p, to, b"tail one"));
+            wire.extend(peer_records(&mut p, to, b"tail two"));
+            let (got, err) = feed(&mut p, to, &wire, piece);
+            assert_eq!(err, None, "{to:?} {v:?} piece {piece}");
+            let mut want = data.clone();
+            want.extend_from_slice(b"tail onetail two");
+            assert!(
+                got == want,
+                "{to:?} {v:?} piece {piece}: {} bytes differ",
+                got.len()
+            );
+            // And the other way, after reading.
+            match to {
+                To::Client => p.client_send(b"reply"),
+                To::Server => p.server_send(b"reply"),
             }
+            p.run().unwrap();
+            let replied = match to {
+                To::Client => &p.server_got,
+                To::Server => &p.client_got,
+            };
+            assert_eq!(replied, b"reply", "{to:?} {v:?}");
         }
     }
 }
 
 #[test]
 fn a_changed_byte_is_bad_record_mac_and_no_data() {
-    for (to, v) in BOTH.into_iter().flat_map(|to| versions().map(|v| (to, v))) {
+    for (to, v) in each_side_and_version() {
         let mut p = connected(v);
         let mut wire = peer_records(&mut p, to, b"secret command");
         let last = wire.len() - 20;
@@ -151,7 +153,7 @@ fn a_changed_byte_is_bad_record_mac_and_no_data() {
 
 #[test]
 fn an_oversized_record_is_record_overflow() {
-    for (to, v) in BOTH.into_iter().flat_map(|to| versions().map(|v| (to, v))) {
+    for (to, v) in each_side_and_version() {
         let mut p = connected(v);
         // Application data with a length past what either version allows.
         let header = [23u8, 3, 3, 0x48, 0x01];
