@@ -129,6 +129,14 @@ impl Crypto {
     }
 
     fn provider(self) -> CryptoProvider {
+        let mut p = self.rustls_provider();
+        // The same suites, the TLS 1.3 AES-GCM keys held as bytes while rustls holds them
+        // (about 1 KB less during a handshake; `suites`).
+        crate::suites::keys_as_bytes(&mut p.cipher_suites);
+        p
+    }
+
+    fn rustls_provider(self) -> CryptoProvider {
         match self {
             Crypto::Ring => rustls::crypto::ring::default_provider(),
             #[cfg(feature = "aws-lc")]

@@ -83,6 +83,7 @@ mod record;
 pub mod resume;
 pub mod session;
 pub mod socket;
+mod suites;
 pub mod time;
 pub mod trust;
 

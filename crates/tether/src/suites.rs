@@ -1,0 +1,368 @@
+//! TLS 1.3 AES-GCM cipher suites whose keys rustls holds as bytes, not as key schedules.
+//!
+//! While a handshake runs, rustls holds an encrypter and a decrypter for the handshake traffic
+//! keys (and, at its end, for the first application traffic keys, until
+//! [`Session`](crate::Session) takes those over in its own record layer). ring's AES-GCM
+//! suites build each of them as a ready key: the AES round keys and the GHASH table, about
+//! 560 bytes on the heap apiece. The suites here are ring's with one difference: their
+//! encrypter and decrypter keep the key bytes and the IV (about 70 bytes) and set the ring key
+//! up on the stack for each record they seal or open. A handshake seals and opens a handful of
+//! records, so the set-up costs a few hundred nanoseconds per handshake with AES
+//! instructions; a device's peak heap during its handshake is about 1 KB lower (the two
+//! handshake keys are alive at the peak, docs/PERFORMANCE.md, "Device RAM").
+//!
+//! The records themselves are ring's TLS 1.3 records, byte for byte: the same AEAD, nonce
+//! (RFC 8446 5.3), additional data (5.2) and inner content type. Everything else in a suite
+//! (hash, HKDF, the keys handed to the record layer by [`Tls13AeadAlgorithm::extract_keys`])
+//! is ring's own. ChaCha20-Poly1305's ring key is its 32 key bytes already; its suite is
+//! ring's, unchanged.
+
+use alloc::boxed::Box;
+
+use ring::aead::{self, Aad, LessSafeKey, UnboundKey};
+use rustls::crypto::CipherSuiteCommon;
+use rustls::crypto::cipher::{
+    AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter,
+    Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm,
+    UnsupportedOperationError, make_tls13_aad,
+};
+use rustls::crypto::ring::cipher_suite as ring_suites;
+use rustls::{
+    ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, SupportedCipherSuite,
+    Tls13CipherSuite,
+};
+
+/// `TLS13_AES_128_GCM_SHA256`, its keys held as bytes while rustls holds them.
+pub(crate) static TLS13_AES_128_GCM_SHA256: SupportedCipherSuite =
+    SupportedCipherSuite::Tls13(&AES_128_GCM_SHA256);
+/// `TLS13_AES_256_GCM_SHA384`, its keys held as bytes while rustls holds them.
+pub(crate) static TLS13_AES_256_GCM_SHA384: SupportedCipherSuite =
+    SupportedCipherSuite::Tls13(&AES_256_GCM_SHA384);
+
+static AES_128_GCM_SHA256: Tls13CipherSuite =
+    with_aead(tls13(&ring_suites::TLS13_AES_128_GCM_SHA256), &AES_128_GCM);
+static AES_256_GCM_SHA384: Tls13CipherSuite =
+    with_aead(tls13(&ring_suites::TLS13_AES_256_GCM_SHA384), &AES_256_GCM);
+
+static AES_128_GCM: KeyBytes = KeyBytes(&aead::AES_128_GCM);
+static AES_256_GCM: KeyBytes = KeyBytes(&aead::AES_256_GCM);
+
+const fn tls13(suite: &'static SupportedCipherSuite) -> &'static Tls13CipherSuite {
+    match suite {
+        SupportedCipherSuite::Tls13(s) => s,
+        SupportedCipherSuite::Tls12(_) => panic!("not a TLS 1.3 suite"),
+    }
+}
+
+/// ring's suite `base` with `aead` instead of its AEAD (and without QUIC, which tether does
+/// not speak).
+const fn with_aead(
+    base: &'static Tls13CipherSuite,
+    aead: &'static dyn Tls13AeadAlgorithm,
+) -> Tls13CipherSuite {
+    Tls13CipherSuite {
+        common: CipherSuiteCommon {
+            suite: base.common.suite,
+            hash_provider: base.common.hash_provider,
+            confidentiality_limit: base.common.confidentiality_limit,
+        },
+        hkdf_provider: base.hkdf_provider,
+        aead_alg: aead,
+        quic: None,
+    }
+}
+
+/// Replaces ring's TLS 1.3 AES-GCM suites in `suites` with the ones above.
+pub(crate) fn keys_as_bytes(suites: &mut [SupportedCipherSuite]) {
+    for s in suites {
+        if *s == ring_suites::TLS13_AES_128_GCM_SHA256 {
+            *s = TLS13_AES_128_GCM_SHA256;
+        } else if *s == ring_suites::TLS13_AES_256_GCM_SHA384 {
+            *s = TLS13_AES_256_GCM_SHA384;
+        }
+    }
+}
+
+/// A TLS 1.3 AEAD whose encrypters and decrypters keep key bytes.
+struct KeyBytes(&'static aead::Algorithm);
+
+impl KeyBytes {
+    fn holder(&self, key: AeadKey, iv: Iv) -> Keyed {
+        Keyed {
+            alg: self.0,
+            key,
+            iv,
+        }
+    }
+}
+
+impl Tls13AeadAlgorithm for KeyBytes {
+    fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
+        Box::new(self.holder(key, iv))
+    }
+
+    fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
+        Box::new(self.holder(key, iv))
+    }
+
+    fn key_len(&self) -> usize {
+        self.0.key_len()
+    }
+
+    fn extract_keys(
+        &self,
+        key: AeadKey,
+        iv: Iv,
+    ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
+        if self.0 == &aead::AES_128_GCM {
+            Ok(ConnectionTrafficSecrets::Aes128Gcm { key, iv })
+        } else if self.0 == &aead::AES_256_GCM {
+            Ok(ConnectionTrafficSecrets::Aes256Gcm { key, iv })
+        } else {
+            Err(UnsupportedOperationError)
+        }
+    }
+}
+
+/// One direction's key bytes and IV (the key zeroised on drop, by `AeadKey`).
+struct Keyed {
+    alg: &'static aead::Algorithm,
+    key: AeadKey,
+    iv: Iv,
+}
+
+impl Keyed {
+    /// The ring key for one record, on the stack.
+    fn ring_key(&self) -> Result<LessSafeKey, Error> {
+        // rustls derives exactly `key_len` bytes for the suite: neither can fail.
+        self.key
+            .as_ref()
+            .get(..self.alg.key_len())
+            .and_then(|key| UnboundKey::new(self.alg, key).ok())
+            .map(LessSafeKey::new)
+            .ok_or_else(|| Error::General("AEAD key of the wrong length".into()))
+    }
+
+    fn nonce(&self, seq: u64) -> aead::Nonce {
+        aead::Nonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0)
+    }
+}
+
+impl MessageEncrypter for Keyed {
+    fn encrypt(
+        &mut self,
+        msg: OutboundPlainMessage<'_>,
+        seq: u64,
+    ) -> Result<OutboundOpaqueMessage, Error> {
+        let total_len = self.encrypted_payload_len(msg.payload.len());
+        let mut payload = PrefixedPayload::with_capacity(total_len);
+        payload.extend_from_chunks(&msg.payload);
+        payload.extend_from_slice(&msg.typ.to_array());
+        self.ring_key()?
+            .seal_in_place_append_tag(
+                self.nonce(seq),
+                Aad::from(make_tls13_aad(total_len)),
+                &mut payload,
+            )
+            .map_err(|_| Error::EncryptError)?;
+        // RFC 8446 5.1: every TLS 1.3 record says TLS 1.2 on the wire.
+        Ok(OutboundOpaqueMessage::new(
+            ContentType::ApplicationData,
+            ProtocolVersion::TLSv1_2,
+            payload,
+        ))
+    }
+
+    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
+        // The inner content type, then the tag.
+        payload_len + 1 + self.alg.tag_len()
+    }
+}
+
+impl MessageDecrypter for Keyed {
+    fn decrypt<'a>(
+        &mut self,
+        mut msg: InboundOpaqueMessage<'a>,
+        seq: u64,
+    ) -> Result<InboundPlainMessage<'a>, Error> {
+        let payload = &mut msg.payload;
+        if payload.len() < self.alg.tag_len() {
+            return Err(Error::DecryptError);
+        }
+        let aad = Aad::from(make_tls13_aad(payload.len()));
+        let plain_len = self
+            .ring_key()?
+            .open_in_place(self.nonce(seq), aad, payload)
+            .map_err(|_| Error::DecryptError)?
+            .len();
+        payload.truncate(plain_len);
+        msg.into_tls13_unpadded_message()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::*;
+
+    // rustls hands a suite exactly `key_len` bytes; outside rustls an `AeadKey` can only be
+    // made of 32 (AES-128 uses the first 16).
+    const KEY: [u8; 32] = [7; 32];
+    const IV: [u8; 12] = [3; 12];
+
+    fn suites() -> [&'static Tls13CipherSuite; 2] {
+        [
+            tls13(&TLS13_AES_128_GCM_SHA256),
+            tls13(&TLS13_AES_256_GCM_SHA384),
+        ]
+    }
+
+    fn seal(suite: &Tls13CipherSuite, typ: ContentType, data: &[u8], seq: u64) -> Vec<u8> {
+        let mut enc = suite.aead_alg.encrypter(AeadKey::from(KEY), Iv::new(IV));
+        let plain = OutboundPlainMessage {
+            typ,
+            version: ProtocolVersion::TLSv1_3,
+            payload: data.into(),
+        };
+        let wire = enc.encrypt(plain, seq).unwrap().encode();
+        assert_eq!(wire.len(), 5 + enc.encrypted_payload_len(data.len()));
+        wire
+    }
+
+    fn open(
+        suite: &Tls13CipherSuite,
+        wire: &mut [u8],
+        seq: u64,
+    ) -> Result<(ContentType, Vec<u8>), Error> {
+        let mut dec = suite.aead_alg.decrypter(AeadKey::from(KEY), Iv::new(IV));
+        let msg = InboundOpaqueMessage::new(
+            ContentType::ApplicationData,
+            ProtocolVersion::TLSv1_2,
+            &mut wire[5..],
+        );
+        let plain = dec.decrypt(msg, seq)?;
+        Ok((plain.typ, plain.payload.to_vec()))
+    }
+
+    /// The record RFC 8446 section 5 describes, made with ring directly: header 23 3 3 and
+    /// the length; nonce the IV with the sequence number XORed into its last 8 bytes; the
+    /// header as additional data; the plaintext, its content type, then the tag.
+    fn rfc_record(alg: &'static aead::Algorithm, typ: u8, data: &[u8], seq: u64) -> Vec<u8> {
+        padded_record(alg, typ, data, 0, seq)
+    }
+
+    /// The same with `pad` zeros after the content type (RFC 8446 5.4).
+    fn padded_record(
+        alg: &'static aead::Algorithm,
+        typ: u8,
+        data: &[u8],
+        pad: usize,
+        seq: u64,
+    ) -> Vec<u8> {
+        let len = data.len() + 1 + pad + 16;
+        let header = [23, 3, 3, (len >> 8) as u8, len as u8];
+        let mut nonce = IV;
+        for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        let key = LessSafeKey::new(UnboundKey::new(alg, &KEY[..alg.key_len()]).unwrap());
+        let mut body = [data, &[typ], &alloc::vec![0; pad]].concat();
+        key.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            Aad::from(header),
+            &mut body,
+        )
+        .unwrap();
+        [&header[..], &body].concat()
+    }
+
+    #[test]
+    fn sealed_records_are_rfc8446_records() {
+        for (suite, alg) in suites()
+            .into_iter()
+            .zip([&aead::AES_128_GCM, &aead::AES_256_GCM])
+        {
+            for (seq, data) in [
+                (0u64, &b"hello"[..]),
+                (1, &[9u8; 1000][..]),
+                (2, b""),
+                (u64::MAX, b"x"),
+            ] {
+                let ours = seal(suite, ContentType::Handshake, data, seq);
+                assert_eq!(
+                    ours,
+                    rfc_record(alg, 22, data, seq),
+                    "{:?} seq {seq}",
+                    suite.common.suite
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rfc8446_records_open_and_tampered_ones_do_not() {
+        for (suite, alg) in suites()
+            .into_iter()
+            .zip([&aead::AES_128_GCM, &aead::AES_256_GCM])
+        {
+            let mut padded = padded_record(alg, 22, b"finished", 40, 5);
+            assert_eq!(
+                open(suite, &mut padded, 5).unwrap(),
+                (ContentType::Handshake, b"finished".to_vec())
+            );
+            let mut wire = rfc_record(alg, 21, b"\x01\x00", 5);
+            assert_eq!(
+                open(suite, &mut wire.clone(), 5).unwrap(),
+                (ContentType::Alert, b"\x01\x00".to_vec())
+            );
+            assert!(
+                open(suite, &mut wire.clone(), 6).is_err(),
+                "another sequence number"
+            );
+            let last = wire.len() - 1;
+            wire[last] ^= 1;
+            assert!(open(suite, &mut wire, 5).is_err(), "a changed tag");
+            // A record of the other key size's suite: another key.
+            let other = if alg == &aead::AES_128_GCM {
+                &aead::AES_256_GCM
+            } else {
+                &aead::AES_128_GCM
+            };
+            assert!(open(suite, &mut rfc_record(other, 23, b"data", 0), 0).is_err());
+            // Short of a tag.
+            assert!(open(suite, &mut [23, 3, 3, 0, 4, 1, 2, 3, 4], 0).is_err());
+        }
+    }
+
+    #[test]
+    fn aes256_matches_rings_own_suite_both_ways() {
+        let ring = tls13(&ring_suites::TLS13_AES_256_GCM_SHA384);
+        let ours = tls13(&TLS13_AES_256_GCM_SHA384);
+        for data in [&b"ping"[..], &[1u8; 300][..]] {
+            let mut wire = seal(ours, ContentType::ApplicationData, data, 9);
+            assert_eq!(wire, seal(ring, ContentType::ApplicationData, data, 9));
+            assert_eq!(
+                open(ring, &mut wire, 9).unwrap(),
+                (ContentType::ApplicationData, data.to_vec())
+            );
+        }
+    }
+
+    /// The keys rustls hands to the record layer are the ones it gave the suite.
+    #[test]
+    fn extracted_keys_are_the_suites_keys() {
+        for (suite, want) in suites().into_iter().zip([16usize, 32]) {
+            assert_eq!(suite.aead_alg.key_len(), want);
+            match suite.aead_alg.extract_keys(AeadKey::from(KEY), Iv::new(IV)) {
+                Ok(ConnectionTrafficSecrets::Aes128Gcm { key, iv }) if want == 16 => {
+                    assert_eq!((key.as_ref(), iv.as_ref()), (&KEY[..], &IV[..]));
+                }
+                Ok(ConnectionTrafficSecrets::Aes256Gcm { key, iv }) if want == 32 => {
+                    assert_eq!((key.as_ref(), iv.as_ref()), (&KEY[..], &IV[..]));
+                }
+                _ => panic!("{:?}: wrong keys", suite.common.suite),
+            }
+        }
+    }
+}
