@@ -454,7 +454,6 @@ impl Gateway {
         let dtls_task =
             dtls.map(|l| tokio::spawn(dtls::serve(l, shared.clone(), shared.shutdown.subscribe())));
         let mut stop = shared.shutdown.subscribe();
-        let conn_shutdown = shared.shutdown.subscribe();
         let mut conns = JoinSet::new();
         let mut next_id = 0u64;
         if !*stop.borrow_and_update() {
@@ -473,7 +472,6 @@ impl Gateway {
                                     remote,
                                     slot,
                                     next_id,
-                                    conn_shutdown.clone(),
                                 ));
                             }
                             Err(why) => {
@@ -493,6 +491,9 @@ impl Gateway {
         }
         drop(listener);
         shared.metrics.set_draining();
+        // Every listed session learns of the drain; one listed after this sees it when its
+        // frame loop starts (`conn::frame_loop`).
+        shared.registry.wake_all();
         let open = conns.len();
         tracing::info!(open, "draining");
         let deadline = tokio::time::Instant::now() + shared.drain_timeout;

@@ -20,6 +20,7 @@ pub(crate) struct ConnStats {
     /// Set when the device's id left the allow-list; the TLS task also gets `kick`, the DTLS
     /// listener looks at the flag on its timer tick.
     pub revoked: AtomicBool,
+    /// Wakes the TLS task: a revocation (`revoked` set first) or the gateway's drain.
     pub kick: tokio::sync::Notify,
 }
 
@@ -179,6 +180,13 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         lock(&self.entries).len()
+    }
+
+    /// Wakes every listed session (the gateway's drain has started).
+    pub(crate) fn wake_all(&self) {
+        for e in lock(&self.entries).values() {
+            e.stats.kick.notify_one();
+        }
     }
 
     /// Marks and wakes every session whose device id `allowed` refuses; returns how many.

@@ -637,6 +637,34 @@ fn http_api_health_devices_metrics_and_drain() {
     gw.stop();
 }
 
+/// A drain reaches sessions that wait with nothing in flight: each gets close_notify at once,
+/// not at the drain timeout (5 s here, when the gateway cuts what is still open without one).
+#[test]
+fn drain_sends_close_notify_to_idle_sessions_at_once() {
+    let pki = pki();
+    let mut gw = Running::start(pki.config());
+    let config = pki.client(Some(&pki.device), None);
+    let mut sessions: Vec<_> = (0..3)
+        .map(|i| {
+            let mut s = gw.connect(&config).unwrap();
+            s.write_all(&requests(format!("idle-{i}").as_bytes()))
+                .unwrap();
+            read_frames(&mut s, 3);
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    gw.shutdown();
+    for s in &mut sessions {
+        let mut b = [0u8; 16];
+        assert_eq!(s.read(&mut b).unwrap(), 0, "expected close_notify");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "close_notify after {took:?}");
+    gw.stop();
+}
+
 #[test]
 fn server_only_tls_serves_anonymous_devices() {
     let pki = pki();
