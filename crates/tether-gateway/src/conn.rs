@@ -150,8 +150,8 @@ enum Pumped {
 /// One wake-up besides the socket and the idle timer: `stats.kick`, for a revocation (the
 /// registry sets `revoked` first) and for a drain (the gateway wakes every listed session
 /// after it starts draining; a session listed later sees the drain here at its start). One
-/// `Notified` in the idle future instead of a second for the shutdown watch: about 130 bytes
-/// less a session.
+/// `Notified` in the idle future instead of a second source for the shutdown watch: the
+/// connection future is 168 bytes smaller (1,240 instead of 1,408).
 async fn frame_loop(
     conn: &mut TlsConn,
     shared: &Shared,

@@ -256,7 +256,8 @@ fn profiled(label: &str, f: impl FnOnce() -> Result<Cost, String>) -> Result<Cos
     if PROBING.load(Relaxed) {
         return f();
     }
-    let profiler = match std::env::var_os("TETHER_DHAT_DIR") {
+    // Unset or empty: no profile files (an empty value would write into the crate directory).
+    let profiler = match std::env::var_os("TETHER_DHAT_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => {
             std::fs::create_dir_all(&dir).map_err(|e| format!("TETHER_DHAT_DIR: {e}"))?;
             let case = CASE.lock().map(|c| *c).unwrap_or("case");
