@@ -846,6 +846,48 @@ fn default_suites_follow_mozilla_intermediate_order() {
     );
 }
 
+#[test]
+fn suites_of_versions_left_out_are_refused_by_name() {
+    // Only TLS 1.2 suites for a TLS 1.3 configuration: nothing could be negotiated.
+    let err = ClientConfig::builder(ca_trust())
+        .versions(TlsVersion::Tls13, TlsVersion::Tls13)
+        .cipher_suites(&[tether::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256])
+        .build()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256") && msg.contains("is for TLSv1.3"),
+        "{msg}"
+    );
+    let err = ServerConfig::builder(identity("server"))
+        .versions(TlsVersion::Tls12, TlsVersion::Tls12)
+        .cipher_suites(&[tether::CipherSuite::TLS13_AES_128_GCM_SHA256])
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("is for TLSv1.2"), "{err}");
+    // A version range that is empty says so (not that no suite fits it).
+    let err = ClientConfig::builder(ca_trust())
+        .versions(TlsVersion::Tls13, TlsVersion::Tls12)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("is above the maximum"), "{err}");
+    // A suite of each enabled version is kept: both negotiate.
+    let suites = [
+        tether::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        tether::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    for (versions, want) in [(V13, suites[0]), (V12, suites[1])] {
+        let cc = ClientConfig::builder(ca_trust())
+            .versions(TlsVersion::Tls12, TlsVersion::Tls13)
+            .cipher_suites(&suites)
+            .build()
+            .unwrap();
+        let mut p = Pair::new(&cc, "localhost", &server_config(versions, false));
+        p.handshake().unwrap();
+        assert_eq!(p.client.cipher_suite(), Some(want));
+    }
+}
+
 /// The server's first flight for a fresh TLS 1.3 client, and the length of its first record
 /// (the ServerHello).
 fn first_flight(client: &mut Session, server: &mut Session) -> (Vec<u8>, usize) {
