@@ -82,10 +82,10 @@ impl WallClock for Rtc {
 // Heap
 
 /// The heap. docs/PERFORMANCE.md ("Device RAM") measures one client connection at about
-/// 10 KiB of heap with 1 KiB records (38 KiB with full 16 KiB records). This skeleton also runs
-/// the gateway end of the link in the same heap (its server session, identity and
-/// configuration): together they peak at about 13.5 KB live. 24 KiB leaves room for
-/// fragmentation; 18 KiB fails (an allocation finds no free block large enough).
+/// 6.5 KiB of heap with 1 KiB records (20 KiB with full 16 KiB records). This skeleton also
+/// runs the gateway end of the link in the same heap (its server session, identity and
+/// configuration): together they peak at about 13.3 KB live. 24 KiB leaves room for
+/// fragmentation; 16 KiB fails (an allocation finds no free block large enough).
 #[cfg(panic = "abort")]
 pub const HEAP_SIZE: usize = 24 * 1024;
 
