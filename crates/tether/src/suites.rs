@@ -15,7 +15,8 @@
 //! (RFC 8446 5.3), additional data (5.2) and inner content type. Everything else in a suite
 //! (hash, HKDF, the keys handed to the record layer by [`Tls13AeadAlgorithm::extract_keys`])
 //! is ring's own. ChaCha20-Poly1305's ring key is its 32 key bytes already; its suite is
-//! ring's, unchanged.
+//! ring's, unchanged. The established session's record layer (`crate::record`) keeps its
+//! traffic keys the same way, through [`ring_key`].
 
 use alloc::boxed::Box;
 
@@ -124,6 +125,17 @@ impl Tls13AeadAlgorithm for KeyBytes {
     }
 }
 
+/// A ring key of `alg` set up from `key`'s bytes, on the stack: for one record here, and in
+/// the established session's record layer (`crate::record`).
+pub(crate) fn ring_key(alg: &'static aead::Algorithm, key: &AeadKey) -> Result<LessSafeKey, Error> {
+    // rustls derives exactly `key_len` bytes for the suite: neither can fail.
+    key.as_ref()
+        .get(..alg.key_len())
+        .and_then(|key| UnboundKey::new(alg, key).ok())
+        .map(LessSafeKey::new)
+        .ok_or_else(|| Error::General("AEAD key of the wrong length".into()))
+}
+
 /// One direction's key bytes and IV (the key zeroised on drop, by `AeadKey`).
 struct Keyed {
     alg: &'static aead::Algorithm,
@@ -134,13 +146,7 @@ struct Keyed {
 impl Keyed {
     /// The ring key for one record, on the stack.
     fn ring_key(&self) -> Result<LessSafeKey, Error> {
-        // rustls derives exactly `key_len` bytes for the suite: neither can fail.
-        self.key
-            .as_ref()
-            .get(..self.alg.key_len())
-            .and_then(|key| UnboundKey::new(self.alg, key).ok())
-            .map(LessSafeKey::new)
-            .ok_or_else(|| Error::General("AEAD key of the wrong length".into()))
+        ring_key(self.alg, &self.key)
     }
 
     fn nonce(&self, seq: u64) -> aead::Nonce {
