@@ -335,6 +335,18 @@ struct Common {
     read_chunk: Option<usize>,
 }
 
+impl Common {
+    /// The crypto provider these settings allow.
+    fn provider(&self) -> Result<Arc<CryptoProvider>, Error> {
+        provider_with(
+            self.crypto,
+            (self.min, self.max),
+            self.suites.as_deref(),
+            self.groups.as_deref(),
+        )
+    }
+}
+
 /// Bytes the sockets ask of each transport read unless the config says otherwise.
 pub const DEFAULT_READ_CHUNK: usize = 4096;
 
@@ -548,12 +560,7 @@ impl ClientConfigBuilder {
         }
         check_common(&self.common)?;
         let c = &self.common;
-        let provider = provider_with(
-            c.crypto,
-            (c.min, c.max),
-            c.suites.as_deref(),
-            c.groups.as_deref(),
-        )?;
+        let provider = c.provider()?;
         let time = Arc::new(PolicyTime(c.time.clone()));
         let mut trust = self.trust;
         trust.shrink();
@@ -710,12 +717,7 @@ impl ServerConfigBuilder {
     pub fn build(self) -> Result<ServerConfig, Error> {
         check_common(&self.common)?;
         let c = &self.common;
-        let provider = provider_with(
-            c.crypto,
-            (c.min, c.max),
-            c.suites.as_deref(),
-            c.groups.as_deref(),
-        )?;
+        let provider = c.provider()?;
         let time = Arc::new(PolicyTime(c.time.clone()));
         let builder = rustls::ServerConfig::builder_with_details(provider.clone(), time)
             .with_protocol_versions(&versions(c.min, c.max)?)
