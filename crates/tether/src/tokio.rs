@@ -52,7 +52,7 @@
 //!   timeout, truncation), the kind maps as for [`crate::net`].
 //!
 //! Reads and writes each keep one buffer only while it holds something: an idle, established
-//! stream holds no record buffers (about 3 KB of session state).
+//! stream holds no record buffers (about 1 to 2.5 KB of session state, server or client).
 
 use alloc::vec::Vec;
 use core::pin::Pin;
