@@ -67,16 +67,8 @@ impl TlsVersion {
     }
 }
 
-fn versions(
-    min: TlsVersion,
-    max: TlsVersion,
-) -> Result<Vec<&'static SupportedProtocolVersion>, Error> {
-    if min > max {
-        return Err(ConfigError::Inconsistent(alloc::format!(
-            "minimum TLS version {min} is above the maximum {max}"
-        ))
-        .into());
-    }
+/// rustls' versions from `min` to `max` (`check_common` has refused `min > max`).
+fn versions(min: TlsVersion, max: TlsVersion) -> Vec<&'static SupportedProtocolVersion> {
     let mut v = Vec::new();
     if max >= TlsVersion::Tls13 {
         v.push(&rustls::version::TLS13);
@@ -84,7 +76,7 @@ fn versions(
     if min <= TlsVersion::Tls12 {
         v.push(&rustls::version::TLS12);
     }
-    Ok(v)
+    v
 }
 
 /// The cryptography library a configuration's handshakes use.
@@ -227,19 +219,15 @@ pub(crate) fn provider_with(
         TlsVersion::from_rustls(s.version().version).is_some_and(|v| (min..=max).contains(&v))
     });
     if p.cipher_suites.is_empty() {
+        let range = if min == max {
+            alloc::format!("{min}")
+        } else {
+            alloc::format!("{min} to {max}")
+        };
         return Err(ConfigError::Inconsistent(alloc::format!(
-            "none of the cipher suites {:?} is for {}; add a suite of {} or change the versions",
-            suites.unwrap_or_default(),
-            if min == max {
-                alloc::format!("{min}")
-            } else {
-                alloc::format!("{min} to {max}")
-            },
-            if min == max {
-                "that version"
-            } else {
-                "those versions"
-            }
+            "none of the cipher suites {:?} is for {range}; add one for {range} or change the \
+             versions",
+            suites.unwrap_or_default()
         ))
         .into());
     }
@@ -448,7 +436,14 @@ macro_rules! common_setters {
 
 /// The checks every config makes of the settings both sides share.
 fn check_common(c: &Common) -> Result<(), Error> {
-    versions(c.min, c.max)?;
+    if c.min > c.max {
+        return Err(ConfigError::Inconsistent(alloc::format!(
+            "minimum TLS version {} is above the maximum {}",
+            c.min,
+            c.max
+        ))
+        .into());
+    }
     match c.max_record {
         Some(n) if !(32..=16384).contains(&n) => {
             return Err(ConfigError::Inconsistent(alloc::format!(
@@ -574,7 +569,7 @@ impl ClientConfigBuilder {
             slot: None,
         });
         let builder = rustls::ClientConfig::builder_with_details(provider.clone(), time)
-            .with_protocol_versions(&versions(c.min, c.max)?)
+            .with_protocol_versions(&versions(c.min, c.max))
             .map_err(|e| ConfigError::Inconsistent(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
@@ -720,7 +715,7 @@ impl ServerConfigBuilder {
         let provider = c.provider()?;
         let time = Arc::new(PolicyTime(c.time.clone()));
         let builder = rustls::ServerConfig::builder_with_details(provider.clone(), time)
-            .with_protocol_versions(&versions(c.min, c.max)?)
+            .with_protocol_versions(&versions(c.min, c.max))
             .map_err(|e| ConfigError::Inconsistent(e.to_string()))?;
         let builder = match self.client_auth {
             ClientAuth::None => builder.with_no_client_auth(),

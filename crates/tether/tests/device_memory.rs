@@ -168,17 +168,11 @@ fn a_record_waiting_for_recv_is_kept_when_the_client_closes_first() {
 const HS_CHUNK: usize = 1024;
 const HS_RECORD: usize = 1024;
 
-/// The client's largest heap (dhat) at a transport read, the read's buffer just reserved,
-/// while it takes a server's first flight of small records in reads of at most `HS_CHUNK`,
-/// each read sized by `size(client)`. (The handshake's own peak comes later, while rustls
-/// processes the flight; the read size sets what the input buffer adds to it.)
-fn handshake_peak(size: fn(&Session) -> usize) -> u64 {
-    handshake_heap(size).at_reads
-}
-
-/// The client's heap while it takes a server's first flight (see [`handshake_peak`]).
+/// What a client's heap and reads were while it took a server's first flight (`handshake_heap`).
 struct HandshakeHeap {
-    /// The largest heap at a transport read, the read's buffer just reserved.
+    /// The largest heap (dhat) at a transport read, the read's buffer just reserved. (The
+    /// handshake's own peak comes later, while rustls processes the flight; the read size
+    /// sets what the input buffer adds to it.)
     at_reads: u64,
     /// The size of each read, in order.
     reads: Vec<usize>,
@@ -186,6 +180,8 @@ struct HandshakeHeap {
     flight: Vec<u8>,
 }
 
+/// A client takes a server's first flight of small records in reads of at most `HS_CHUNK`,
+/// each read sized by `size(client)`.
 fn handshake_heap(size: fn(&Session) -> usize) -> HandshakeHeap {
     let now = Instant::from_millis(1_000);
     let chain = [data("server.pem"), data("ca.pem")].concat();
@@ -249,8 +245,8 @@ fn handshake_heap(size: fn(&Session) -> usize) -> HandshakeHeap {
 #[test]
 fn a_handshake_read_by_read_size_holds_no_spare_chunk() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let whole_chunks = handshake_peak(|_| HS_CHUNK);
-    let sized = handshake_peak(|c| c.read_size(HS_CHUNK));
+    let whole_chunks = handshake_heap(|_| HS_CHUNK).at_reads;
+    let sized = handshake_heap(|c| c.read_size(HS_CHUNK)).at_reads;
     // The second read asks for what the partly read record lacks instead of reserving a
     // whole chunk beside it.
     assert!(
