@@ -39,6 +39,10 @@
 //! buffers (the same for every client). embedded-tls keeps its state and its crypto work on
 //! the stack, so its heap figure alone would flatter it.
 //!
+//! Each client has the CA where a device keeps it (tether: `Trust::with_static_root` over a
+//! certificate that outlives the run, as one in a firmware image would; embedded-tls: its
+//! verifier borrows the DER; rustls copies it into its root store).
+//!
 //! Every connection is verified: the clients check the server's chain against the CA and the
 //! name `localhost` (embedded-tls with its `rustpki` verifier, which checks P-256 chains,
 //! validity times and the host name), and the answer byte for byte. Each measurement runs
@@ -238,12 +242,15 @@ impl Cost {
 }
 
 /// Builds a client configuration under its own heap profiler: returns it with its build peak
-/// and the heap it holds.
-fn build_config<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, usize, usize), String> {
+/// and the heap it holds (with `TETHER_DHAT_DIR`, the profile is `dhat-config-{label}.json`).
+fn build_config<T>(
+    label: &str,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<(T, usize, usize), String> {
     if PROBING.load(Relaxed) {
         return Ok((f()?, 0, 0));
     }
-    let profiler = dhat::Profiler::builder().testing().build();
+    let profiler = dhat_profiler(&format!("dhat-config-{label}.json"))?;
     let config = f()?;
     let stats = dhat::HeapStats::get();
     drop(profiler);
@@ -256,22 +263,30 @@ fn profiled(label: &str, f: impl FnOnce() -> Result<Cost, String>) -> Result<Cos
     if PROBING.load(Relaxed) {
         return f();
     }
-    // Unset or empty: no profile files (an empty value would write into the crate directory).
-    let profiler = match std::env::var_os("TETHER_DHAT_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("TETHER_DHAT_DIR: {e}"))?;
-            let case = CASE.lock().map(|c| *c).unwrap_or("case");
-            let file = PathBuf::from(dir).join(format!("dhat-{case}-{label}.json"));
-            dhat::Profiler::builder().file_name(file).build()
-        }
-        None => dhat::Profiler::builder().testing().build(),
-    };
+    let case = CASE.lock().map(|c| *c).unwrap_or("case");
+    let profiler = dhat_profiler(&format!("dhat-{case}-{label}.json"))?;
     let mut cost = f()?;
     let stats = dhat::HeapStats::get();
     cost.peak = stats.max_bytes;
     cost.after = stats.curr_bytes;
     drop(profiler);
     Ok(cost)
+}
+
+/// A heap profiler that writes `name` into `TETHER_DHAT_DIR`, or writes nothing when that is
+/// unset or empty (an empty value would write into the crate directory).
+fn dhat_profiler(name: &str) -> Result<dhat::Profiler, String> {
+    Ok(
+        match std::env::var_os("TETHER_DHAT_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|e| format!("TETHER_DHAT_DIR: {e}"))?;
+                dhat::Profiler::builder()
+                    .file_name(PathBuf::from(dir).join(name))
+                    .build()
+            }
+            None => dhat::Profiler::builder().testing().build(),
+        },
+    )
 }
 
 /// The case being measured ("a" or "b"), for the names of dhat's profiles.
@@ -300,6 +315,20 @@ fn connect(port: u16) -> Result<TcpStream, String> {
 struct Pki {
     ca_pem: Vec<u8>,
     ca_der: Vec<u8>,
+    /// The CA where a device keeps it, in its firmware image: made before any profiler
+    /// starts and never freed (embedded-tls' verifier borrows `ca_der` the same way).
+    ca_static: &'static CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new(ca_pem: Vec<u8>, ca_der: Vec<u8>) -> Pki {
+        let ca_static = Box::leak(Box::new(CertificateDer::from(ca_der.clone())));
+        Pki {
+            ca_pem,
+            ca_der,
+            ca_static,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,7 +337,9 @@ struct Pki {
 /// tether's device client configuration: TLS 1.3 only, X25519 only, no resumption cache, the
 /// server's chain not kept once verified, 1 KiB per transport read.
 fn tether_config(pki: &Pki) -> Result<ClientConfig, String> {
-    let trust = Trust::from_pem(&pki.ca_pem).map_err(|e| e.to_string())?;
+    let trust = Trust::new()
+        .with_static_root(pki.ca_static)
+        .map_err(|e| e.to_string())?;
     ClientConfig::builder(trust)
         .versions(TlsVersion::Tls13, TlsVersion::Tls13)
         .kx_groups(&[NamedGroup::X25519])
@@ -322,6 +353,9 @@ fn tether_config(pki: &Pki) -> Result<ClientConfig, String> {
 /// tether's sans-IO `Session`, driven over a blocking `TcpStream` with two caller buffers.
 mod session_client {
     use super::*;
+
+    /// The name of tether's sans-IO `Session`'s heap profiles.
+    const LABEL: &str = "tether-session";
 
     /// Caller buffer for `poll_transmit` and `send`: one 1 KiB record (+ TLS overhead).
     pub const OUT: usize = REQUEST + 29;
@@ -358,8 +392,8 @@ mod session_client {
         let req = request();
         let mut tcp = connect(port)?;
         let t0 = std::time::Instant::now();
-        let (config, config_peak, config_bytes) = build_config(|| tether_config(pki))?;
-        profiled("tether-session", || {
+        let (config, config_peak, config_bytes) = build_config(LABEL, || tether_config(pki))?;
+        profiled(LABEL, || {
             let mut s = Session::client(&config, NAME, Instant::ZERO).map_err(|e| e.to_string())?;
             while s.is_handshaking() {
                 flush(&mut s, &mut tcp, &mut out)?;
@@ -409,12 +443,15 @@ mod session_client {
 mod socket_client {
     use super::*;
 
+    /// The name of tether's `TlsSocket`'s heap profiles.
+    const LABEL: &str = "tether-socket";
+
     pub fn run(pki: &Pki, port: u16) -> Result<Cost, String> {
         let mut app = [0u8; APP_READ];
         let req = request();
         let tcp = connect(port)?;
-        let (config, config_peak, config_bytes) = build_config(|| tether_config(pki))?;
-        profiled("tether-socket", || {
+        let (config, config_peak, config_bytes) = build_config(LABEL, || tether_config(pki))?;
+        profiled(LABEL, || {
             let mut s = TlsSocket::client(tcp, &config, NAME, StdClock::new())
                 .map_err(|e| e.to_string())?;
             s.handshake().map_err(|e| e.to_string())?;
@@ -449,11 +486,14 @@ mod socket_client {
 mod rustls_client {
     use super::*;
 
+    /// The name of rustls' buffered client's heap profiles.
+    const LABEL: &str = "rustls";
+
     pub fn run(pki: &Pki, port: u16) -> Result<Cost, String> {
         let mut app = [0u8; APP_READ];
         let req = request();
         let mut tcp = connect(port)?;
-        let (config, config_peak, config_bytes) = build_config(|| {
+        let (config, config_peak, config_bytes) = build_config(LABEL, || {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pki.ca_pem) {
                 roots
@@ -470,7 +510,7 @@ mod rustls_client {
             config.resumption = rustls::client::Resumption::disabled();
             Ok(Arc::new(config))
         })?;
-        profiled("rustls", || {
+        profiled(LABEL, || {
             let name = rustls::pki_types::ServerName::try_from(NAME).map_err(|e| e.to_string())?;
             let mut conn =
                 rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
@@ -508,6 +548,9 @@ mod rustls_client {
 /// certificate verifier (P-256 chains, validity, host name).
 mod embedded_tls_client {
     use super::*;
+
+    /// The name of embedded-tls's heap profiles.
+    const LABEL: &str = "embedded-tls";
 
     /// Room for the owned copy of the server's certificate chain the verifier keeps (the two
     /// certificates are about 1 KB together; embedded-tls' own tests use 4096).
@@ -564,7 +607,7 @@ mod embedded_tls_client {
         let mut app = [0u8; APP_READ];
         let req = request();
         let tcp = connect(port)?;
-        profiled("embedded-tls", || {
+        profiled(LABEL, || {
             let config = TlsConfig::new().with_server_name(NAME);
             let mut conn: TlsConnection<'_, FromStd<TcpStream>, Aes128GcmSha256> =
                 TlsConnection::new(FromStd::new(tcp), &mut read_buf, &mut write_buf);
@@ -639,10 +682,10 @@ mod stack {
         };
         PROBING.store(true, Relaxed);
         let dir = PathBuf::from(dir);
-        let pki = Pki {
-            ca_pem: std::fs::read(dir.join("ca.pem")).expect("ca.pem"),
-            ca_der: std::fs::read(dir.join("ca.der")).expect("ca.der"),
-        };
+        let pki = Pki::new(
+            std::fs::read(dir.join("ca.pem")).expect("ca.pem"),
+            std::fs::read(dir.join("ca.der")).expect("ca.der"),
+        );
         let port: u16 = port.parse().expect("port");
         let record: usize = record.parse().expect("record");
         let bytes: usize = bytes.parse().expect("bytes");
@@ -765,10 +808,7 @@ fn make_pki(dir: &Path) -> Pki {
     std::fs::write(dir.join("server.key"), &leaf.key_pem).expect("write server.key");
     std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("write ca.pem");
     std::fs::write(dir.join("ca.der"), ca.cert_der()).expect("write ca.der");
-    Pki {
-        ca_pem: ca.cert_pem().as_bytes().to_vec(),
-        ca_der: ca.cert_der().to_vec(),
-    }
+    Pki::new(ca.cert_pem().as_bytes().to_vec(), ca.cert_der().to_vec())
 }
 
 fn kib(n: usize) -> String {

@@ -32,7 +32,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::error::{ConfigError, Error};
 use crate::resume::{ClientSessionCache, ServerSessionCache, Ticketer};
 use crate::time::{PolicyTime, TimePolicy};
-use crate::trust::{ClientAuth, ClientVerifier, ServerVerifier, Trust, VerifierParts};
+use crate::trust::{ClientAuth, ClientVerifier, Trust, VerifierParts};
 
 /// A TLS protocol version tether speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -556,19 +556,17 @@ impl ClientConfigBuilder {
         check_common(&self.common)?;
         let c = &self.common;
         let provider = c.provider()?;
-        let time = Arc::new(PolicyTime(c.time.clone()));
         let mut trust = self.trust;
         trust.shrink();
+        // The parts are the verifier (sessions that need a failure slot get their own around
+        // them) and rustls' clock.
         let parts = Arc::new(VerifierParts {
             trust,
             provider: provider.clone(),
             time: c.time.clone(),
         });
-        let verifier = Arc::new(ServerVerifier {
-            parts: parts.clone(),
-            slot: None,
-        });
-        let builder = rustls::ClientConfig::builder_with_details(provider.clone(), time)
+        let verifier = parts.clone();
+        let builder = rustls::ClientConfig::builder_with_details(provider.clone(), parts.clone())
             .with_protocol_versions(&versions(c.min, c.max))
             .map_err(|e| ConfigError::Inconsistent(e.to_string()))?
             .dangerous()

@@ -189,7 +189,8 @@ pub struct Session {
     last_now: Instant,
     input_reserved: usize,
     handshake_duration: Option<Duration>,
-    error: Option<Error>,
+    /// Boxed: an `Error` is 88 bytes, and every live session carries the field.
+    error: Option<Box<Error>>,
     slot: Option<FailureSlot>,
     server_name: Option<alloc::string::String>,
     max_fragment: usize,
@@ -404,7 +405,7 @@ impl Session {
                 c.dangerous()
                     .set_certificate_verifier(Arc::new(ServerVerifier {
                         parts: parts.clone(),
-                        slot: Some(slot.clone()),
+                        slot: slot.clone(),
                     }));
                 (Arc::new(c), Some(slot))
             }
@@ -816,7 +817,7 @@ impl Session {
     }
 
     fn fail(&mut self, err: Error) {
-        self.error = Some(err);
+        self.error = Some(Box::new(err));
         self.deadline = None;
         self.plain = Vec::new();
         self.plain_pos = 0;
@@ -828,7 +829,7 @@ impl Session {
     }
 
     fn check(&self) -> Result<(), Error> {
-        match &self.error {
+        match self.error.as_deref() {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
@@ -1069,7 +1070,7 @@ impl Session {
 
     /// The error that failed the session, if it failed.
     pub fn error(&self) -> Option<&Error> {
-        self.error.as_ref()
+        self.error.as_deref()
     }
 
     /// True once the peer's close_notify has been received.

@@ -110,7 +110,14 @@ const IGNORED_VALIDITY_EPOCH: u64 = 1_700_000_000;
 
 impl rustls::time_provider::TimeProvider for PolicyTime {
     fn current_time(&self) -> Option<UnixTime> {
-        match &self.0 {
+        self.0.rustls_time()
+    }
+}
+
+impl TimePolicy {
+    /// The time rustls is given under this policy (certificate checks, ticket ages).
+    pub(crate) fn rustls_time(&self) -> Option<UnixTime> {
+        match self {
             #[cfg(feature = "std")]
             TimePolicy::System => Some(UnixTime::now()),
             TimePolicy::Clock(c) => c

@@ -125,6 +125,30 @@ impl Trust {
         Ok(self)
     }
 
+    /// Adds one DER CA certificate that lives as long as the program, e.g. one built into
+    /// the firmware image (flash on a device): the anchor borrows the CA's name and key from
+    /// `cert` instead of copying them to the heap (119 bytes for a P-256 CA, per CA).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tether::Error> {
+    /// # const CA_DER: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ca.der"));
+    /// use tether::CertificateDer;
+    /// // On a device: `CertificateDer::from_slice(include_bytes!("ca.der"))`.
+    /// static CA: CertificateDer<'static> = CertificateDer::from_slice(CA_DER);
+    /// let trust = tether::Trust::new().with_static_root(&CA)?;
+    /// assert_eq!(trust.root_count(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_static_root(
+        mut self,
+        cert: &'static CertificateDer<'static>,
+    ) -> Result<Self, Error> {
+        let anchor = webpki::anchor_from_trusted_cert(cert)
+            .map_err(|e| ConfigError::BadPem(alloc::format!("not a usable CA certificate: {e}")))?;
+        self.roots.roots.push(anchor);
+        Ok(self)
+    }
+
     /// Adds the Mozilla root program's CAs (bundled, from `webpki-roots`).
     #[cfg(feature = "mozilla-roots")]
     pub fn with_mozilla_roots(mut self) -> Self {
@@ -284,14 +308,15 @@ pub(crate) struct VerifierParts {
     pub time: TimePolicy,
 }
 
-/// Verifies servers for a client.
+/// Verifies servers for one client session and leaves why it refused one in the session's
+/// slot (pins and TOFU fail for reasons rustls' error cannot carry).
 #[derive(Debug)]
 pub(crate) struct ServerVerifier {
     pub parts: Arc<VerifierParts>,
-    pub slot: Option<FailureSlot>,
+    pub slot: FailureSlot,
 }
 
-impl ServerVerifier {
+impl VerifierParts {
     fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -300,9 +325,9 @@ impl ServerVerifier {
         now: UnixTime,
     ) -> Result<(), Error> {
         verify_server_cert(
-            &self.parts.trust,
-            &self.parts.provider.signature_verification_algorithms,
-            &self.parts.time,
+            &self.trust,
+            &self.provider.signature_verification_algorithms,
+            &self.time,
             end_entity,
             intermediates,
             server_name,
@@ -378,19 +403,47 @@ impl ServerCertVerifier for ServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.verify(end_entity, intermediates, server_name, now) {
+        match self
+            .parts
+            .verify(end_entity, intermediates, server_name, now)
+        {
             Ok(()) => Ok(ServerCertVerified::assertion()),
             Err(e) => {
                 let r = to_rustls(&e);
-                if let Some(slot) = &self.slot {
-                    *slot.lock() = Some(e);
-                }
+                *self.slot.lock() = Some(e);
                 Err(r)
             }
         }
     }
 
     verify_signatures_with!(parts.provider);
+}
+
+/// The verifier a config's sessions share when no failure needs a slot (no pins, no TOFU):
+/// the parts themselves, one allocation less per config than a [`ServerVerifier`] around
+/// them.
+impl ServerCertVerifier for VerifierParts {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, server_name, now)
+            .map(|()| ServerCertVerified::assertion())
+            .map_err(|e| to_rustls(&e))
+    }
+
+    verify_signatures_with!(provider);
+}
+
+/// The parts are also the config's clock for rustls (one allocation less per config).
+impl rustls::time_provider::TimeProvider for VerifierParts {
+    fn current_time(&self) -> Option<UnixTime> {
+        self.time.rustls_time()
+    }
 }
 
 /// Whether a server asks for client certificates.

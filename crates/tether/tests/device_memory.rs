@@ -12,7 +12,10 @@ mod common;
 use common::{V13, client_config, data, send_all, server_config, take_output};
 use std::sync::Mutex;
 
-use tether::{ClientConfig, Event, Identity, Instant, NamedGroup, Recv, ServerConfig, Session};
+use tether::{
+    CertificateDer, ClientConfig, Event, Identity, Instant, NamedGroup, Recv, ServerConfig,
+    Session, Trust,
+};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -305,4 +308,27 @@ fn an_idle_session_holds_its_keys_as_bytes() {
             "an idle {side} session holds {held} bytes (bound {bound})"
         );
     }
+}
+
+/// A CA built into the firmware image stays there: the trust anchor borrows its name and key
+/// (`Trust::with_static_root`), where one read at run time is copied to the heap.
+#[test]
+fn a_ca_built_into_the_image_is_not_copied_to_the_heap() {
+    static CA: CertificateDer<'static> = CertificateDer::from_slice(include_bytes!("data/ca.der"));
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let held = |make: &dyn Fn() -> Trust| {
+        let profiler = dhat::Profiler::builder().testing().build();
+        let trust = make();
+        let bytes = dhat::HeapStats::get().curr_bytes;
+        drop(trust);
+        drop(profiler);
+        bytes
+    };
+    let copied = held(&|| Trust::new().with_root_der(CA.as_ref()).unwrap());
+    let borrowed = held(&|| Trust::new().with_static_root(&CA).unwrap());
+    // The name and key of the test CA: 118 bytes.
+    assert!(
+        borrowed + 100 <= copied,
+        "a static root holds {borrowed} bytes, a copied one {copied}"
+    );
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::*;
 use tether::error::{CertificateError, HandshakeError, Timeout, VersionError};
 use tether::{
-    ClientAuth, ClientConfig, Error, Event, Instant, MemoryTofuStore, Pin, Recv, ServerConfig,
-    Session, TimePolicy, TlsVersion, Trust,
+    CertificateDer, ClientAuth, ClientConfig, Error, Event, Instant, MemoryTofuStore, Pin, Recv,
+    ServerConfig, Session, TimePolicy, TlsVersion, Trust,
 };
 
 fn leaf_pin(name: &str) -> Pin {
@@ -280,6 +280,52 @@ fn unknown_ca_is_refused() {
         Error::Certificate(CertificateError::UnknownIssuer)
     );
     assert!(p.server.is_failed(), "server should see the client's alert");
+}
+
+/// The test CA as a firmware image holds it (`Trust::with_static_root`).
+static STATIC_CA: CertificateDer<'static> =
+    CertificateDer::from_slice(include_bytes!("data/ca.der"));
+
+#[test]
+fn a_ca_built_into_the_image_verifies_like_a_copied_one() {
+    let config = |trust: Trust| ClientConfig::builder(trust).build().unwrap();
+    let trust = Trust::new().with_static_root(&STATIC_CA).unwrap();
+    assert_eq!(trust.root_count(), 1);
+    let mut p = Pair::new(&config(trust), "localhost", &server_config(BOTH, false));
+    p.handshake().expect("a server of the CA is accepted");
+
+    // The same anchor refuses a server of another CA, and a name the server does not have.
+    let other = ServerConfig::builder(identity("other-server"))
+        .build()
+        .unwrap();
+    let static_trust = || Trust::new().with_static_root(&STATIC_CA).unwrap();
+    let mut p = Pair::new(&config(static_trust()), "localhost", &other);
+    assert_eq!(
+        client_err(&mut p),
+        Error::Certificate(CertificateError::UnknownIssuer)
+    );
+    let mut p = Pair::new(
+        &config(static_trust()),
+        "example.com",
+        &server_config(BOTH, false),
+    );
+    assert!(
+        matches!(
+            client_err(&mut p),
+            Error::Certificate(CertificateError::NameMismatch { .. })
+        ),
+        "a wrong name is refused"
+    );
+}
+
+#[test]
+fn a_static_root_that_is_no_certificate_is_refused_by_name() {
+    static NOT_A_CERT: CertificateDer<'static> = CertificateDer::from_slice(b"ca.pem, not DER");
+    let err = Trust::new().with_static_root(&NOT_A_CERT).unwrap_err();
+    assert!(
+        err.to_string().contains("not a usable CA certificate"),
+        "{err}"
+    );
 }
 
 impl Pair {

@@ -19,6 +19,8 @@ leaf() { # name ca cn san eku
 }
 ca ca "tether test CA"
 ca other-ca "some other CA"
+# DER too, for the example of a CA built into a firmware image (`Trust::with_static_root`).
+openssl x509 -in ca.pem -outform der -out ca.der
 leaf server ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1" serverAuth
 leaf client ca device-1 "" clientAuth
 leaf other-server other-ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1" serverAuth
