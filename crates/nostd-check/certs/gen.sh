@@ -49,3 +49,5 @@ openssl ca -batch -config "$work/ca.cnf" -cert ca.pem -keyfile "$work/ca.key.pem
     -extensions v3_leaf $dates -notext -out server.pem
 
 openssl verify -CAfile ca.pem server.pem
+# The CA as DER too: the skeleton's client trusts it as a firmware image would hold it.
+openssl x509 -in ca.pem -outform der -out ca.der

@@ -1,8 +1,9 @@
 //! Trust: how a peer's certificate is verified.
 //!
 //! A [`Trust`] combines any of:
-//! - **CA roots** (PEM or DER, one or many; bundled Mozilla roots with the `mozilla-roots`
-//!   feature): the chain must lead to a root, be valid now (see [`TimePolicy`]), and name the
+//! - **CA roots** (PEM or DER, one or many; a DER certificate built into the image with
+//!   [`Trust::with_static_root`], which a device keeps in flash instead of on the heap; bundled
+//!   Mozilla roots with the `mozilla-roots` feature): the chain must lead to a root, be valid now (see [`TimePolicy`]), and name the
 //!   host (DNS name or IP address SAN) we connected to;
 //! - **SPKI pins** (`sha256/BASE64`): alone, the leaf's key must match one; on top of roots, a key
 //!   in the verified chain (leaf or intermediate) must match one;

@@ -40,11 +40,15 @@ use alloc::vec::Vec;
 
 use tether::socket::TlsSocket;
 use tether::{
-    ClientConfig, Identity, NamedGroup, ServerConfig, TimePolicy, TlsVersion, Trust, WallClock,
+    CertificateDer, ClientConfig, Identity, NamedGroup, ServerConfig, TimePolicy, TlsVersion,
+    Trust, WallClock,
 };
 
 /// The test PKI of nostd-check (`certs/`): an EC P-256 CA and a server leaf for "localhost".
-const CA_PEM: &[u8] = include_bytes!("../../../certs/ca.pem");
+/// The CA as DER in the image: the trust anchor borrows its name and key from flash
+/// (`Trust::with_static_root`) instead of copying them to the heap.
+static CA: CertificateDer<'static> =
+    CertificateDer::from_slice(include_bytes!("../../../certs/ca.der"));
 const GATEWAY_CERT_PEM: &[u8] = include_bytes!("../../../certs/server.pem");
 const GATEWAY_KEY_PEM: &[u8] = include_bytes!("../../../certs/server.key.pem");
 
@@ -61,7 +65,7 @@ fn err(what: &'static str) -> impl FnOnce(tether::Error) -> String {
 /// The device's configuration: the smallest one that still verifies the gateway.
 fn device_config() -> Result<ClientConfig, String> {
     let rtc: Arc<dyn WallClock> = Arc::new(port::Rtc);
-    ClientConfig::builder(Trust::from_pem(CA_PEM).map_err(err("CA"))?)
+    ClientConfig::builder(Trust::new().with_static_root(&CA).map_err(err("CA"))?)
         .versions(TlsVersion::Tls13, TlsVersion::Tls13)
         .kx_groups(&[NamedGroup::X25519])
         .resumption(false)

@@ -82,10 +82,11 @@ impl WallClock for Rtc {
 // Heap
 
 /// The heap. docs/PERFORMANCE.md ("Device RAM") measures one client connection at about
-/// 6.5 KiB of heap with 1 KiB records (20 KiB with full 16 KiB records). This skeleton also
+/// 6.3 KiB of heap with 1 KiB records (19 KiB with full 16 KiB records). This skeleton also
 /// runs the gateway end of the link in the same heap (its server session, identity and
-/// configuration): together they peak at about 13.3 KB live. 24 KiB leaves room for
-/// fragmentation; 16 KiB fails (an allocation finds no free block large enough).
+/// configuration): together they peak at about 11.6 KB live. 24 KiB leaves room for
+/// fragmentation; 17 KiB was measured to work and 16 KiB to fail (an allocation finds no free
+/// block large enough).
 #[cfg(panic = "abort")]
 pub const HEAP_SIZE: usize = 24 * 1024;
 
