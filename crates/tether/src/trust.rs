@@ -395,50 +395,62 @@ fn to_rustls(err: &Error) -> rustls::Error {
     rustls::Error::InvalidCertificate(c)
 }
 
-impl ServerCertVerifier for ServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .parts
-            .verify(end_entity, intermediates, server_name, now)
-        {
-            Ok(()) => Ok(ServerCertVerified::assertion()),
-            Err(e) => {
-                let r = to_rustls(&e);
-                *self.slot.lock() = Some(e);
-                Err(r)
-            }
-        }
+/// What a server verifier reaches from `self`: the config's verifier parts, and where a
+/// failure goes that rustls' error cannot carry (a session's slot; nowhere when shared).
+trait ServerVerifierParts {
+    fn parts(&self) -> &VerifierParts;
+    fn report(&self, _failure: Error) {}
+}
+
+impl ServerVerifierParts for ServerVerifier {
+    fn parts(&self) -> &VerifierParts {
+        &self.parts
     }
 
-    verify_signatures_with!(parts.provider);
+    fn report(&self, failure: Error) {
+        *self.slot.lock() = Some(failure);
+    }
 }
 
 /// The verifier a config's sessions share when no failure needs a slot (no pins, no TOFU):
 /// the parts themselves, one allocation less per config than a [`ServerVerifier`] around
 /// them.
-impl ServerCertVerifier for VerifierParts {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.verify(end_entity, intermediates, server_name, now)
-            .map(|()| ServerCertVerified::assertion())
-            .map_err(|e| to_rustls(&e))
+impl ServerVerifierParts for VerifierParts {
+    fn parts(&self) -> &VerifierParts {
+        self
     }
-
-    verify_signatures_with!(provider);
 }
+
+/// rustls' `ServerCertVerifier` for a [`ServerVerifierParts`] type whose provider is at
+/// `self.<path>` (rustls' trait is foreign: no blanket impl).
+macro_rules! server_cert_verifier {
+    ($ty:ty, $($provider:ident).+) => {
+        impl ServerCertVerifier for $ty {
+            fn verify_server_cert(
+                &self,
+                end_entity: &CertificateDer<'_>,
+                intermediates: &[CertificateDer<'_>],
+                server_name: &ServerName<'_>,
+                _ocsp: &[u8],
+                now: UnixTime,
+            ) -> Result<ServerCertVerified, rustls::Error> {
+                match self.parts().verify(end_entity, intermediates, server_name, now) {
+                    Ok(()) => Ok(ServerCertVerified::assertion()),
+                    Err(e) => {
+                        let r = to_rustls(&e);
+                        self.report(e);
+                        Err(r)
+                    }
+                }
+            }
+
+            verify_signatures_with!($($provider).+);
+        }
+    };
+}
+
+server_cert_verifier!(ServerVerifier, parts.provider);
+server_cert_verifier!(VerifierParts, provider);
 
 /// The parts are also the config's clock for rustls (one allocation less per config).
 impl rustls::time_provider::TimeProvider for VerifierParts {
