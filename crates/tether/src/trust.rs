@@ -118,7 +118,8 @@ impl Trust {
         Ok(self)
     }
 
-    /// Adds one DER CA certificate.
+    /// Adds one DER CA certificate (its name and key are copied; for one built into the
+    /// program, [`with_static_root`](Self::with_static_root) borrows them instead).
     pub fn with_root_der(mut self, der: &[u8]) -> Result<Self, Error> {
         self.roots
             .add(CertificateDer::from(der.to_vec()))
