@@ -245,10 +245,24 @@ impl AllowList {
 
     /// Reads and parses an allow-list file.
     pub fn load(path: &Path) -> Result<AllowList, GatewayError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             GatewayError::io(format!("cannot read allow-list {}", path.display()), e)
         })?;
-        AllowList::parse(&text, &format!("allow-list {}", path.display()))
+        AllowList::parse_bytes(&bytes, &format!("allow-list {}", path.display()))
+    }
+
+    /// [`parse`](Self::parse) for a file's bytes: text that is not UTF-8 is refused with its
+    /// line (device ids are ASCII).
+    pub fn parse_bytes(bytes: &[u8], source: &str) -> Result<AllowList, GatewayError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let good = &bytes[..e.valid_up_to()];
+            let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
+            GatewayError::Config(format!(
+                "{source} line {line}: not UTF-8 text; an allow-list has one device id a line \
+                 (letters, digits, '.', '_' and '-'), '#' starts a comment"
+            ))
+        })?;
+        AllowList::parse(text, source)
     }
 
     /// Whether `id` is listed.
@@ -340,6 +354,16 @@ mod tests {
         assert!(list.contains("device-1") && list.contains("device-2"));
         let err = AllowList::parse("ok\nbad id!\n", "allow.txt").unwrap_err();
         assert!(err.to_string().starts_with("allow.txt line 2:"), "{err}");
+    }
+
+    #[test]
+    fn an_allow_list_that_is_not_text_names_its_line() {
+        let err = AllowList::parse_bytes(b"device-1\n# ok\n\xff\xfe\n", "allow.txt").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("allow.txt line 3: not UTF-8 text"), "{msg}");
+        assert!(msg.contains("one device id a line"), "{msg}");
+        let list = AllowList::parse_bytes(b"device-1\n", "allow.txt").unwrap();
+        assert!(list.contains("device-1"));
     }
 
     #[test]
