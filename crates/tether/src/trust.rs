@@ -2,9 +2,10 @@
 //!
 //! A [`Trust`] combines any of:
 //! - **CA roots** (PEM or DER, one or many; a DER certificate built into the image with
-//!   [`Trust::with_static_root`], which a device keeps in flash instead of on the heap; bundled
-//!   Mozilla roots with the `mozilla-roots` feature): the chain must lead to a root, be valid now (see [`TimePolicy`]), and name the
-//!   host (DNS name or IP address SAN) we connected to;
+//!   [`Trust::with_static_root`], which a device keeps in flash instead of on the heap;
+//!   bundled Mozilla roots with the `mozilla-roots` feature): the chain must lead to a root,
+//!   be valid now (see [`TimePolicy`]), and name the host (DNS name or IP address SAN) we
+//!   connected to;
 //! - **SPKI pins** (`sha256/BASE64`): alone, the leaf's key must match one; on top of roots, a key
 //!   in the verified chain (leaf or intermediate) must match one;
 //! - **trust on first use** through a [`TofuStore`]: the first key seen for a host is stored, and
@@ -129,7 +130,7 @@ impl Trust {
 
     /// Adds one DER CA certificate that lives as long as the program, e.g. one built into
     /// the firmware image (flash on a device): the anchor borrows the CA's name and key from
-    /// `cert` instead of copying them to the heap (119 bytes for a P-256 CA, per CA).
+    /// `cert` instead of copying them to the heap (about 120 bytes for a P-256 CA, per CA).
     ///
     /// ```
     /// # fn main() -> Result<(), tether::Error> {
