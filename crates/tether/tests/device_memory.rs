@@ -10,7 +10,6 @@
 mod common;
 
 use common::{V13, client_config, data, send_all, server_config, take_output};
-use std::sync::Mutex;
 
 use tether::{
     CertificateDer, ClientConfig, Event, Identity, Instant, NamedGroup, Recv, ServerConfig,
@@ -28,8 +27,46 @@ fn message(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// dhat counts every thread's allocations: these tests run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// dhat counts every thread's allocations, the test harness' too (it starts test threads and
+/// collects their results while others run): so this binary has one test, which runs the
+/// cases one after the other, and nothing else allocates while a case measures.
+#[test]
+fn device_memory() {
+    let cases: [(&str, fn()); 7] = [
+        (
+            "a_full_record_read_in_small_pieces_costs_one_copy",
+            a_full_record_read_in_small_pieces_costs_one_copy,
+        ),
+        (
+            "a_record_waiting_for_recv_is_kept_when_the_client_sends_first",
+            a_record_waiting_for_recv_is_kept_when_the_client_sends_first,
+        ),
+        (
+            "a_record_waiting_for_recv_is_kept_when_the_client_closes_first",
+            a_record_waiting_for_recv_is_kept_when_the_client_closes_first,
+        ),
+        (
+            "a_handshake_read_by_read_size_holds_no_spare_chunk",
+            a_handshake_read_by_read_size_holds_no_spare_chunk,
+        ),
+        (
+            "a_client_reads_the_server_hello_alone",
+            a_client_reads_the_server_hello_alone,
+        ),
+        (
+            "an_idle_session_holds_its_keys_as_bytes",
+            an_idle_session_holds_its_keys_as_bytes,
+        ),
+        (
+            "a_ca_built_into_the_image_is_not_copied_to_the_heap",
+            a_ca_built_into_the_image_is_not_copied_to_the_heap,
+        ),
+    ];
+    for (name, case) in cases {
+        eprintln!("case {name}");
+        case();
+    }
+}
 
 /// A connected TLS 1.3 pair with everything the handshake left (tickets) delivered.
 fn connected() -> (Session, Session) {
@@ -59,9 +96,7 @@ fn server_output(server: &mut Session, data: &[u8]) -> Vec<u8> {
     wire
 }
 
-#[test]
 fn a_full_record_read_in_small_pieces_costs_one_copy() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut client, mut server) = connected();
     let data = message(RECORD);
     let wire = server_output(&mut server, &data);
@@ -111,9 +146,7 @@ fn a_full_record_read_in_small_pieces_costs_one_copy() {
     );
 }
 
-#[test]
 fn a_record_waiting_for_recv_is_kept_when_the_client_sends_first() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut client, mut server) = connected();
     let data = message(3000);
     let mut wire = Vec::new();
@@ -139,9 +172,7 @@ fn a_record_waiting_for_recv_is_kept_when_the_client_sends_first() {
     assert_eq!(got, data);
 }
 
-#[test]
 fn a_record_waiting_for_recv_is_kept_when_the_client_closes_first() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut client, mut server) = connected();
     let data = message(5000);
     let wire = server_output(&mut server, &data);
@@ -245,9 +276,7 @@ fn handshake_heap(size: fn(&Session) -> usize) -> HandshakeHeap {
     }
 }
 
-#[test]
 fn a_handshake_read_by_read_size_holds_no_spare_chunk() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let whole_chunks = handshake_heap(|_| HS_CHUNK).at_reads;
     let sized = handshake_heap(|c| c.read_size(HS_CHUNK)).at_reads;
     // The second read asks for what the partly read record lacks instead of reserving a
@@ -261,9 +290,7 @@ fn a_handshake_read_by_read_size_holds_no_spare_chunk() {
 /// rustls' states peak while it takes the ServerHello (the benchmark's case (b): 150 bytes
 /// less there once no spare chunk sits beside it; the profiler here starts after the
 /// client's first states, so it cannot see that peak): a client reads that record alone.
-#[test]
 fn a_client_reads_the_server_hello_alone() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sized = handshake_heap(|c| c.read_size(HS_CHUNK));
     // 64 bytes, then the rest of the first record (the ServerHello), then whole chunks again.
     assert_eq!(
@@ -281,9 +308,7 @@ fn a_client_reads_the_server_hello_alone() {
 
 /// An established, idle session holds its traffic keys as bytes (`record.rs`): ring's keys
 /// held set up would be 544 bytes each, a third of what an idle session holds.
-#[test]
 fn an_idle_session_holds_its_keys_as_bytes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // The configurations outlive the sessions: only the sessions' own bytes are counted.
     let (cc, sc) = (client_config(V13, false), server_config(V13, false));
     let profiler = dhat::Profiler::builder().testing().build();
@@ -312,10 +337,8 @@ fn an_idle_session_holds_its_keys_as_bytes() {
 
 /// A CA built into the firmware image stays there: the trust anchor borrows its name and key
 /// (`Trust::with_static_root`), where one read at run time is copied to the heap.
-#[test]
 fn a_ca_built_into_the_image_is_not_copied_to_the_heap() {
     static CA: CertificateDer<'static> = CertificateDer::from_slice(include_bytes!("data/ca.der"));
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let held = |make: &dyn Fn() -> Trust| {
         let profiler = dhat::Profiler::builder().testing().build();
         let trust = make();
