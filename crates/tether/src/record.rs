@@ -159,11 +159,8 @@ impl Keys {
             .as_ref()
             .try_into()
             .map_err(|_| Error::General("bad traffic iv".into()))?;
-        // A key of the wrong length fails here, not at the first record (the length is all
-        // ring checks).
-        if key.as_ref().len() < alg.key_len() {
-            return Err(Error::General("bad traffic key".into()));
-        }
+        // A key ring refuses fails here, not at the first record.
+        crate::suites::ring_key(alg, &key).map_err(|_| Error::General("bad traffic key".into()))?;
         Ok(Keys { alg, key, iv, seq })
     }
 

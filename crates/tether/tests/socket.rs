@@ -1093,9 +1093,9 @@ fn mem_nonblocking_handshake_in_steps() {
 
 /// The config's read chunk reaches the socket before its first read: a client built with
 /// `read_chunk(1024)` offers its transport 1024 bytes from the first read after the
-/// ServerHello on (which a client reads alone), one with the
-/// default 4096 (a socket's `set_read_chunk` comes after `connect`, too late for the
-/// handshake's reads), and the server takes its own from its config. A record larger than
+/// ServerHello on (which a client reads alone), one with the default 4096 (a socket's
+/// `set_read_chunk` comes after `connect`, too late for the handshake's reads), and the
+/// server takes its own from its config. A record larger than
 /// the chunk is completed by one read of what it lacks, never more.
 #[test]
 fn mem_config_read_chunk_bounds_every_read_from_the_first() {
