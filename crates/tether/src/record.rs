@@ -160,23 +160,19 @@ impl Keys {
             .try_into()
             .map_err(|_| Error::General("bad traffic iv".into()))?;
         // A key ring refuses fails here, not at the first record.
-        crate::suites::ring_key(alg, &key).map_err(|_| Error::General("bad traffic key".into()))?;
+        crate::suites::ring_key(alg, key.as_ref())
+            .map_err(|_| Error::General("bad traffic key".into()))?;
         Ok(Keys { alg, key, iv, seq })
     }
 
     /// The ring key for one record.
     fn ring_key(&self) -> Result<LessSafeKey, Error> {
-        crate::suites::ring_key(self.alg, &self.key)
+        crate::suites::ring_key(self.alg, self.key.as_ref())
     }
 
-    /// The per-record nonce: the IV XORed with the sequence number (RFC 8446 5.3; rustls uses
-    /// the same construction for TLS 1.2's GCM explicit nonce and ChaCha20-Poly1305).
+    /// The per-record nonce ([`crate::suites::nonce`]).
     fn nonce(&self) -> [u8; 12] {
-        let mut n = self.iv;
-        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *b ^= s;
-        }
-        n
+        crate::suites::nonce(&self.iv, self.seq)
     }
 
     fn next_seq(&mut self) -> Result<(), Error> {

@@ -24,7 +24,7 @@ use ring::aead::{self, Aad, LessSafeKey, UnboundKey};
 use rustls::crypto::CipherSuiteCommon;
 use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, InboundPlainMessage, Iv, MessageDecrypter, MessageEncrypter,
-    Nonce, OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm,
+    OutboundOpaqueMessage, OutboundPlainMessage, PrefixedPayload, Tls13AeadAlgorithm,
     UnsupportedOperationError, make_tls13_aad,
 };
 use rustls::crypto::ring::cipher_suite as ring_suites;
@@ -32,6 +32,9 @@ use rustls::{
     ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, SupportedCipherSuite,
     Tls13CipherSuite,
 };
+use zeroize::Zeroize;
+
+mod hash;
 
 /// `TLS13_AES_128_GCM_SHA256`, its keys held as bytes while rustls holds them.
 pub(crate) static TLS13_AES_128_GCM_SHA256: SupportedCipherSuite =
@@ -39,14 +42,30 @@ pub(crate) static TLS13_AES_128_GCM_SHA256: SupportedCipherSuite =
 /// `TLS13_AES_256_GCM_SHA384`, its keys held as bytes while rustls holds them.
 pub(crate) static TLS13_AES_256_GCM_SHA384: SupportedCipherSuite =
     SupportedCipherSuite::Tls13(&AES_256_GCM_SHA384);
+/// `TLS13_CHACHA20_POLY1305_SHA256`: ring's AEAD (its key is its bytes already), the small
+/// transcript hash and HKDF.
+pub(crate) static TLS13_CHACHA20_POLY1305_SHA256: SupportedCipherSuite =
+    SupportedCipherSuite::Tls13(&CHACHA20_POLY1305_SHA256);
 
-static AES_128_GCM_SHA256: Tls13CipherSuite =
-    with_aead(tls13(&ring_suites::TLS13_AES_128_GCM_SHA256), &AES_128_GCM);
-static AES_256_GCM_SHA384: Tls13CipherSuite =
-    with_aead(tls13(&ring_suites::TLS13_AES_256_GCM_SHA384), &AES_256_GCM);
+static AES_128_GCM_SHA256: Tls13CipherSuite = small(
+    tls13(&ring_suites::TLS13_AES_128_GCM_SHA256),
+    &AES_128_GCM,
+    &hash::SHA256,
+    &hash::HKDF_SHA256,
+);
+static AES_256_GCM_SHA384: Tls13CipherSuite = small(
+    tls13(&ring_suites::TLS13_AES_256_GCM_SHA384),
+    &AES_256_GCM,
+    &hash::SHA384,
+    &hash::HKDF_SHA384,
+);
+static CHACHA20_POLY1305_SHA256: Tls13CipherSuite = {
+    let base = tls13(&ring_suites::TLS13_CHACHA20_POLY1305_SHA256);
+    small(base, base.aead_alg, &hash::SHA256, &hash::HKDF_SHA256)
+};
 
-static AES_128_GCM: KeyBytes = KeyBytes(&aead::AES_128_GCM);
-static AES_256_GCM: KeyBytes = KeyBytes(&aead::AES_256_GCM);
+static AES_128_GCM: KeyBytes<16> = KeyBytes;
+static AES_256_GCM: KeyBytes<32> = KeyBytes;
 
 const fn tls13(suite: &'static SupportedCipherSuite) -> &'static Tls13CipherSuite {
     match suite {
@@ -55,59 +74,70 @@ const fn tls13(suite: &'static SupportedCipherSuite) -> &'static Tls13CipherSuit
     }
 }
 
-/// ring's suite `base` with `aead` instead of its AEAD (and without QUIC, which tether does
-/// not speak).
-const fn with_aead(
+/// ring's suite `base` with `aead`, and the hash and HKDF of [`hash`] (the same algorithm as
+/// `base`'s), and without QUIC, which tether does not speak.
+const fn small(
     base: &'static Tls13CipherSuite,
     aead: &'static dyn Tls13AeadAlgorithm,
+    hash: &'static dyn rustls::crypto::hash::Hash,
+    hkdf: &'static dyn rustls::crypto::tls13::Hkdf,
 ) -> Tls13CipherSuite {
     Tls13CipherSuite {
         common: CipherSuiteCommon {
             suite: base.common.suite,
-            hash_provider: base.common.hash_provider,
+            hash_provider: hash,
             confidentiality_limit: base.common.confidentiality_limit,
         },
-        hkdf_provider: base.hkdf_provider,
+        hkdf_provider: hkdf,
         aead_alg: aead,
         quic: None,
     }
 }
 
-/// Replaces ring's TLS 1.3 AES-GCM suites in `suites` with the ones above.
+/// Replaces ring's TLS 1.3 suites in `suites` with the ones above.
 pub(crate) fn keys_as_bytes(suites: &mut [SupportedCipherSuite]) {
     for s in suites {
         if *s == ring_suites::TLS13_AES_128_GCM_SHA256 {
             *s = TLS13_AES_128_GCM_SHA256;
         } else if *s == ring_suites::TLS13_AES_256_GCM_SHA384 {
             *s = TLS13_AES_256_GCM_SHA384;
+        } else if *s == ring_suites::TLS13_CHACHA20_POLY1305_SHA256 {
+            *s = TLS13_CHACHA20_POLY1305_SHA256;
         }
     }
 }
 
-/// A TLS 1.3 AEAD whose encrypters and decrypters keep key bytes.
-struct KeyBytes(&'static aead::Algorithm);
+/// A TLS 1.3 AES-GCM AEAD whose encrypters and decrypters keep key bytes: `N` is the key's
+/// length, 16 or 32.
+struct KeyBytes<const N: usize>;
 
-impl KeyBytes {
-    fn holder(&self, key: AeadKey, iv: Iv) -> Keyed {
-        Keyed {
-            alg: self.0,
-            key,
-            iv,
-        }
+impl<const N: usize> KeyBytes<N> {
+    fn holder(&self, key: &AeadKey, iv: &Iv) -> Option<Keyed<N>> {
+        // rustls derives exactly `key_len` bytes for the suite: this cannot fail.
+        Some(Keyed {
+            key: key.as_ref().get(..N)?.try_into().ok()?,
+            iv: iv.as_ref().try_into().ok()?,
+        })
     }
 }
 
-impl Tls13AeadAlgorithm for KeyBytes {
+impl<const N: usize> Tls13AeadAlgorithm for KeyBytes<N> {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
-        Box::new(self.holder(key, iv))
+        match self.holder(&key, &iv) {
+            Some(keyed) => Box::new(keyed),
+            None => Box::new(WrongKey),
+        }
     }
 
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
-        Box::new(self.holder(key, iv))
+        match self.holder(&key, &iv) {
+            Some(keyed) => Box::new(keyed),
+            None => Box::new(WrongKey),
+        }
     }
 
     fn key_len(&self) -> usize {
-        self.0.key_len()
+        N
     }
 
     fn extract_keys(
@@ -115,46 +145,70 @@ impl Tls13AeadAlgorithm for KeyBytes {
         key: AeadKey,
         iv: Iv,
     ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
-        if self.0 == &aead::AES_128_GCM {
-            Ok(ConnectionTrafficSecrets::Aes128Gcm { key, iv })
-        } else if self.0 == &aead::AES_256_GCM {
-            Ok(ConnectionTrafficSecrets::Aes256Gcm { key, iv })
-        } else {
-            Err(UnsupportedOperationError)
-        }
+        Ok(match N {
+            16 => ConnectionTrafficSecrets::Aes128Gcm { key, iv },
+            _ => ConnectionTrafficSecrets::Aes256Gcm { key, iv },
+        })
     }
 }
 
 /// A ring key of `alg` set up from `key`'s bytes, on the stack: for one record here, and in
 /// the established session's record layer (`crate::record`).
-pub(crate) fn ring_key(alg: &'static aead::Algorithm, key: &AeadKey) -> Result<LessSafeKey, Error> {
+pub(crate) fn ring_key(alg: &'static aead::Algorithm, key: &[u8]) -> Result<LessSafeKey, Error> {
     // rustls derives exactly `key_len` bytes for the suite: neither can fail.
-    key.as_ref()
-        .get(..alg.key_len())
+    key.get(..alg.key_len())
         .and_then(|key| UnboundKey::new(alg, key).ok())
         .map(LessSafeKey::new)
-        .ok_or_else(|| Error::General("AEAD key of the wrong length".into()))
+        .ok_or_else(wrong_key)
 }
 
-/// One direction's key bytes and IV (the key zeroised on drop, by `AeadKey`).
-struct Keyed {
-    alg: &'static aead::Algorithm,
-    key: AeadKey,
-    iv: Iv,
+fn wrong_key() -> Error {
+    Error::General("AEAD key of the wrong length".into())
 }
 
-impl Keyed {
+/// A TLS 1.3 record's nonce: the IV with the sequence number XORed into its last 8 bytes
+/// (RFC 8446 5.3; rustls uses the same construction for TLS 1.2's GCM explicit nonce and
+/// ChaCha20-Poly1305).
+pub(crate) fn nonce(iv: &[u8; 12], seq: u64) -> [u8; 12] {
+    let mut n = *iv;
+    for (b, s) in n[4..].iter_mut().zip(seq.to_be_bytes()) {
+        *b ^= s;
+    }
+    n
+}
+
+/// One direction's key bytes and IV, 28 bytes for AES-128 (zeroised on drop).
+struct Keyed<const N: usize> {
+    key: [u8; N],
+    iv: [u8; 12],
+}
+
+impl<const N: usize> Drop for Keyed<N> {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.iv.zeroize();
+    }
+}
+
+impl<const N: usize> Keyed<N> {
+    /// The algorithm of an `N`-byte key (a build error for any other length).
+    const ALG: &'static aead::Algorithm = match N {
+        16 => &aead::AES_128_GCM,
+        32 => &aead::AES_256_GCM,
+        _ => panic!("AES-GCM keys are 16 or 32 bytes"),
+    };
+
     /// The ring key for one record, on the stack.
     fn ring_key(&self) -> Result<LessSafeKey, Error> {
-        ring_key(self.alg, &self.key)
+        ring_key(Self::ALG, &self.key)
     }
 
     fn nonce(&self, seq: u64) -> aead::Nonce {
-        aead::Nonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0)
+        aead::Nonce::assume_unique_for_key(nonce(&self.iv, seq))
     }
 }
 
-impl MessageEncrypter for Keyed {
+impl<const N: usize> MessageEncrypter for Keyed<N> {
     fn encrypt(
         &mut self,
         msg: OutboundPlainMessage<'_>,
@@ -181,18 +235,18 @@ impl MessageEncrypter for Keyed {
 
     fn encrypted_payload_len(&self, payload_len: usize) -> usize {
         // The inner content type, then the tag.
-        payload_len + 1 + self.alg.tag_len()
+        payload_len + 1 + Self::ALG.tag_len()
     }
 }
 
-impl MessageDecrypter for Keyed {
+impl<const N: usize> MessageDecrypter for Keyed<N> {
     fn decrypt<'a>(
         &mut self,
         mut msg: InboundOpaqueMessage<'a>,
         seq: u64,
     ) -> Result<InboundPlainMessage<'a>, Error> {
         let payload = &mut msg.payload;
-        if payload.len() < self.alg.tag_len() {
+        if payload.len() < Self::ALG.tag_len() {
             return Err(Error::DecryptError);
         }
         let aad = Aad::from(make_tls13_aad(payload.len()));
@@ -203,6 +257,34 @@ impl MessageDecrypter for Keyed {
             .len();
         payload.truncate(plain_len);
         msg.into_tls13_unpadded_message()
+    }
+}
+
+/// What a suite got instead of keys of its length (rustls never gives one): every record
+/// fails.
+struct WrongKey;
+
+impl MessageEncrypter for WrongKey {
+    fn encrypt(
+        &mut self,
+        _: OutboundPlainMessage<'_>,
+        _: u64,
+    ) -> Result<OutboundOpaqueMessage, Error> {
+        Err(wrong_key())
+    }
+
+    fn encrypted_payload_len(&self, payload_len: usize) -> usize {
+        payload_len
+    }
+}
+
+impl MessageDecrypter for WrongKey {
+    fn decrypt<'a>(
+        &mut self,
+        _: InboundOpaqueMessage<'a>,
+        _: u64,
+    ) -> Result<InboundPlainMessage<'a>, Error> {
+        Err(wrong_key())
     }
 }
 
