@@ -73,7 +73,7 @@ use rustls::{CipherSuite, HandshakeKind, NamedGroup};
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{ClientConfig, ServerConfig, TlsVersion};
-use crate::error::{Alert, CertificateError, ConfigError, Error, HandshakeError, Timeout};
+use crate::error::{Alert, ConfigError, Error, HandshakeError, Timeout};
 use crate::record::{self, Kernel, Opened, Records};
 use crate::time::Instant;
 use crate::trust::{FailureSlot, ServerVerifier};
@@ -192,7 +192,6 @@ pub struct Session {
     /// Boxed: an `Error` is 88 bytes, and every live session carries the field.
     error: Option<Box<Error>>,
     slot: Option<FailureSlot>,
-    server_name: Option<alloc::string::String>,
     max_fragment: usize,
     /// The config's read chunk, for drivers ([`Session::read_chunk`]); 0: not set.
     read_chunk: u32,
@@ -426,7 +425,6 @@ impl Session {
         );
         s.slot = slot;
         s.keep_peer_certificates = config.keep_peer_certificates;
-        s.server_name = Some(server_name.to_string());
         // The ClientHello is ready at once.
         s.drive(&mut Work::default());
         Ok(s)
@@ -479,7 +477,6 @@ impl Session {
             handshake_duration: None,
             error: None,
             slot: None,
-            server_name: None,
             max_fragment: max_fragment.min(MAX_FRAGMENT),
             // The config checked it (64 ..= 65536).
             read_chunk: read_chunk.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
@@ -804,16 +801,7 @@ impl Session {
                 needed: n.parse().unwrap_or(MAX_FRAGMENT + RECORD_OVERHEAD),
             };
         }
-        match crate::error::from_rustls(e) {
-            Error::Certificate(CertificateError::NameMismatch { .. })
-                if self.server_name.is_some() =>
-            {
-                Error::Certificate(CertificateError::NameMismatch {
-                    expected: self.server_name.clone().unwrap_or_default(),
-                })
-            }
-            other => other,
-        }
+        crate::error::from_rustls(e)
     }
 
     fn fail(&mut self, err: Error) {

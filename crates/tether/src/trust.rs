@@ -439,7 +439,18 @@ macro_rules! server_cert_verifier {
                 match self.parts().verify(end_entity, intermediates, server_name, now) {
                     Ok(()) => Ok(ServerCertVerified::assertion()),
                     Err(e) => {
-                        let r = to_rustls(&e);
+                        let r = match &e {
+                            // With the name, so the session's error says which it was.
+                            Error::Certificate(CertificateError::NameMismatch { .. }) => {
+                                rustls::Error::InvalidCertificate(
+                                    rustls::CertificateError::NotValidForNameContext {
+                                        expected: server_name.to_owned(),
+                                        presented: Vec::new(),
+                                    },
+                                )
+                            }
+                            _ => to_rustls(&e),
+                        };
                         self.report(e);
                         Err(r)
                     }
