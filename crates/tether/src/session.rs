@@ -904,12 +904,11 @@ impl Session {
                 Some(len) => len.saturating_sub(partial.len()),
                 // rustls holds records of a split message: the next record's header first.
                 None if held > 0 => 5 - partial.len(),
-                // A client's first read: the start of the server's first record (its
-                // ServerHello; then what it lacks), enough for `not_tls` to quote a
-                // plaintext service's first line.
-                None if self.side == Side::Client && !self.received_any => {
-                    return FIRST_READ.min(chunk);
-                }
+                // A client at a record boundary: the start of the server's next record
+                // (then what it lacks), so no spare chunk sits beside it while rustls takes
+                // it. The first is enough for `not_tls` to quote a plaintext service's first
+                // line.
+                None if self.side == Side::Client => return FIRST_READ.min(chunk),
                 None => 0,
             }
         };

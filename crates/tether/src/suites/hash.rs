@@ -9,23 +9,21 @@
 //!
 //! - [`Sha`]: the transcript hash is RustCrypto's `sha2` (about 110 bytes for SHA-256: its
 //!   state and one 64-byte block).
-//! - [`HmacKeyBytes`]: HMAC is ring's, but a key is kept as its bytes, zero-padded to the
-//!   hash's length (40 bytes for SHA-256), and set up on the stack for each MAC. HMAC pads
-//!   every key shorter than the hash's block with zeros, so the padded key is the same key
-//!   (RFC 2104 section 2); a longer key, which TLS 1.3 never uses, is kept as ring's set-up
-//!   key. rustls' own [`HkdfUsingHmac`](rustls::crypto::tls13::HkdfUsingHmac) builds the HKDF
-//!   on it (RFC 5869), so the expander is these bytes and a pointer.
+//! - [`HkdfBytes`]: HKDF (RFC 5869) is ring's, but an expander keeps its pseudorandom key as
+//!   bytes (32 for SHA-256, one allocation) and sets ring's up on the stack for each
+//!   expansion. A key shorter than the hash is zero-padded to its length: HMAC pads every key
+//!   shorter than its block with zeros, so it is the same key (RFC 2104 section 2).
 //!
-//! Setting an HMAC key up costs two compressions of the hash per MAC, a few dozen MACs per
+//! Setting the key up costs two compressions of the hash per expansion, a few dozen per
 //! handshake: microseconds. The outputs are the same bytes as ring's (tests below, and every
 //! handshake of the interop tests).
 
 use alloc::boxed::Box;
 
-use ring::hmac;
+use ring::{hkdf, hmac};
 use rustls::crypto::hash::{Context, Hash, HashAlgorithm, Output};
-use rustls::crypto::hmac::{Hmac, Key, Tag};
-use rustls::crypto::tls13::HkdfUsingHmac;
+use rustls::crypto::hmac::Tag;
+use rustls::crypto::tls13::{Hkdf, HkdfExpander, OkmBlock, OutputLengthError};
 use sha2::Digest;
 use zeroize::Zeroize;
 
@@ -34,13 +32,10 @@ pub(super) static SHA256: Sha<sha2::Sha256> = Sha(HashAlgorithm::SHA256, core::m
 /// SHA-384 for the transcript.
 pub(super) static SHA384: Sha<sha2::Sha384> = Sha(HashAlgorithm::SHA384, core::marker::PhantomData);
 
-/// HKDF-SHA256 over [`HmacKeyBytes`].
-pub(super) static HKDF_SHA256: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA256);
-/// HKDF-SHA384 over [`HmacKeyBytes`].
-pub(super) static HKDF_SHA384: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA384);
-
-static HMAC_SHA256: HmacKeyBytes<32> = HmacKeyBytes(hmac::HMAC_SHA256);
-static HMAC_SHA384: HmacKeyBytes<48> = HmacKeyBytes(hmac::HMAC_SHA384);
+/// HKDF-SHA256, its expanders 32 bytes.
+pub(super) static HKDF_SHA256: HkdfBytes<32> = HkdfBytes(hkdf::HKDF_SHA256);
+/// HKDF-SHA384, its expanders 48 bytes.
+pub(super) static HKDF_SHA384: HkdfBytes<48> = HkdfBytes(hkdf::HKDF_SHA384);
 
 /// A hash of `sha2`, for rustls: `D` is `sha2::Sha256` or `sha2::Sha384`.
 pub(super) struct Sha<D>(HashAlgorithm, core::marker::PhantomData<fn() -> D>);
@@ -84,72 +79,118 @@ impl<D: Digest + Clone + Send + Sync + 'static> Context for ShaContext<D> {
     }
 }
 
-/// ring's HMAC whose keys are kept as bytes: `N` is the hash's output length.
-pub(super) struct HmacKeyBytes<const N: usize>(hmac::Algorithm);
+/// HKDF (RFC 5869) of ring, whose expanders keep the PRK as bytes: `N` is the hash's output
+/// length, 32 or 48.
+pub(super) struct HkdfBytes<const N: usize>(hkdf::Algorithm);
 
-impl<const N: usize> Hmac for HmacKeyBytes<N> {
-    fn with_key(&self, key: &[u8]) -> Box<dyn Key> {
-        match key.len() {
+impl<const N: usize> HkdfBytes<N> {
+    /// HKDF-Extract: HMAC keyed with the salt (the hash's length of zeros when there is none)
+    /// over the input keying material.
+    fn extract(&self, salt: Option<&[u8]>, ikm: &[u8]) -> Box<dyn HkdfExpander> {
+        let zeros = [0; N];
+        let key = hmac::Key::new(self.0.hmac_algorithm(), salt.unwrap_or(&zeros));
+        self.expander(hmac::sign(&key, ikm).as_ref())
+    }
+
+    fn expander(&self, prk: &[u8]) -> Box<dyn HkdfExpander> {
+        match prk.len() {
             len if len <= N => {
                 let mut padded = [0; N];
-                padded[..len].copy_from_slice(key);
-                Box::new(PaddedKey {
+                padded[..len].copy_from_slice(prk);
+                Box::new(Prk {
                     alg: self.0,
-                    key: padded,
+                    prk: padded,
                 })
             }
-            _ => Box::new(ReadyKey(hmac::Key::new(self.0, key))),
+            _ => Box::new(ReadyPrk(hkdf::Prk::new_less_safe(self.0, prk), N)),
         }
     }
+}
 
-    fn hash_output_len(&self) -> usize {
-        N
+impl<const N: usize> Hkdf for HkdfBytes<N> {
+    fn extract_from_zero_ikm(&self, salt: Option<&[u8]>) -> Box<dyn HkdfExpander> {
+        self.extract(salt, &[0; N])
+    }
+
+    fn extract_from_secret(&self, salt: Option<&[u8]>, secret: &[u8]) -> Box<dyn HkdfExpander> {
+        self.extract(salt, secret)
+    }
+
+    fn expander_for_okm(&self, okm: &OkmBlock) -> Box<dyn HkdfExpander> {
+        self.expander(okm.as_ref())
+    }
+
+    fn hmac_sign(&self, key: &OkmBlock, message: &[u8]) -> Tag {
+        let key = hmac::Key::new(self.0.hmac_algorithm(), key.as_ref());
+        Tag::new(hmac::sign(&key, message).as_ref())
     }
 }
 
-/// An HMAC key of at most `N` bytes, zero-padded to `N` (zeroised on drop).
-struct PaddedKey<const N: usize> {
-    alg: hmac::Algorithm,
-    key: [u8; N],
+/// A PRK of at most `N` bytes, zero-padded to `N` (zeroised on drop): HMAC pads a key shorter
+/// than the hash's block with zeros, so it is the same key.
+struct Prk<const N: usize> {
+    alg: hkdf::Algorithm,
+    prk: [u8; N],
 }
 
-impl<const N: usize> Drop for PaddedKey<N> {
+impl<const N: usize> Drop for Prk<N> {
     fn drop(&mut self) {
-        self.key.zeroize();
+        self.prk.zeroize();
     }
 }
 
-impl<const N: usize> Key for PaddedKey<N> {
-    fn sign_concat(&self, first: &[u8], middle: &[&[u8]], last: &[u8]) -> Tag {
-        sign(&hmac::Key::new(self.alg, &self.key), first, middle, last)
+impl<const N: usize> HkdfExpander for Prk<N> {
+    fn expand_slice(&self, info: &[&[u8]], output: &mut [u8]) -> Result<(), OutputLengthError> {
+        expand(&hkdf::Prk::new_less_safe(self.alg, &self.prk), info, output)
     }
 
-    fn tag_len(&self) -> usize {
+    fn expand_block(&self, info: &[&[u8]]) -> OkmBlock {
+        let mut block = [0; N];
+        // N is within HKDF's limit of 255 hash lengths.
+        let _ = self.expand_slice(info, &mut block);
+        OkmBlock::new(&block)
+    }
+
+    fn hash_len(&self) -> usize {
         N
     }
 }
 
-/// A longer key, set up by ring once (it hashes such a key first; TLS 1.3 has none).
-struct ReadyKey(hmac::Key);
+/// A longer PRK, set up by ring once (no suite derives one).
+struct ReadyPrk(hkdf::Prk, usize);
 
-impl Key for ReadyKey {
-    fn sign_concat(&self, first: &[u8], middle: &[&[u8]], last: &[u8]) -> Tag {
-        sign(&self.0, first, middle, last)
+impl HkdfExpander for ReadyPrk {
+    fn expand_slice(&self, info: &[&[u8]], output: &mut [u8]) -> Result<(), OutputLengthError> {
+        expand(&self.0, info, output)
     }
 
-    fn tag_len(&self) -> usize {
-        self.0.algorithm().digest_algorithm().output_len()
+    fn expand_block(&self, info: &[&[u8]]) -> OkmBlock {
+        let mut block = [0; OkmBlock::MAX_LEN];
+        let block = &mut block[..self.1];
+        // The hash's length is within HKDF's limit of 255 of them.
+        let _ = self.expand_slice(info, block);
+        OkmBlock::new(block)
+    }
+
+    fn hash_len(&self) -> usize {
+        self.1
     }
 }
 
-fn sign(key: &hmac::Key, first: &[u8], middle: &[&[u8]], last: &[u8]) -> Tag {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(first);
-    for m in middle {
-        ctx.update(m);
+/// HKDF-Expand of `output.len()` bytes (at most 255 hash lengths).
+fn expand(prk: &hkdf::Prk, info: &[&[u8]], output: &mut [u8]) -> Result<(), OutputLengthError> {
+    prk.expand(info, Len(output.len()))
+        .and_then(|okm| okm.fill(output))
+        .map_err(|_| OutputLengthError)
+}
+
+/// An output length for ring's HKDF.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
     }
-    ctx.update(last);
-    Tag::new(ctx.sign().as_ref())
 }
 
 #[cfg(test)]
@@ -157,7 +198,6 @@ mod tests {
     use alloc::vec::Vec;
 
     use ring::digest;
-    use rustls::crypto::tls13::Hkdf;
 
     use super::*;
 
@@ -191,67 +231,97 @@ mod tests {
         }
     }
 
+    /// RFC 5869's SHA-256 test cases 1 and 3 (no salt, no info).
     #[test]
-    fn hmac_with_any_key_length_is_rings() {
-        let pairs: [(&dyn Hmac, hmac::Algorithm); 2] = [
-            (&HMAC_SHA256, hmac::HMAC_SHA256),
-            (&HMAC_SHA384, hmac::HMAC_SHA384),
-        ];
-        for (ours, alg) in pairs {
-            // Shorter than the hash, its length, between it and the block, the block, longer.
-            for len in [0usize, 1, 20, 31, 32, 33, 47, 48, 49, 64, 65, 128, 129, 300] {
-                let key: Vec<u8> = (0..len).map(|i| (i as u8) ^ 0x5c).collect();
-                let ring_key = hmac::Key::new(alg, &key);
-                let k = ours.with_key(&key);
-                assert_eq!(k.tag_len(), ours.hash_output_len());
-                for m in messages() {
-                    let want = hmac::sign(&ring_key, &m);
-                    assert_eq!(k.sign(&[&m]).as_ref(), want.as_ref(), "key {len}");
-                    let (a, b) = m.split_at(m.len() / 2);
-                    let parts = [b"x".as_slice(), a, b, b"y"].concat();
-                    assert_eq!(
-                        k.sign_concat(b"x", &[a, b], b"y").as_ref(),
-                        hmac::sign(&ring_key, &parts).as_ref()
-                    );
-                }
-            }
-        }
-    }
-
-    /// RFC 5869 test case 1 (HKDF-SHA256), and HKDF-SHA384 against ring's HKDF.
-    #[test]
-    fn hkdf_matches_rfc5869_and_ring() {
+    fn hkdf_sha256_gives_rfc5869s_output() {
+        let hex = |b: &[u8]| -> alloc::string::String {
+            b.iter().map(|b| alloc::format!("{b:02x}")).collect()
+        };
         let ikm = [0x0b; 22];
         let salt: Vec<u8> = (0u8..=0x0c).collect();
         let info: Vec<u8> = (0xf0u8..=0xf9).collect();
         let mut okm = [0; 42];
         HKDF_SHA256
             .extract_from_secret(Some(&salt), &ikm)
-            .expand_slice(&[&info], &mut okm)
+            .expand_slice(&[&info[..4], &info[4..]], &mut okm)
             .unwrap();
-        let want = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf\
-                    34007208d5b887185865";
-        let got: alloc::string::String = okm.iter().map(|b| alloc::format!("{b:02x}")).collect();
-        assert_eq!(got, want);
-
-        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA384, &salt).extract(&ikm);
-        let mut ring_okm = [0; 100];
-        prk.expand(&[&info], Len(100))
-            .unwrap()
-            .fill(&mut ring_okm)
+        assert_eq!(
+            hex(&okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+        );
+        HKDF_SHA256
+            .extract_from_secret(None, &ikm)
+            .expand_slice(&[], &mut okm)
             .unwrap();
-        let mut ours = [0; 100];
-        let expander = HKDF_SHA384.extract_from_secret(Some(&salt), &ikm);
-        expander.expand_slice(&[&info], &mut ours).unwrap();
-        assert_eq!(ours, ring_okm);
-        assert_eq!(expander.expand_block(&[&info]).as_ref(), &ring_okm[..48]);
+        assert_eq!(
+            hex(&okm),
+            "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+        );
     }
 
-    struct Len(usize);
-
-    impl ring::hkdf::KeyType for Len {
-        fn len(&self) -> usize {
-            self.0
+    /// Every operation against ring's HKDF and HMAC, for both hashes, with pseudorandom keys
+    /// shorter than, as long as and longer than the hash.
+    #[test]
+    fn hkdf_matches_rings_for_both_hashes() {
+        let pairs: [(&dyn Hkdf, hkdf::Algorithm, usize); 2] = [
+            (&HKDF_SHA256, hkdf::HKDF_SHA256, 32),
+            (&HKDF_SHA384, hkdf::HKDF_SHA384, 48),
+        ];
+        let info: Vec<u8> = (0..40).collect();
+        for (ours, alg, n) in pairs {
+            let ring_okm = |prk: &hkdf::Prk, len: usize| {
+                let mut out = alloc::vec![0; len];
+                prk.expand(&[&info], Len(len))
+                    .unwrap()
+                    .fill(&mut out)
+                    .unwrap();
+                out
+            };
+            // Extract, then expand a block, less than one, several, the most allowed, too many.
+            let salt = [9u8; 20];
+            for (salt, ikm) in [
+                (Some(&salt[..]), &b"shared secret"[..]),
+                (None, &[0; 48][..n]),
+            ] {
+                let ring_prk = hkdf::Salt::new(alg, salt.unwrap_or(&[0; 48][..n])).extract(ikm);
+                let e = if salt.is_none() {
+                    ours.extract_from_zero_ikm(None)
+                } else {
+                    ours.extract_from_secret(salt, ikm)
+                };
+                assert_eq!(e.hash_len(), n);
+                assert_eq!(
+                    e.expand_block(&[&info]).as_ref(),
+                    &ring_okm(&ring_prk, n)[..]
+                );
+                for len in [1, n + 1, 3 * n, 255 * n] {
+                    let mut out = alloc::vec![0; len];
+                    e.expand_slice(&[&info[..7], &info[7..]], &mut out).unwrap();
+                    assert_eq!(out, ring_okm(&ring_prk, len), "{len} bytes");
+                }
+                let mut too_long = alloc::vec![0; 255 * n + 1];
+                assert!(e.expand_slice(&[&info], &mut too_long).is_err());
+            }
+            // Expanders for an OKM of any length up to OkmBlock's 64 bytes, and hmac_sign.
+            for len in [0, 1, n - 1, n, n + 1, 64] {
+                let key: Vec<u8> = (0..len as u8).map(|i| i ^ 0x5c).collect();
+                let okm = OkmBlock::new(&key);
+                let ring_prk = hkdf::Prk::new_less_safe(alg, &key);
+                let e = ours.expander_for_okm(&okm);
+                assert_eq!(e.hash_len(), n, "okm of {len}");
+                assert_eq!(
+                    e.expand_block(&[&info]).as_ref(),
+                    &ring_okm(&ring_prk, n)[..]
+                );
+                let mut out = [0; 100];
+                e.expand_slice(&[&info], &mut out).unwrap();
+                assert_eq!(&out[..], &ring_okm(&ring_prk, 100)[..], "okm of {len}");
+                let ring_key = hmac::Key::new(alg.hmac_algorithm(), &key);
+                assert_eq!(
+                    ours.hmac_sign(&okm, &info).as_ref(),
+                    hmac::sign(&ring_key, &info).as_ref()
+                );
+            }
         }
     }
 }
