@@ -122,9 +122,9 @@ impl Crypto {
 
     fn provider(self) -> CryptoProvider {
         let mut p = self.rustls_provider();
-        // The same suites, the TLS 1.3 AES-GCM keys held as bytes while rustls holds them
-        // (about 1 KB less during a handshake; `suites`).
-        crate::suites::keys_as_bytes(&mut p.cipher_suites);
+        // The same suites, what rustls holds of them during a handshake kept small (about
+        // 1.3 KB less; `suites`).
+        crate::suites::compact(&mut p.cipher_suites);
         p
     }
 

@@ -1,22 +1,27 @@
-//! TLS 1.3 AES-GCM cipher suites whose keys rustls holds as bytes, not as key schedules.
+//! tether's cipher suites: ring's, with what rustls holds while a handshake runs kept small.
 //!
 //! While a handshake runs, rustls holds an encrypter and a decrypter for the handshake traffic
 //! keys (and, at its end, for the first application traffic keys, until
-//! [`Session`](crate::Session) takes those over in its own record layer). ring's AES-GCM
-//! suites build each of them as a ready key: the AES round keys and the GHASH table, about
-//! 560 bytes on the heap apiece. The suites here are ring's with one difference: their
-//! encrypter and decrypter keep the key bytes and the IV (about 70 bytes) and set the ring key
-//! up on the stack for each record they seal or open. A handshake seals and opens a handful of
-//! records, so the set-up costs a few hundred nanoseconds per handshake with AES
-//! instructions; a device's peak heap during its handshake is about 1 KB lower (the two
-//! handshake keys are alive at the peak, docs/PERFORMANCE.md, "Device RAM").
+//! [`Session`](crate::Session) takes those over in its own record layer), the running
+//! transcript hash, and the key schedule's HKDF expander. ring's are large while held; a
+//! device's handshake peaks with all of them alive (docs/PERFORMANCE.md, "Device RAM"):
 //!
-//! The records themselves are ring's TLS 1.3 records, byte for byte: the same AEAD, nonce
-//! (RFC 8446 5.3), additional data (5.2) and inner content type. Everything else in a suite
-//! (hash, HKDF, the keys handed to the record layer by [`Tls13AeadAlgorithm::extract_keys`])
-//! is ring's own. ChaCha20-Poly1305's ring key is its 32 key bytes already; its suite is
-//! ring's, unchanged. The established session's record layer (`crate::record`) keeps its
-//! traffic keys the same way, through [`ring_key`].
+//! - **AES-GCM keys** (TLS 1.3): ring builds each as a ready key, the AES round keys and the
+//!   GHASH table, about 560 bytes on the heap apiece. The encrypters and decrypters here keep
+//!   the key bytes and the IV (28 bytes for AES-128) and set the ring key up on the stack for
+//!   each record they seal or open: a few hundred nanoseconds per handshake with AES
+//!   instructions. ChaCha20-Poly1305's ring key is its 32 key bytes already; its AEAD is
+//!   ring's, unchanged.
+//! - **The transcript hash and HKDF** (all TLS 1.3 suites; the transcript of TLS 1.2's too):
+//!   [`hash`]'s, 104 and 32 bytes where ring's are 224 and 184.
+//!
+//! The records themselves are ring's records, byte for byte: the same AEAD, nonce (RFC 8446
+//! 5.3), additional data (5.2) and inner content type; the hashes and HKDF outputs are the
+//! same bytes (tests here and in [`hash`], and every handshake of the interop tests against
+//! OpenSSL and GnuTLS). Everything else in a suite (signatures, key exchange, TLS 1.2's PRF
+//! and AEAD, the keys handed to the record layer by [`Tls13AeadAlgorithm::extract_keys`]) is
+//! ring's own. The established session's record layer (`crate::record`) keeps its traffic
+//! keys as bytes the same way, through [`ring_key`].
 
 use alloc::boxed::Box;
 
@@ -30,7 +35,7 @@ use rustls::crypto::cipher::{
 use rustls::crypto::ring::cipher_suite as ring_suites;
 use rustls::{
     ConnectionTrafficSecrets, ContentType, Error, ProtocolVersion, SupportedCipherSuite,
-    Tls13CipherSuite,
+    Tls12CipherSuite, Tls13CipherSuite,
 };
 use zeroize::Zeroize;
 
@@ -94,15 +99,90 @@ const fn small(
     }
 }
 
-/// Replaces ring's TLS 1.3 suites in `suites` with the ones above.
-pub(crate) fn keys_as_bytes(suites: &mut [SupportedCipherSuite]) {
+/// ring's TLS 1.2 suite `base` with [`hash`]'s transcript hash.
+const fn small12(
+    base: &'static SupportedCipherSuite,
+    hash: &'static dyn rustls::crypto::hash::Hash,
+) -> Tls12CipherSuite {
+    let SupportedCipherSuite::Tls12(base) = base else {
+        panic!("not a TLS 1.2 suite");
+    };
+    Tls12CipherSuite {
+        common: CipherSuiteCommon {
+            suite: base.common.suite,
+            hash_provider: hash,
+            confidentiality_limit: base.common.confidentiality_limit,
+        },
+        prf_provider: base.prf_provider,
+        kx: base.kx,
+        sign: base.sign,
+        aead_alg: base.aead_alg,
+    }
+}
+
+/// Each of ring's suites and tether's in its place.
+static REPLACEMENTS: [(SupportedCipherSuite, SupportedCipherSuite); 9] = [
+    (
+        ring_suites::TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_128_GCM_SHA256,
+    ),
+    (
+        ring_suites::TLS13_AES_256_GCM_SHA384,
+        TLS13_AES_256_GCM_SHA384,
+    ),
+    (
+        ring_suites::TLS13_CHACHA20_POLY1305_SHA256,
+        TLS13_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        SupportedCipherSuite::Tls12(&small12(
+            &ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            &hash::SHA256,
+        )),
+    ),
+    (
+        ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        SupportedCipherSuite::Tls12(&small12(
+            &ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            &hash::SHA384,
+        )),
+    ),
+    (
+        ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        SupportedCipherSuite::Tls12(&small12(
+            &ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            &hash::SHA256,
+        )),
+    ),
+    (
+        ring_suites::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        SupportedCipherSuite::Tls12(&small12(
+            &ring_suites::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            &hash::SHA256,
+        )),
+    ),
+    (
+        ring_suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        SupportedCipherSuite::Tls12(&small12(
+            &ring_suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            &hash::SHA384,
+        )),
+    ),
+    (
+        ring_suites::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        SupportedCipherSuite::Tls12(&small12(
+            &ring_suites::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            &hash::SHA256,
+        )),
+    ),
+];
+
+/// Replaces ring's suites in `suites` with tether's (the same suites, in the same order).
+pub(crate) fn compact(suites: &mut [SupportedCipherSuite]) {
     for s in suites {
-        if *s == ring_suites::TLS13_AES_128_GCM_SHA256 {
-            *s = TLS13_AES_128_GCM_SHA256;
-        } else if *s == ring_suites::TLS13_AES_256_GCM_SHA384 {
-            *s = TLS13_AES_256_GCM_SHA384;
-        } else if *s == ring_suites::TLS13_CHACHA20_POLY1305_SHA256 {
-            *s = TLS13_CHACHA20_POLY1305_SHA256;
+        if let Some((_, ours)) = REPLACEMENTS.iter().find(|(ring, _)| *s == *ring) {
+            *s = *ours;
         }
     }
 }
@@ -434,6 +514,51 @@ mod tests {
                 open(ring, &mut wire, 9).unwrap(),
                 (ContentType::ApplicationData, data.to_vec())
             );
+        }
+    }
+
+    /// Every suite of ring's provider, TLS 1.2 and 1.3, becomes the same suite with the small
+    /// transcript hash (and, for TLS 1.3, HKDF) in the same place.
+    #[test]
+    fn every_suite_of_rings_provider_is_replaced_by_the_same_suite() {
+        let ring = rustls::crypto::ring::default_provider().cipher_suites;
+        let mut ours = ring.clone();
+        compact(&mut ours);
+        assert_eq!(ours.len(), REPLACEMENTS.len());
+        for (r, o) in ring.iter().zip(&ours) {
+            assert_eq!(r.suite(), o.suite());
+            let hash_of = |s: &SupportedCipherSuite| match s {
+                SupportedCipherSuite::Tls12(s) => s.common.hash_provider,
+                SupportedCipherSuite::Tls13(s) => s.common.hash_provider,
+            };
+            let (rh, oh) = (hash_of(r), hash_of(o));
+            assert_eq!(rh.algorithm(), oh.algorithm());
+            assert!(
+                core::ptr::addr_eq(oh, &hash::SHA256) || core::ptr::addr_eq(oh, &hash::SHA384),
+                "{:?} keeps ring's hash",
+                r.suite()
+            );
+            match (r, o) {
+                (SupportedCipherSuite::Tls12(r), SupportedCipherSuite::Tls12(o)) => {
+                    // ring's PRF and AEAD (the same outputs: a constant ring's suites
+                    // point to may be copied into this crate, so not the same address).
+                    let (mut a, mut b) = ([0u8; 48], [0u8; 48]);
+                    r.prf_provider.for_secret(&mut a, &KEY, b"label", b"seed");
+                    o.prf_provider.for_secret(&mut b, &KEY, b"label", b"seed");
+                    assert_eq!(a, b);
+                    let shape = |s: &Tls12CipherSuite| {
+                        let k = s.aead_alg.key_block_shape();
+                        (k.enc_key_len, k.fixed_iv_len, k.explicit_nonce_len)
+                    };
+                    assert_eq!(shape(r), shape(o));
+                    assert_eq!((r.kx, r.sign), (o.kx, o.sign));
+                }
+                (SupportedCipherSuite::Tls13(r), SupportedCipherSuite::Tls13(o)) => {
+                    assert!(!core::ptr::addr_eq(r.hkdf_provider, o.hkdf_provider));
+                    assert_eq!(r.aead_alg.key_len(), o.aead_alg.key_len());
+                }
+                _ => panic!("{:?} changed its version", r.suite()),
+            }
         }
     }
 
