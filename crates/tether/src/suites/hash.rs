@@ -33,9 +33,9 @@ pub(super) static SHA256: Sha<sha2::Sha256> = Sha(HashAlgorithm::SHA256, core::m
 pub(super) static SHA384: Sha<sha2::Sha384> = Sha(HashAlgorithm::SHA384, core::marker::PhantomData);
 
 /// HKDF-SHA256, its expanders 32 bytes.
-pub(super) static HKDF_SHA256: HkdfBytes<32> = HkdfBytes(hkdf::HKDF_SHA256);
+pub(super) static HKDF_SHA256: HkdfBytes<32> = HkdfBytes;
 /// HKDF-SHA384, its expanders 48 bytes.
-pub(super) static HKDF_SHA384: HkdfBytes<48> = HkdfBytes(hkdf::HKDF_SHA384);
+pub(super) static HKDF_SHA384: HkdfBytes<48> = HkdfBytes;
 
 /// A hash of `sha2`, for rustls: `D` is `sha2::Sha256` or `sha2::Sha384`.
 pub(super) struct Sha<D>(HashAlgorithm, core::marker::PhantomData<fn() -> D>);
@@ -81,14 +81,14 @@ impl<D: Digest + Clone + Send + Sync + 'static> Context for ShaContext<D> {
 
 /// HKDF (RFC 5869) of ring, whose expanders keep the PRK as bytes: `N` is the hash's output
 /// length, 32 or 48.
-pub(super) struct HkdfBytes<const N: usize>(hkdf::Algorithm);
+pub(super) struct HkdfBytes<const N: usize>;
 
 impl<const N: usize> HkdfBytes<N> {
     /// HKDF-Extract: HMAC keyed with the salt (the hash's length of zeros when there is none)
     /// over the input keying material.
     fn extract(&self, salt: Option<&[u8]>, ikm: &[u8]) -> Box<dyn HkdfExpander> {
         let zeros = [0; N];
-        let key = hmac::Key::new(self.0.hmac_algorithm(), salt.unwrap_or(&zeros));
+        let key = hmac::Key::new(Prk::<N>::ALG.hmac_algorithm(), salt.unwrap_or(&zeros));
         self.expander(hmac::sign(&key, ikm).as_ref())
     }
 
@@ -97,12 +97,9 @@ impl<const N: usize> HkdfBytes<N> {
             len if len <= N => {
                 let mut padded = [0; N];
                 padded[..len].copy_from_slice(prk);
-                Box::new(Prk {
-                    alg: self.0,
-                    prk: padded,
-                })
+                Box::new(Prk { prk: padded })
             }
-            _ => Box::new(ReadyPrk(hkdf::Prk::new_less_safe(self.0, prk), N)),
+            _ => Box::new(ReadyPrk(hkdf::Prk::new_less_safe(*Prk::<N>::ALG, prk), N)),
         }
     }
 }
@@ -121,7 +118,7 @@ impl<const N: usize> Hkdf for HkdfBytes<N> {
     }
 
     fn hmac_sign(&self, key: &OkmBlock, message: &[u8]) -> Tag {
-        let key = hmac::Key::new(self.0.hmac_algorithm(), key.as_ref());
+        let key = hmac::Key::new(Prk::<N>::ALG.hmac_algorithm(), key.as_ref());
         Tag::new(hmac::sign(&key, message).as_ref())
     }
 }
@@ -129,8 +126,16 @@ impl<const N: usize> Hkdf for HkdfBytes<N> {
 /// A PRK of at most `N` bytes, zero-padded to `N` (zeroised on drop): HMAC pads a key shorter
 /// than the hash's block with zeros, so it is the same key.
 struct Prk<const N: usize> {
-    alg: hkdf::Algorithm,
     prk: [u8; N],
+}
+
+impl<const N: usize> Prk<N> {
+    /// The HKDF of an `N`-byte hash (a build error for any other length).
+    const ALG: &'static hkdf::Algorithm = match N {
+        32 => &hkdf::HKDF_SHA256,
+        48 => &hkdf::HKDF_SHA384,
+        _ => panic!("HKDF here is SHA-256 or SHA-384"),
+    };
 }
 
 impl<const N: usize> Drop for Prk<N> {
@@ -141,7 +146,11 @@ impl<const N: usize> Drop for Prk<N> {
 
 impl<const N: usize> HkdfExpander for Prk<N> {
     fn expand_slice(&self, info: &[&[u8]], output: &mut [u8]) -> Result<(), OutputLengthError> {
-        expand(&hkdf::Prk::new_less_safe(self.alg, &self.prk), info, output)
+        expand(
+            &hkdf::Prk::new_less_safe(*Self::ALG, &self.prk),
+            info,
+            output,
+        )
     }
 
     fn expand_block(&self, info: &[&[u8]]) -> OkmBlock {
