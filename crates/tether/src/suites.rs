@@ -517,6 +517,13 @@ mod tests {
         }
     }
 
+    /// A handshake key rustls holds is its bytes and IV (docs/PERFORMANCE.md, "Device RAM").
+    #[test]
+    fn a_held_handshake_key_is_its_bytes_and_iv() {
+        assert_eq!(size_of::<Keyed<16>>(), 16 + 12);
+        assert_eq!(size_of::<Keyed<32>>(), 32 + 12);
+    }
+
     /// Every suite of ring's provider, TLS 1.2 and 1.3, becomes the same suite with the small
     /// transcript hash (and, for TLS 1.3, HKDF) in the same place.
     #[test]

@@ -240,6 +240,15 @@ mod tests {
         }
     }
 
+    /// What rustls holds while a handshake runs (docs/PERFORMANCE.md, "Device RAM"): the
+    /// running SHA-256 is its state and one block, an expander its key.
+    #[test]
+    fn what_a_handshake_holds_is_small() {
+        assert!(size_of::<ShaContext<sha2::Sha256>>() <= 112);
+        assert_eq!(size_of::<Prk<32>>(), 32);
+        assert_eq!(size_of::<Prk<48>>(), 48);
+    }
+
     /// RFC 5869's SHA-256 test cases 1 and 3 (no salt, no info).
     #[test]
     fn hkdf_sha256_gives_rfc5869s_output() {
