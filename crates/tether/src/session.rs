@@ -148,8 +148,9 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// The largest record TLS allows on the wire: header, 2^14 bytes and 2048 of expansion (RFC
 /// 5246 6.2.3; TLS 1.3 allows less).
 const MAX_RECORD_WIRE: usize = 5 + MAX_FRAGMENT + 2048;
-/// A client's first read (`read_size`): less than any ServerHello record with a key share,
-/// more than a plaintext service's first line needs to be recognised.
+/// A client's first read of each handshake record (`read_size`): less than any ServerHello
+/// record with a key share, more than a plaintext service's first line needs to be
+/// recognised.
 const FIRST_READ: usize = 64;
 /// Unused input capacity kept after records are consumed; more is given back.
 const SPARE_INPUT: usize = 4096;
@@ -869,10 +870,11 @@ impl Session {
     ///   message's records and no spare chunk past them. That moment is the peak of a client
     ///   whose server sends small records (its Certificate message split over two of them);
     ///   a chunk fewer there, for a read or two more per handshake.
-    /// - A client's first read: 64 bytes (or `chunk` if smaller), then what the server's
-    ///   first record lacks, so that no spare chunk sits beside its ServerHello while rustls
-    ///   takes it (rustls' states peak then: about 150 bytes less at a client's handshake
-    ///   peak, for one more read per handshake).
+    /// - A client during its handshake, at a record boundary: 64 bytes (or `chunk` if
+    ///   smaller), then what that record lacks, so that no spare bytes sit beside the record
+    ///   rustls takes (its states peak then: 150 bytes less at the ServerHello, 15 at the
+    ///   Certificate of a server with 1 KiB records), for one more read per record of the
+    ///   server's flight. A server reads `chunk` there.
     pub fn read_size(&self, chunk: usize) -> usize {
         let committed = &self.incoming[..self.incoming.len() - self.input_reserved];
         let lacks = if matches!(self.conn, Conn::Records(_)) || self.connected {
