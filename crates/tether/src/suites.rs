@@ -120,6 +120,17 @@ const fn small12(
     }
 }
 
+/// ring's TLS 1.2 suite `$name` and tether's in its place, with `hash::$hash` for its
+/// transcript.
+macro_rules! tls12 {
+    ($name:ident, $hash:ident) => {
+        (
+            ring_suites::$name,
+            SupportedCipherSuite::Tls12(&small12(&ring_suites::$name, &hash::$hash)),
+        )
+    };
+}
+
 /// Each of ring's suites and tether's in its place.
 static REPLACEMENTS: [(SupportedCipherSuite, SupportedCipherSuite); 9] = [
     (
@@ -134,48 +145,12 @@ static REPLACEMENTS: [(SupportedCipherSuite, SupportedCipherSuite); 9] = [
         ring_suites::TLS13_CHACHA20_POLY1305_SHA256,
         TLS13_CHACHA20_POLY1305_SHA256,
     ),
-    (
-        ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        SupportedCipherSuite::Tls12(&small12(
-            &ring_suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            &hash::SHA256,
-        )),
-    ),
-    (
-        ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        SupportedCipherSuite::Tls12(&small12(
-            &ring_suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            &hash::SHA384,
-        )),
-    ),
-    (
-        ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        SupportedCipherSuite::Tls12(&small12(
-            &ring_suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            &hash::SHA256,
-        )),
-    ),
-    (
-        ring_suites::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        SupportedCipherSuite::Tls12(&small12(
-            &ring_suites::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            &hash::SHA256,
-        )),
-    ),
-    (
-        ring_suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        SupportedCipherSuite::Tls12(&small12(
-            &ring_suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            &hash::SHA384,
-        )),
-    ),
-    (
-        ring_suites::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        SupportedCipherSuite::Tls12(&small12(
-            &ring_suites::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            &hash::SHA256,
-        )),
-    ),
+    tls12!(TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, SHA256),
+    tls12!(TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, SHA384),
+    tls12!(TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, SHA256),
+    tls12!(TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, SHA256),
+    tls12!(TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, SHA384),
+    tls12!(TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, SHA256),
 ];
 
 /// Replaces ring's suites in `suites` with tether's (the same suites, in the same order).
