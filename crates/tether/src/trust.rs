@@ -378,13 +378,21 @@ pub(crate) fn verify_server_cert(
     trust.check_tofu(&server_name_string(server_name), end_entity)
 }
 
-fn to_rustls(err: &Error) -> rustls::Error {
+/// rustls' error for a verifier's `err`; a name mismatch carries `server_name` (a server's
+/// certificate), so the session's error says which name it was.
+fn to_rustls(err: &Error, server_name: Option<&ServerName<'_>>) -> rustls::Error {
     use rustls::CertificateError as C;
     let c = match err {
         Error::Certificate(CertificateError::UnknownIssuer) => C::UnknownIssuer,
         Error::Certificate(CertificateError::Expired) => C::Expired,
         Error::Certificate(CertificateError::NotValidYet) => C::NotValidYet,
-        Error::Certificate(CertificateError::NameMismatch { .. }) => C::NotValidForName,
+        Error::Certificate(CertificateError::NameMismatch { .. }) => match server_name {
+            Some(name) => C::NotValidForNameContext {
+                expected: name.to_owned(),
+                presented: Vec::new(),
+            },
+            None => C::NotValidForName,
+        },
         Error::Certificate(CertificateError::BadSignature) => C::BadSignature,
         Error::Certificate(CertificateError::WrongPurpose) => C::InvalidPurpose,
         Error::Certificate(CertificateError::BadEncoding) => C::BadEncoding,
@@ -439,18 +447,7 @@ macro_rules! server_cert_verifier {
                 match self.parts().verify(end_entity, intermediates, server_name, now) {
                     Ok(()) => Ok(ServerCertVerified::assertion()),
                     Err(e) => {
-                        let r = match &e {
-                            // With the name, so the session's error says which it was.
-                            Error::Certificate(CertificateError::NameMismatch { .. }) => {
-                                rustls::Error::InvalidCertificate(
-                                    rustls::CertificateError::NotValidForNameContext {
-                                        expected: server_name.to_owned(),
-                                        presented: Vec::new(),
-                                    },
-                                )
-                            }
-                            _ => to_rustls(&e),
-                        };
+                        let r = to_rustls(&e, Some(server_name));
                         self.report(e);
                         Err(r)
                     }
@@ -697,7 +694,7 @@ impl ClientCertVerifier for ClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.verify(end_entity, intermediates, now)
             .map(|()| ClientCertVerified::assertion())
-            .map_err(|e| to_rustls(&e))
+            .map_err(|e| to_rustls(&e, None))
     }
 
     verify_signatures_with!(provider);

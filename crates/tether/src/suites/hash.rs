@@ -154,10 +154,7 @@ impl<const N: usize> HkdfExpander for Prk<N> {
     }
 
     fn expand_block(&self, info: &[&[u8]]) -> OkmBlock {
-        let mut block = [0; N];
-        // N is within HKDF's limit of 255 hash lengths.
-        let _ = self.expand_slice(info, &mut block);
-        OkmBlock::new(&block)
+        expand_block(self, info)
     }
 
     fn hash_len(&self) -> usize {
@@ -174,11 +171,7 @@ impl HkdfExpander for ReadyPrk {
     }
 
     fn expand_block(&self, info: &[&[u8]]) -> OkmBlock {
-        let mut block = [0; OkmBlock::MAX_LEN];
-        let block = &mut block[..self.1];
-        // The hash's length is within HKDF's limit of 255 of them.
-        let _ = self.expand_slice(info, block);
-        OkmBlock::new(block)
+        expand_block(self, info)
     }
 
     fn hash_len(&self) -> usize {
@@ -191,6 +184,14 @@ fn expand(prk: &hkdf::Prk, info: &[&[u8]], output: &mut [u8]) -> Result<(), Outp
     prk.expand(info, Len(output.len()))
         .and_then(|okm| okm.fill(output))
         .map_err(|_| OutputLengthError)
+}
+
+/// HKDF-Expand of one hash length (within HKDF's limit of 255 of them, so it cannot fail).
+fn expand_block(expander: &dyn HkdfExpander, info: &[&[u8]]) -> OkmBlock {
+    let mut block = [0; OkmBlock::MAX_LEN];
+    let block = &mut block[..expander.hash_len()];
+    let _ = expander.expand_slice(info, block);
+    OkmBlock::new(block)
 }
 
 /// An output length for ring's HKDF.
