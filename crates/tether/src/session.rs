@@ -42,7 +42,8 @@
 //! rustls 0.23's unbuffered API hands each decrypted record out as a copy of its own, so a
 //! full 16 KiB record would cost two 16 KiB buffers at once, and an established rustls
 //! connection keeps about 3 KB of its handshake's machinery. Once the handshake has completed
-//! (as soon as rustls holds no whole record of the input), a session of either side takes the
+//! (rustls is given the handshake's records one at a time, so it never reads one past the
+//! record that completes it), a session of either side takes the
 //! traffic keys from rustls (`rustls::kernel`, the API rustls offers for kTLS) and does the
 //! records itself: each is opened in place in the input buffer and [`recv`](Session::recv)
 //! copies its plaintext straight from there, so a full record costs one copy of itself, and
@@ -175,8 +176,9 @@ pub struct Session {
     /// in place in a record that takes `incoming[..window_record]`.
     window: (usize, usize),
     window_record: usize,
-    /// During the handshake: where the first record starts that rustls has not been given
-    /// whole (`incoming[handshake_raw..]` is input as received: part of one record).
+    /// While rustls has the connection: `incoming[..handshake_raw]` is what it was given
+    /// (records it holds, opened in place); past it, input as received (whole records it is
+    /// given one at a time during the handshake, then the start of one record).
     handshake_raw: usize,
     /// rustls holds decrypted data that `recv` has not asked for yet.
     rustls_holds_plain: bool,
@@ -519,8 +521,12 @@ impl Session {
         if matches!(self.conn, Conn::Records(_)) {
             return self.drive_records(work);
         }
-        if !self.connected {
-            self.skip_whole_records();
+        if self.connected {
+            // Established but still with rustls (it could not hand over): it takes every
+            // record.
+            self.give_whole_records(usize::MAX);
+        } else {
+            self.give_whole_records(1);
         }
         let mut may_write = false;
         let mut guard = 0u32;
@@ -535,7 +541,23 @@ impl Session {
                 Step::Again => {}
                 Step::Idle { may_write: w } => {
                     may_write = w;
-                    break;
+                    if may_write && !self.connected {
+                        self.connected = true;
+                        self.connected_event = true;
+                        self.deadline = None;
+                        self.handshake_duration =
+                            Some(self.last_now.saturating_duration_since(self.started));
+                    }
+                    if self.connected && self.switch_to_records() {
+                        // The records after the handshake's last one, if any came with it.
+                        return self.drive_records(work);
+                    }
+                    // During the handshake rustls is given one record at a time, so that it
+                    // never reads past the one that completes it (see `give_whole_records`).
+                    let more = if self.connected { usize::MAX } else { 1 };
+                    if !self.give_whole_records(more) {
+                        break;
+                    }
                 }
                 Step::PeerClosed => {
                     self.peer_closed = true;
@@ -554,57 +576,51 @@ impl Session {
                 }
             }
         }
-        if may_write && !self.connected {
-            self.connected = true;
-            self.connected_event = true;
-            self.deadline = None;
-            self.handshake_duration = Some(self.last_now.saturating_duration_since(self.started));
-        }
         if self.incoming.is_empty() && self.incoming.capacity() > 0 {
             self.incoming = Vec::new();
-        }
-        if self.connected
-            && self.error.is_none()
-            && self.input_untouched_by_rustls()
-            && !self.rustls_holds_plain
-            && !self.peer_closed
-            && !self.close_requested
-        {
-            self.switch_to_records();
         }
         may_write
     }
 
-    /// Moves `handshake_raw` past the whole records of the committed input, before rustls
-    /// sees them (it decrypts and joins them in place; bytes past the last whole record it
-    /// leaves as they came).
-    fn skip_whole_records(&mut self) {
+    /// Gives rustls up to `count` more whole records of the committed input (moves
+    /// `handshake_raw` past them); false if there was none.
+    ///
+    /// During the handshake rustls gets one record at a time, and the next only once it is
+    /// idle with those it has: it never reads a record past the one that completes the
+    /// handshake, which is then the record layer's. rustls would take a TLS 1.3 KeyUpdate
+    /// there and queue its answer where `dangerous_into_kernel_connection` drops it, with its
+    /// send keys already moved on: the peer could not read another record (and rustls would
+    /// hold application data and tickets the record layer can take in place).
+    fn give_whole_records(&mut self, count: usize) -> bool {
         let mut pos = self.handshake_raw.min(self.incoming.len());
-        while let Some(len) = record_len(&self.incoming[pos..])
+        let mut given = 0;
+        while given < count
+            && let Some(len) = record_len(&self.incoming[pos..])
             && pos + len <= self.incoming.len()
         {
             pos += len;
+            given += 1;
         }
         self.handshake_raw = pos;
-    }
-
-    /// True when rustls has consumed every whole record of the (committed) input: what is left,
-    /// if anything, is the start of one record, which rustls cannot have opened yet. A whole
-    /// record left behind is one rustls holds (the first part of a handshake message split
-    /// over records, decrypted in place): the input is not ours to take then.
-    fn input_untouched_by_rustls(&self) -> bool {
-        record_len(&self.incoming).is_none_or(|len| self.incoming.len() < len)
+        given > 0
     }
 
     /// A session whose handshake has completed takes the traffic keys from rustls and does the
     /// records itself (crate `record`), so that a record is opened in place in `incoming`.
     ///
-    /// Only when rustls holds nothing: no whole record it has not consumed, no plaintext it
-    /// holds (its handshake output is already in `tx`, as always). A partial record at the
-    /// start of the input is fine: rustls has not touched it.
-    fn switch_to_records(&mut self) {
-        if !matches!(self.conn, Conn::Client(_) | Conn::Server(_)) {
-            return;
+    /// Only when rustls holds nothing: no record it was given and has not consumed, no
+    /// plaintext it holds (its handshake output is already in `tx`, as always); and not once
+    /// close_notify was sent or received (rustls finishes those connections). The input past
+    /// what rustls was given is as it came: the record layer opens it. True if it switched.
+    fn switch_to_records(&mut self) -> bool {
+        if !matches!(self.conn, Conn::Client(_) | Conn::Server(_))
+            || self.error.is_some()
+            || self.handshake_raw > 0
+            || self.rustls_holds_plain
+            || self.peer_closed
+            || self.close_requested
+        {
+            return false;
         }
         let version = self.version();
         let cipher_suite = self.cipher_suite();
@@ -625,7 +641,7 @@ impl Session {
                 .and_then(|(secrets, kernel)| Records::new(Kernel::Server(kernel), secrets)),
             other => {
                 self.conn = other;
-                return;
+                return false;
             }
         };
         match records {
@@ -638,9 +654,13 @@ impl Session {
                     alpn,
                     resumed,
                     peer_certificates,
-                }))
+                }));
+                true
             }
-            Err(e) => self.fail(record::to_error(e)),
+            Err(e) => {
+                self.fail(record::to_error(e));
+                false
+            }
         }
     }
 
@@ -764,7 +784,14 @@ impl Session {
             connected: self.connected,
             held: false,
         };
-        let incoming = &mut self.incoming;
+        // Only the records given to rustls (`give_whole_records`), and the start of a record
+        // if that is all that follows them: rustls checks its header (a peer that does not
+        // speak TLS fails at its first bytes) and leaves it until it is whole.
+        let mut given = self.handshake_raw.min(self.incoming.len());
+        if record_len(&self.incoming[given..]).is_none_or(|len| given + len > self.incoming.len()) {
+            given = self.incoming.len();
+        }
+        let incoming = &mut self.incoming[..given];
         let (discard, step) = with_conn!(&mut self.conn, c => {
             handle_state(c.process_tls_records(incoming), &mut bufs, work)
         }, else (0, Step::Idle { may_write: false }));
@@ -1709,6 +1736,46 @@ mod record_layer_tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(got, data);
+    }
+
+    /// Everything `from` has queued to send.
+    fn all_queued(from: &mut Session) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match from.poll_transmit(&mut buf) {
+                0 => return wire,
+                n => wire.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// TLS 1.3: the client's Finished, a KeyUpdate that asks for the server's and data, read
+    /// by the server in one input (as a busy server reads a client that updates its keys at
+    /// once, as `openssl s_client`'s `K` does). rustls must not take the KeyUpdate: it would
+    /// answer it into a queue that the record layer never sees, and the server's next records
+    /// would go out under keys its client was never told of. The server answers it itself,
+    /// before its first data under the new keys.
+    #[test]
+    fn a_key_update_read_with_the_clients_finished_is_answered() {
+        let (mut c, mut s) = sessions(TlsVersion::Tls13);
+        pump(&mut c, &mut s);
+        pump(&mut s, &mut c);
+        assert!(!c.is_handshaking() && s.is_handshaking());
+        let mut wire = all_queued(&mut c);
+        records(&mut c)
+            .seal_key_update_raw(true, &mut wire)
+            .unwrap();
+        wire.extend(send(&mut c, b"ping").unwrap());
+        assert_eq!(deliver(&mut s, &wire), Ok(b"ping".to_vec()));
+        assert!(matches!(s.conn, Conn::Records(_)));
+        // The server's tickets, its KeyUpdate, then data under its new keys.
+        let mut back = all_queued(&mut s);
+        back.extend(send(&mut s, b"pong").unwrap());
+        assert_eq!(deliver(&mut c, &back), Ok(b"pong".to_vec()));
+        // And the client's data still reaches the server.
+        let wire = send(&mut c, b"again").unwrap();
+        assert_eq!(deliver(&mut s, &wire), Ok(b"again".to_vec()));
     }
 
     /// A record that cannot be sealed (here close_notify past the limit) leaves nothing in the
