@@ -1,6 +1,7 @@
 //! Interop matrix against real peers over real TCP on 127.0.0.1: tether as client and as
 //! server, TLS 1.2 and TLS 1.3, with and without client certificates, data both ways, against
-//! `openssl s_server`/`s_client`, `gnutls-serv`/`gnutls-cli` and tether itself. Certificates are
+//! `openssl s_server`/`s_client`, `gnutls-serv`/`gnutls-cli` and tether itself (and rustls' own
+//! client, where a test needs to choose what goes into one TCP write). Certificates are
 //! made at test time by `tether_pki` (the library behind `tether pki`).
 //!
 //! Peers are started through `testpeers` (killed on drop); a missing peer fails the test under
@@ -695,6 +696,69 @@ fn openssl_key_update_at_tether_server_tls13() {
     assert_eq!(lines, ["line 0\n", "line 1\n", "line 2\n"]);
     // s_client closes with close_notify when its stdin ends.
     assert_eq!(err, None);
+}
+
+/// TLS 1.3, the race behind the test above made certain: rustls' own client sends its
+/// Finished, a KeyUpdate asking for ours and a line in one TCP write, so the tether server
+/// reads them together. The server must answer the KeyUpdate before its first record under
+/// its new keys (rustls, left to take the KeyUpdate during the handshake, queued the answer
+/// where the record layer never saw it, and s_client then failed with "bad record mac").
+#[test]
+fn a_key_update_sent_with_the_clients_finished_is_answered() {
+    use std::io::{Read as _, Write as _};
+    let pki = Pki::new();
+    let (port, server) = tether_server(pki.server_config(only(Tls13), false), |sock| {
+        let mut sock = sock.unwrap();
+        let line = read_line(&mut sock).unwrap();
+        sock.write_all(format!("tether got: {line}").as_bytes())
+            .unwrap();
+        // Wait for the client to close, so its reads see everything written.
+        read_to_close(&mut sock).unwrap()
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.cert_der().to_vec().into()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    // The handshake, writing nothing once it has completed: the Finished stays queued.
+    while client.is_handshaking() {
+        if client.wants_write() {
+            client.write_tls(&mut tcp).unwrap();
+            continue;
+        }
+        assert!(client.read_tls(&mut tcp).unwrap() > 0, "the server closed");
+        client.process_new_packets().unwrap();
+    }
+    client.refresh_traffic_keys().unwrap();
+    client.writer().write_all(b"ping\n").unwrap();
+    let mut flight = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut flight).unwrap();
+    }
+    tcp.write_all(&flight).unwrap();
+    // The server's tickets, its KeyUpdate, then its line under its new keys.
+    let mut got = Vec::new();
+    while !got.ends_with(b"\n") {
+        assert!(client.read_tls(&mut tcp).unwrap() > 0, "the server closed");
+        let state = client.process_new_packets().unwrap();
+        let mut buf = vec![0u8; state.plaintext_bytes_to_read()];
+        client.reader().read_exact(&mut buf).unwrap();
+        got.extend(buf);
+    }
+    assert_eq!(got, b"tether got: ping\n");
+    client.send_close_notify();
+    while client.wants_write() {
+        client.write_tls(&mut tcp).unwrap();
+    }
+    assert_eq!(server.join(), b"");
 }
 
 /// TLS 1.2: s_client asks to renegotiate (`R`). tether never renegotiates: the server's
