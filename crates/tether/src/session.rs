@@ -564,10 +564,10 @@ impl Session {
                     self.peer_closed_event = true;
                 }
                 Step::Failed(e) => {
-                    // A record after the peer's last flight, read with it, failed: the
-                    // handshake itself completed (both directions keyed and confirmed), and
-                    // `is_handshaking` says so, so a caller reports a failed connection, not a
-                    // failed handshake.
+                    // rustls failed after its handshake completed (a record it took because
+                    // it kept the established connection: closing, or peer closed): both
+                    // directions were keyed and confirmed, and `is_handshaking` says so, so a
+                    // caller reports a failed connection, not a failed handshake.
                     may_write = !with_conn!(&self.conn, c => c.is_handshaking(), else true);
                     let err = self.translate(e);
                     self.flush_alert();
