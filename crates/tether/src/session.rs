@@ -541,12 +541,8 @@ impl Session {
                 Step::Again => {}
                 Step::Idle { may_write: w } => {
                     may_write = w;
-                    if may_write && !self.connected {
-                        self.connected = true;
-                        self.connected_event = true;
-                        self.deadline = None;
-                        self.handshake_duration =
-                            Some(self.last_now.saturating_duration_since(self.started));
+                    if may_write {
+                        self.mark_connected();
                     }
                     if self.connected && self.switch_to_records() {
                         // The records after the handshake's last one, if any came with it.
@@ -571,6 +567,9 @@ impl Session {
                     may_write = !with_conn!(&self.conn, c => c.is_handshaking(), else true);
                     let err = self.translate(e);
                     self.flush_alert();
+                    if may_write {
+                        self.mark_connected();
+                    }
                     self.fail(err);
                     break;
                 }
@@ -580,6 +579,16 @@ impl Session {
             self.incoming = Vec::new();
         }
         may_write
+    }
+
+    /// The handshake has completed (once): the deadline goes, the duration is kept.
+    fn mark_connected(&mut self) {
+        if !self.connected {
+            self.connected = true;
+            self.connected_event = true;
+            self.deadline = None;
+            self.handshake_duration = Some(self.last_now.saturating_duration_since(self.started));
+        }
     }
 
     /// Gives rustls up to `count` more whole records of the committed input (moves
