@@ -205,8 +205,6 @@ pub struct Session {
     peer_eof: bool,
     close_requested: bool,
     close_sent: bool,
-    /// Some input has been committed (a client reads the server's first record alone).
-    received_any: bool,
 }
 
 impl core::fmt::Debug for Session {
@@ -490,7 +488,6 @@ impl Session {
             peer_eof: false,
             close_requested: false,
             close_sent: false,
-            received_any: false,
         }
     }
 
@@ -521,13 +518,7 @@ impl Session {
         if matches!(self.conn, Conn::Records(_)) {
             return self.drive_records(work);
         }
-        if self.connected {
-            // Established but still with rustls (it could not hand over): it takes every
-            // record.
-            self.give_whole_records(usize::MAX);
-        } else {
-            self.give_whole_records(1);
-        }
+        self.give_records();
         let mut may_write = false;
         let mut guard = 0u32;
         while self.error.is_none() {
@@ -548,10 +539,7 @@ impl Session {
                         // The records after the handshake's last one, if any came with it.
                         return self.drive_records(work);
                     }
-                    // During the handshake rustls is given one record at a time, so that it
-                    // never reads past the one that completes it (see `give_whole_records`).
-                    let more = if self.connected { usize::MAX } else { 1 };
-                    if !self.give_whole_records(more) {
+                    if !self.give_records() {
                         break;
                     }
                 }
@@ -591,16 +579,18 @@ impl Session {
         }
     }
 
-    /// Gives rustls up to `count` more whole records of the committed input (moves
-    /// `handshake_raw` past them); false if there was none.
+    /// Gives rustls more whole records of the committed input (moves `handshake_raw` past
+    /// them); false if there was none.
     ///
     /// During the handshake rustls gets one record at a time, and the next only once it is
     /// idle with those it has: it never reads a record past the one that completes the
-    /// handshake, which is then the record layer's. rustls would take a TLS 1.3 KeyUpdate
+    /// handshake, which is then the record layer's. An established session that could not
+    /// hand over (closing, or closed by its peer) gives rustls every record. rustls would take a TLS 1.3 KeyUpdate
     /// there and queue its answer where `dangerous_into_kernel_connection` drops it, with its
     /// send keys already moved on: the peer could not read another record (and rustls would
     /// hold application data and tickets the record layer can take in place).
-    fn give_whole_records(&mut self, count: usize) -> bool {
+    fn give_records(&mut self) -> bool {
+        let count = if self.connected { usize::MAX } else { 1 };
         let mut pos = self.handshake_raw.min(self.incoming.len());
         let mut given = 0;
         while given < count
@@ -793,7 +783,7 @@ impl Session {
             connected: self.connected,
             held: false,
         };
-        // Only the records given to rustls (`give_whole_records`), and the start of a record
+        // Only the records given to rustls (`give_records`), and the start of a record
         // if that is all that follows them: rustls checks its header (a peer that does not
         // speak TLS fails at its first bytes) and leaves it until it is whole.
         let mut given = self.handshake_raw.min(self.incoming.len());
@@ -871,7 +861,6 @@ impl Session {
             // RFC 8446 6.1: data after close_notify is ignored.
             return Ok(());
         }
-        self.received_any = true;
         self.incoming.reserve_exact(data.len());
         self.incoming.extend_from_slice(data);
         self.after_input()
@@ -973,7 +962,6 @@ impl Session {
     pub fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
         let requested = core::mem::take(&mut self.input_reserved);
         let keep = self.incoming.len() - requested + n.min(requested);
-        self.received_any |= n > 0;
         self.incoming.truncate(keep);
         self.handle_timeout(now)?;
         self.check()?;
@@ -1497,11 +1485,16 @@ mod record_layer_tests {
         }
     }
 
-    /// What `from` has queued to send (an alert, a KeyUpdate).
+    /// Everything `from` has queued to send (an alert, a KeyUpdate, handshake records).
     fn queued(from: &mut Session) -> Vec<u8> {
-        let mut wire = [0u8; 256];
-        let n = from.poll_transmit(&mut wire);
-        wire[..n].to_vec()
+        let mut wire = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match from.poll_transmit(&mut buf) {
+                0 => return wire,
+                n => wire.extend_from_slice(&buf[..n]),
+            }
+        }
     }
 
     fn misbehaved(err: Error, what: &str) {
@@ -1747,18 +1740,6 @@ mod record_layer_tests {
         assert_eq!(got, data);
     }
 
-    /// Everything `from` has queued to send.
-    fn all_queued(from: &mut Session) -> Vec<u8> {
-        let mut wire = Vec::new();
-        let mut buf = [0u8; 512];
-        loop {
-            match from.poll_transmit(&mut buf) {
-                0 => return wire,
-                n => wire.extend_from_slice(&buf[..n]),
-            }
-        }
-    }
-
     /// TLS 1.3: the client's Finished, a KeyUpdate that asks for the server's and data, read
     /// by the server in one input (as a busy server reads a client that updates its keys at
     /// once, as `openssl s_client`'s `K` does). rustls must not take the KeyUpdate: it would
@@ -1771,7 +1752,7 @@ mod record_layer_tests {
         pump(&mut c, &mut s);
         pump(&mut s, &mut c);
         assert!(!c.is_handshaking() && s.is_handshaking());
-        let mut wire = all_queued(&mut c);
+        let mut wire = queued(&mut c);
         records(&mut c)
             .seal_key_update_raw(true, &mut wire)
             .unwrap();
@@ -1779,7 +1760,7 @@ mod record_layer_tests {
         assert_eq!(deliver(&mut s, &wire), Ok(b"ping".to_vec()));
         assert!(matches!(s.conn, Conn::Records(_)));
         // The server's tickets, its KeyUpdate, then data under its new keys.
-        let mut back = all_queued(&mut s);
+        let mut back = queued(&mut s);
         back.extend(send(&mut s, b"pong").unwrap());
         assert_eq!(deliver(&mut c, &back), Ok(b"pong".to_vec()));
         // And the client's data still reaches the server.
